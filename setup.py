@@ -1,0 +1,129 @@
+"""Build the compiled kernels of xent_fast.
+
+The Cython sources live in ``src/`` and compile into extension modules inside the
+``xent_fast`` package. OpenMP is used when the compiler supports it; otherwise, or when
+``XENT_FAST_NO_OPENMP=1`` is set, the kernels are built serial (they stay correct,
+``n_threads`` is then ignored) and the build says so.
+
+Environment switches (all off by default):
+
+``XENT_FAST_NO_OPENMP=1``
+    Build without OpenMP.
+``XENT_FAST_BOUNDSCHECK=1``
+    Turn Cython's bounds and wraparound checks back on, for debugging.
+``XENT_FAST_CFLAGS``
+    Extra compiler flags appended to the defaults (for sanitizer builds, say).
+
+``-march=native`` and ``-ffast-math`` are never used: the first makes a wheel crash on
+older CPUs, the second breaks inf/nan handling that the kernels rely on.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+# One extension module per family of kernels: a public function in xent_fast/_<name>.py
+# calls into xent_fast/_<name>_kernels, built from src/_<name>_kernels.pyx.
+KERNEL_MODULES = ["_runtime", "_softmax_kernels", "_cross_entropy_kernels", "_info_kernels"]
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _openmp_flags():
+    """Return (compile_args, link_args) for OpenMP, or None if it cannot be used."""
+    if _env_flag("XENT_FAST_NO_OPENMP"):
+        return None
+    cc = sysconfig.get_config_var("CC") or "cc"
+    if sys.platform == "win32":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        # Apple clang needs the preprocessor spelling and Homebrew's libomp.
+        candidates = [(["-Xpreprocessor", "-fopenmp"], ["-lomp"]), (["-fopenmp"], ["-fopenmp"])]
+    else:
+        candidates = [(["-fopenmp"], ["-fopenmp"])]
+    for cflags, ldflags in candidates:
+        if _compiles_with_openmp(cc, cflags, ldflags):
+            return cflags, ldflags
+    return None
+
+
+def _compiles_with_openmp(cc, cflags, ldflags):
+    source = (
+        "#include <omp.h>\n"
+        "int main(void) { int n = 0;\n"
+        "#pragma omp parallel reduction(+:n)\n"
+        "n += 1;\n"
+        "return omp_get_max_threads() > 0 && n > 0 ? 0 : 1; }\n"
+    )
+    tmp = tempfile.mkdtemp(prefix="xent_fast_omp_")
+    try:
+        src = os.path.join(tmp, "check.c")
+        with open(src, "w") as f:
+            f.write(source)
+        cmd = cc.split() + cflags + [src, "-o", os.path.join(tmp, "check")] + ldflags
+        return subprocess.run(cmd, capture_output=True).returncode == 0
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _extensions():
+    debug_checks = _env_flag("XENT_FAST_BOUNDSCHECK")
+    openmp = _openmp_flags()
+    if openmp is None:
+        warnings.warn(
+            "xent_fast: building WITHOUT OpenMP (compiler support missing or "
+            "XENT_FAST_NO_OPENMP=1); kernels will run on one thread.",
+            stacklevel=1,
+        )
+        sys.stderr.write("*** xent_fast: OpenMP disabled, serial kernels ***\n")
+        omp_cflags, omp_ldflags = [], []
+    else:
+        omp_cflags, omp_ldflags = openmp
+
+    if sys.platform == "win32":
+        cflags = ["/O2"]
+    else:
+        cflags = ["-O3", "-fno-math-errno", "-Wno-unused-function"]
+    cflags += os.environ.get("XENT_FAST_CFLAGS", "").split()
+
+    exts = [
+        Extension(
+            f"xent_fast.{name}",
+            [f"src/{name}.pyx"],
+            include_dirs=["src", np.get_include()],
+            extra_compile_args=cflags + omp_cflags,
+            extra_link_args=omp_ldflags + os.environ.get("XENT_FAST_LDFLAGS", "").split(),
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+            # dladdr (which OpenMP runtime is loaded) lives in libdl before glibc 2.34.
+            libraries=["dl"] if sys.platform.startswith("linux") else [],
+        )
+        for name in KERNEL_MODULES
+    ]
+    directives = {
+        "language_level": 3,
+        "boundscheck": debug_checks,
+        "wraparound": debug_checks,
+        "initializedcheck": debug_checks,
+        "cdivision": True,
+        "embedsignature": True,
+    }
+    return cythonize(
+        exts,
+        compiler_directives=directives,
+        include_path=["src"],
+    )
+
+
+setup(ext_modules=_extensions())

@@ -1,0 +1,418 @@
+# Kernels of the categorical cross-entropy: loss, and optionally its gradient, of every
+# row of a C-contiguous (n_rows, n_classes) array of logits, against class indices
+# (cross_entropy_index) or probabilities (cross_entropy_probs).
+#
+# Design
+# ------
+# * One row at a time, while it is in cache: a sweep for the max, a sweep that sums the
+#   exps and stores them in the gradient row, a sweep that turns them into the gradient.
+#   The logits are read from memory once and the gradient written once; nothing of size
+#   n_rows x n_classes is allocated. The gradient may be the logits array itself: every
+#   sweep reads an entry before it writes that same entry.
+# * Both target kinds reduce to one form. With per-class coefficients a_j (for an index
+#   t: a_j = (1-eps) w_t [j == t] + eps/C w_j; for probabilities y: a_j = w_j ((1-eps)
+#   y_j + eps/C)) and W = sum_j a_j, the row loss is
+#       sum_j a_j (lse - x_j) = sum_j a_j (m - x_j) + W log1p(r)
+#   where m is the row max and r the sum of exp(x_j - m) over all j but the argmax. Every
+#   term is >= 0, so there is no cancellation: a loss of 1e-20 keeps its digits (the
+#   textbook lse - x_t would round it to 0). The gradient is (W + 2 z lse) p_j - a_j.
+# * z_loss adds z lse^2 to a counted row; softcap replaces x by c tanh(x / c) in a
+#   per-thread scratch row and multiplies the gradient by 1 - tanh^2.
+# * Rows are grouped in blocks fixed by the shape; each block is summed serially and the
+#   block sums are added in order, so totals are bitwise equal for any thread count.
+# * Invalid class indices are found in the same pass; their rows get loss 0 and a zero
+#   gradient, and the first one is reported to the caller, which raises.
+# * A "mean" gradient needs the denominator (sum of w[target] over counted rows) before
+#   the first row is written; that is a pre-pass over the targets only (n_rows integers,
+#   not the logits), which also validates them so nothing is written on bad input.
+
+from cython.parallel cimport prange, threadid
+from libc.math cimport log1p, expm1, tanh, NAN
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+
+from _common cimport (
+    floating, index_t, RowMax, row_max, row_is_regular, sum_exp_except, fill,
+    rows_per_block, effective_threads,
+)
+
+
+cdef struct CEOptions:
+    Py_ssize_t n_classes
+    int64_t ignore_index
+    double smoothing        # label_smoothing, eps
+    double z_loss
+    double softcap          # 0: off
+    double weight_sum       # sum of the class weights (n_classes without weights)
+
+
+cdef struct BlockSums:
+    double loss
+    double weight           # sum of w[target] over counted rows: the "mean" denominator
+    Py_ssize_t count        # counted rows (neither ignored nor invalid)
+    Py_ssize_t first_bad    # first row with an invalid class index, -1 if none
+
+
+# --- one row ---------------------------------------------------------------------------
+
+cdef inline const floating* capped(const floating* x, floating* scratch, Py_ssize_t n,
+                                   double cap) noexcept nogil:
+    cdef Py_ssize_t j
+    if cap == 0:
+        return x
+    for j in range(n):
+        scratch[j] = <floating>(cap * tanh(x[j] / cap))
+    return scratch
+
+
+cdef inline void softcap_chain(floating* grad, const floating* xs, Py_ssize_t n,
+                               double cap) noexcept nogil:
+    # d(c tanh(x/c))/dx = 1 - tanh^2, with tanh = xs / c read back from the scratch row.
+    cdef Py_ssize_t j
+    cdef double t
+    for j in range(n):
+        t = xs[j] / cap
+        grad[j] = <floating>(grad[j] * ((1.0 - t) * (1.0 + t)))
+
+
+cdef inline double weighted_gap(const floating* xs, const floating* weight, Py_ssize_t n,
+                                double m) noexcept nogil:
+    # sum_j w_j (m - x_j); a zero weight contributes 0 even against a masked -inf.
+    cdef double acc = 0.0
+    cdef Py_ssize_t j
+    if weight == NULL:
+        for j in range(n):
+            acc += m - xs[j]
+    else:
+        for j in range(n):
+            if weight[j] != 0:
+                acc += weight[j] * (m - xs[j])
+    return acc
+
+
+cdef inline double ce_index_row(
+    const floating* x,          # IN  logits row
+    Py_ssize_t t,               # IN  valid class index
+    double wt,                  # IN  weight of class t (1 without weights)
+    const floating* weight,     # IN  class weights or NULL
+    const CEOptions* o,
+    double g,                   # IN  upstream gradient of this row's loss
+    floating* grad,             # OUT g * dloss/dx, or NULL; may alias x
+    floating* scratch,          # per-thread row, used with softcap
+) noexcept nogil:
+    cdef Py_ssize_t n = o.n_classes, j
+    cdef const floating* xs = capped(x, scratch, n, o.softcap)
+    cdef RowMax mx = row_max(xs, n)
+    cdef double m, xt, r, log_s, lse, loss, eps_c, gap = 0.0, coef, alpha, rest
+    if not row_is_regular(mx):
+        if grad != NULL:
+            fill(grad, n, NAN)
+        return NAN
+    m = mx.value
+    xt = xs[t]                  # read before the gradient row overwrites it
+    eps_c = o.smoothing / n
+    if o.smoothing > 0:
+        gap = weighted_gap(xs, weight, n, m)
+    r = sum_exp_except(xs, n, m, mx.index, grad)
+    log_s = log1p(r)
+    lse = m + log_s
+    loss = (1.0 - o.smoothing) * wt * ((m - xt) + log_s)
+    if o.smoothing > 0:
+        loss += eps_c * (gap + o.weight_sum * log_s)
+    if o.z_loss > 0:
+        loss += o.z_loss * lse * lse
+    if grad == NULL:
+        return loss
+
+    coef = (1.0 - o.smoothing) * wt + eps_c * o.weight_sum + 2.0 * o.z_loss * lse
+    alpha = g * coef / (1.0 + r)
+    if eps_c == 0:
+        for j in range(n):
+            grad[j] = <floating>(alpha * grad[j])
+    elif weight == NULL:
+        for j in range(n):
+            grad[j] = <floating>(alpha * grad[j] - g * eps_c)
+    else:
+        for j in range(n):
+            grad[j] = <floating>(alpha * grad[j] - g * eps_c * weight[j])
+    # The target entry coef p_t - a_t, without the cancellation of p_t - 1:
+    # coef (p_t - 1) + (coef - a_t), with 1 - p_t = (1 + r - e_t) / (1 + r).
+    rest = r if t == mx.index else r - expm1(xt - m)
+    grad[t] = <floating>(g * (-coef * rest / (1.0 + r)
+                              + eps_c * (o.weight_sum - wt) + 2.0 * o.z_loss * lse))
+    if o.softcap > 0:
+        softcap_chain(grad, xs, n, o.softcap)
+    return loss
+
+
+cdef inline double ce_probs_row(
+    const floating* x,          # IN  logits row
+    const floating* y,          # IN  target probabilities row
+    const floating* weight,     # IN  class weights or NULL
+    const CEOptions* o,
+    double g,                   # IN  upstream gradient of this row's loss
+    floating* grad,             # OUT g * dloss/dx, or NULL; may alias x
+    floating* scratch,          # per-thread row, used with softcap
+) noexcept nogil:
+    cdef Py_ssize_t n = o.n_classes, j
+    cdef const floating* xs = capped(x, scratch, n, o.softcap)
+    cdef RowMax mx = row_max(xs, n)
+    cdef double m, r, log_s, lse, a, big_w = 0.0, gap = 0.0, keep, eps_c, alpha
+    if not row_is_regular(mx):
+        if grad != NULL:
+            fill(grad, n, NAN)
+        return NAN
+    m = mx.value
+    keep = 1.0 - o.smoothing
+    eps_c = o.smoothing / n
+    for j in range(n):
+        a = keep * y[j] + eps_c
+        if weight != NULL:
+            a = a * weight[j]
+        big_w += a
+        if a != 0:              # 0 log 0 = 0: a class with no target mass adds nothing
+            gap += a * (m - xs[j])
+    r = sum_exp_except(xs, n, m, mx.index, grad)
+    log_s = log1p(r)
+    lse = m + log_s
+    if grad != NULL:
+        alpha = g * (big_w + 2.0 * o.z_loss * lse) / (1.0 + r)
+        for j in range(n):
+            a = keep * y[j] + eps_c
+            if weight != NULL:
+                a = a * weight[j]
+            grad[j] = <floating>(alpha * grad[j] - g * a)
+        if o.softcap > 0:
+            softcap_chain(grad, xs, n, o.softcap)
+    return gap + big_w * log_s + o.z_loss * lse * lse
+
+
+# --- one block of rows -----------------------------------------------------------------
+
+cdef inline void clear_sums(BlockSums* s) noexcept nogil:
+    s.loss = 0.0
+    s.weight = 0.0
+    s.count = 0
+    s.first_bad = -1
+
+
+cdef void count_index_block(
+    const index_t* target, const floating* weight, const CEOptions* o,
+    Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
+) noexcept nogil:
+    # The "mean" denominator and the validity of the targets, without touching logits.
+    cdef Py_ssize_t i
+    cdef int64_t t
+    clear_sums(s)
+    for i in range(start, stop):
+        t = target[i]
+        if t == o.ignore_index:
+            continue
+        if t < 0 or t >= o.n_classes:
+            if s.first_bad < 0:
+                s.first_bad = i
+            continue
+        s.weight += weight[t] if weight != NULL else 1.0
+        s.count += 1
+
+
+cdef void ce_index_block(
+    const floating* logits, const index_t* target, const floating* weight,     # IN
+    const floating* grad_rows, double grad_scale,                              # IN
+    floating* loss_rows, floating* grad,                                       # OUT or NULL
+    floating* scratch, const CEOptions* o,
+    Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
+) noexcept nogil:
+    cdef Py_ssize_t i, n = o.n_classes
+    cdef int64_t t
+    cdef double wt, loss, g
+    cdef floating* grad_i = NULL
+    clear_sums(s)
+    for i in range(start, stop):
+        t = target[i]
+        if grad != NULL:
+            grad_i = grad + i * n
+        if t == o.ignore_index or t < 0 or t >= n:
+            if t != o.ignore_index and s.first_bad < 0:
+                s.first_bad = i
+            if grad_i != NULL:
+                fill(grad_i, n, 0.0)
+            if loss_rows != NULL:
+                loss_rows[i] = 0
+            continue
+        wt = weight[t] if weight != NULL else 1.0
+        g = grad_scale * grad_rows[i] if grad_rows != NULL else grad_scale
+        loss = ce_index_row(logits + i * n, <Py_ssize_t>t, wt, weight, o, g, grad_i, scratch)
+        if loss_rows != NULL:
+            loss_rows[i] = <floating>loss
+        s.loss += loss
+        s.weight += wt
+        s.count += 1
+
+
+cdef void ce_probs_block(
+    const floating* logits, const floating* target, const floating* weight,    # IN
+    const floating* grad_rows, double grad_scale,                              # IN
+    floating* loss_rows, floating* grad,                                       # OUT or NULL
+    floating* scratch, const CEOptions* o,
+    Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
+) noexcept nogil:
+    cdef Py_ssize_t i, n = o.n_classes
+    cdef double loss, g
+    clear_sums(s)
+    for i in range(start, stop):
+        g = grad_scale * grad_rows[i] if grad_rows != NULL else grad_scale
+        loss = ce_probs_row(logits + i * n, target + i * n, weight, o, g,
+                            grad + i * n if grad != NULL else NULL, scratch)
+        if loss_rows != NULL:
+            loss_rows[i] = <floating>loss
+        s.loss += loss
+    s.count = stop - start
+    s.weight = <double>s.count
+
+
+# --- entry points ----------------------------------------------------------------------
+
+cdef inline void add_sums(BlockSums* total, const BlockSums* sums, Py_ssize_t n_blocks) noexcept nogil:
+    # In block order, so that the total does not depend on the thread count.
+    cdef Py_ssize_t b
+    clear_sums(total)
+    for b in range(n_blocks):
+        total.loss += sums[b].loss
+        total.weight += sums[b].weight
+        total.count += sums[b].count
+        if total.first_bad < 0 and sums[b].first_bad >= 0:
+            total.first_bad = sums[b].first_bad
+
+
+cdef object check_shapes(Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t target_len,
+                         Py_ssize_t weight_len, Py_ssize_t loss_len, Py_ssize_t grad_rows,
+                         Py_ssize_t grad_cols, Py_ssize_t grad_rows_len):
+    # The Python layer guarantees these; checked again because a mistake here would be
+    # an out-of-bounds access, not a wrong number.
+    if (target_len != n_rows or weight_len not in (0, n) or loss_len not in (0, n_rows)
+            or not ((grad_rows == 0 and grad_cols == 0) or (grad_rows == n_rows and grad_cols == n))
+            or grad_rows_len not in (0, n_rows)):
+        raise ValueError("internal error: inconsistent array shapes passed to a kernel")
+
+
+cdef CEOptions make_options(Py_ssize_t n, const floating* weight, int64_t ignore_index,
+                            double label_smoothing, double z_loss, double softcap) noexcept nogil:
+    cdef CEOptions o
+    cdef Py_ssize_t j
+    o.n_classes = n
+    o.ignore_index = ignore_index
+    o.smoothing = label_smoothing
+    o.z_loss = z_loss
+    o.softcap = softcap
+    o.weight_sum = n
+    if weight != NULL:
+        o.weight_sum = 0.0
+        for j in range(n):
+            o.weight_sum += weight[j]
+    return o
+
+
+cdef void* alloc_or_raise(size_t size) except NULL:
+    cdef void* p = malloc(size if size > 0 else 1)
+    if p == NULL:
+        raise MemoryError()
+    return p
+
+
+def cross_entropy_index(
+    const floating[:, ::1] logits,      # IN  (n_rows, n_classes)
+    const index_t[::1] target,          # IN  (n_rows,) class indices
+    const floating[::1] weight,         # IN  (n_classes,) or (0,): no weights
+    floating[::1] loss_rows,            # OUT (n_rows,) per-row loss, or (0,)
+    floating[:, ::1] grad,              # OUT (n_rows, n_classes) gradient, or (0, 0)
+    const floating[::1] grad_rows,      # IN  (n_rows,) per-row upstream gradient, or (0,)
+    double grad_output,                 # IN  scalar upstream gradient
+    bint mean,                          # the gradient is of the "mean" of the losses
+    int64_t ignore_index, double label_smoothing, double z_loss, double softcap,
+    int n_threads,
+):
+    """Return (loss sum, sum of w[target], counted rows, first invalid row or -1)."""
+    cdef Py_ssize_t n_rows = logits.shape[0], n = logits.shape[1]
+    check_shapes(n_rows, n, target.shape[0], weight.shape[0], loss_rows.shape[0],
+                 grad.shape[0], grad.shape[1], grad_rows.shape[0])
+    if n_rows == 0:
+        return 0.0, 0.0, 0, -1
+    cdef Py_ssize_t rpb = rows_per_block(n), n_blocks = (n_rows + rpb - 1) // rpb, b
+    cdef int nt = effective_threads(n_threads, n_blocks, n_rows * n)
+    cdef const floating* w = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef const floating* gr = &grad_rows[0] if grad_rows.shape[0] > 0 else NULL
+    cdef floating* lr = &loss_rows[0] if loss_rows.shape[0] > 0 else NULL
+    cdef floating* gp = &grad[0, 0] if grad.shape[0] > 0 else NULL
+    cdef CEOptions o = make_options(n, w, ignore_index, label_smoothing, z_loss, softcap)
+    cdef BlockSums total
+    cdef BlockSums* sums = <BlockSums*>alloc_or_raise(n_blocks * sizeof(BlockSums))
+    cdef floating* scratch = NULL
+    cdef double grad_scale = grad_output
+    if softcap > 0:
+        scratch = <floating*>malloc(nt * n * sizeof(floating))
+        if scratch == NULL:
+            free(sums)
+            raise MemoryError()
+
+    with nogil:
+        total.first_bad = -1
+        if mean and gp != NULL:
+            for b in prange(n_blocks, schedule="static", num_threads=nt):
+                count_index_block(&target[0], w, &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+            add_sums(&total, sums, n_blocks)
+            grad_scale = grad_output / total.weight if total.count > 0 else 0.0
+        if total.first_bad < 0:
+            for b in prange(n_blocks, schedule="static", num_threads=nt):
+                ce_index_block(&logits[0, 0], &target[0], w, gr, grad_scale, lr, gp,
+                               scratch + threadid() * n if scratch != NULL else NULL,
+                               &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+            add_sums(&total, sums, n_blocks)
+    free(sums)
+    free(scratch)
+    return total.loss, total.weight, total.count, total.first_bad
+
+
+def cross_entropy_probs(
+    const floating[:, ::1] logits,      # IN  (n_rows, n_classes)
+    const floating[:, ::1] target,      # IN  (n_rows, n_classes) probabilities
+    const floating[::1] weight,         # IN  (n_classes,) or (0,): no weights
+    floating[::1] loss_rows,            # OUT (n_rows,) per-row loss, or (0,)
+    floating[:, ::1] grad,              # OUT (n_rows, n_classes) gradient, or (0, 0)
+    const floating[::1] grad_rows,      # IN  (n_rows,) per-row upstream gradient, or (0,)
+    double grad_scale,                  # IN  scalar upstream gradient (already / n_rows for "mean")
+    double label_smoothing, double z_loss, double softcap,
+    int n_threads,
+):
+    """Return the sum of the row losses."""
+    cdef Py_ssize_t n_rows = logits.shape[0], n = logits.shape[1]
+    check_shapes(n_rows, n, target.shape[0], weight.shape[0], loss_rows.shape[0],
+                 grad.shape[0], grad.shape[1], grad_rows.shape[0])
+    if target.shape[1] != n:
+        raise ValueError("internal error: inconsistent array shapes passed to a kernel")
+    if n_rows == 0:
+        return 0.0
+    cdef Py_ssize_t rpb = rows_per_block(n), n_blocks = (n_rows + rpb - 1) // rpb, b
+    cdef int nt = effective_threads(n_threads, n_blocks, n_rows * n)
+    cdef const floating* w = &weight[0] if weight.shape[0] > 0 else NULL
+    cdef const floating* gr = &grad_rows[0] if grad_rows.shape[0] > 0 else NULL
+    cdef floating* lr = &loss_rows[0] if loss_rows.shape[0] > 0 else NULL
+    cdef floating* gp = &grad[0, 0] if grad.shape[0] > 0 else NULL
+    cdef CEOptions o = make_options(n, w, -1, label_smoothing, z_loss, softcap)
+    cdef BlockSums total
+    cdef BlockSums* sums = <BlockSums*>alloc_or_raise(n_blocks * sizeof(BlockSums))
+    cdef floating* scratch = NULL
+    if softcap > 0:
+        scratch = <floating*>malloc(nt * n * sizeof(floating))
+        if scratch == NULL:
+            free(sums)
+            raise MemoryError()
+    with nogil:
+        for b in prange(n_blocks, schedule="static", num_threads=nt):
+            ce_probs_block(&logits[0, 0], &target[0, 0], w, gr, grad_scale, lr, gp,
+                           scratch + threadid() * n if scratch != NULL else NULL,
+                           &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+        add_sums(&total, sums, n_blocks)
+    free(sums)
+    free(scratch)
+    return total.loss

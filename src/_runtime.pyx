@@ -1,0 +1,51 @@
+# Run-time facts and small helpers for the Python layer: what OpenMP the extension
+# was built with, and a cheap test of how two arrays' memory relates (cheaper than
+# numpy.may_share_memory on the hot path of a small call).
+
+cimport numpy as cnp
+from libc.stdint cimport uintptr_t
+
+from _common cimport xf_omp_max_threads, xf_omp_num_procs, xf_omp_library, XF_OPENMP_VERSION
+
+cnp.import_array()
+
+
+def openmp_version():
+    """The ``_OPENMP`` date the kernels were compiled with, 0 for a serial build."""
+    return XF_OPENMP_VERSION
+
+
+def openmp_library():
+    """Path of the loaded OpenMP runtime library ("" if unknown or serial build)."""
+    return xf_omp_library().decode("utf-8", "replace")
+
+
+def max_threads():
+    """Threads an OpenMP region would use now (honours OMP_NUM_THREADS, threadpoolctl)."""
+    return xf_omp_max_threads()
+
+
+def num_procs():
+    """Processors the OpenMP runtime sees (what ``n_threads=-1`` uses)."""
+    return xf_omp_num_procs()
+
+
+def memory_relation(cnp.ndarray a, cnp.ndarray b):
+    """0 if the byte ranges of a and b are disjoint, 1 if they are the same array
+    memory (same start, size and strides), 2 if they overlap otherwise."""
+    cdef uintptr_t a0 = <uintptr_t>cnp.PyArray_DATA(a)
+    cdef uintptr_t b0 = <uintptr_t>cnp.PyArray_DATA(b)
+    cdef Py_ssize_t an = cnp.PyArray_NBYTES(a), bn = cnp.PyArray_NBYTES(b)
+    if an == 0 or bn == 0:
+        return 0
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_IS_C_CONTIGUOUS(b)):
+        # Strided views: fall back to bounds (conservative) via numpy.
+        import numpy as np
+        if not np.may_share_memory(a, b):
+            return 0
+        return 2
+    if a0 + <uintptr_t>an <= b0 or b0 + <uintptr_t>bn <= a0:
+        return 0
+    if a0 == b0 and an == bn:
+        return 1
+    return 2

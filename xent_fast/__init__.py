@@ -1,0 +1,24 @@
+"""xent_fast: softmax, cross-entropy losses and their gradients over NumPy arrays,
+computed by compiled OpenMP kernels in one pass over each row.
+
+Classes lie on the last axis; float32 and float64 are computed natively. See
+``xent_fast.info`` for the information measures (surprisal, entropy, cross-entropy
+and KL divergence of probability vectors).
+"""
+
+from . import info
+from ._config import __version__, config, show_config
+from ._cross_entropy import cross_entropy, cross_entropy_and_grad
+from ._softmax import log_softmax, logsumexp, softmax
+
+__all__ = [
+    "__version__",
+    "config",
+    "show_config",
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "cross_entropy",
+    "cross_entropy_and_grad",
+    "info",
+]

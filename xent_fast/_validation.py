@@ -1,0 +1,167 @@
+"""Argument checks shared by the public functions.
+
+Every check raises ``TypeError`` (wrong kind of thing) or ``ValueError`` (right kind,
+wrong value) with the argument's name in the message. The fast paths come first: an
+array that is already C-contiguous, aligned, native float32/float64 passes with a few
+attribute reads, because small calls in training loops pay for every microsecond.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+import numpy as np
+
+from ._runtime import memory_relation
+
+F32 = np.dtype(np.float32)
+F64 = np.dtype(np.float64)
+_KERNEL_FLOATS = (F32, F64)
+_INT64 = np.dtype(np.int64)
+_INT32 = np.dtype(np.int32)
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _asarray(x: Any, name: str) -> np.ndarray:
+    if x is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        return np.asarray(x)
+    except Exception as exc:  # ragged lists and objects numpy cannot take
+        raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+
+
+def as_float_rows(x: Any, name: str) -> np.ndarray:
+    """``x`` as a C-contiguous, aligned, native float32 or float64 array with ndim >= 1
+    and a non-empty last axis. float16 becomes float32; anything non-float is a TypeError.
+    The input is returned as is when it already qualifies (never copied, never written)."""
+    arr = x if isinstance(x, np.ndarray) else _asarray(x, name)
+    dt = arr.dtype
+    if dt.kind != "f":
+        raise TypeError(
+            f"{name} must be a floating array (float32 or float64; float16 is computed "
+            f"in float32), got dtype {dt}"
+        )
+    if dt.itemsize == 2:
+        arr = arr.astype(F32)
+    elif dt.itemsize > 8:
+        raise TypeError(f"{name} has dtype {dt}; only float16, float32 and float64 are supported")
+    elif not (dt.isnative and arr.flags.c_contiguous and arr.flags.aligned):
+        arr = np.asarray(arr, dtype=dt.newbyteorder("="), order="C")
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (classes on the last axis), got a 0-d array")
+    if arr.shape[-1] == 0:
+        raise ValueError(f"{name} must have at least one class: its last axis has length 0 (shape {arr.shape})")
+    return arr
+
+
+def as_float_like(x: Any, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """``x`` as a C-contiguous array of ``dtype`` and exactly ``shape`` (a copy if needed)."""
+    arr = x if isinstance(x, np.ndarray) else _asarray(x, name)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a floating array, got dtype {arr.dtype}")
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+    if arr.dtype is not dtype or not arr.flags.c_contiguous or not arr.flags.aligned:
+        arr = np.asarray(arr, dtype=dtype, order="C")
+    return arr
+
+
+def as_class_indices(t: np.ndarray, name: str, batch_shape: tuple[int, ...]) -> np.ndarray:
+    """Integer class indices as C-contiguous native int32 or int64 of ``batch_shape``."""
+    if t.shape != batch_shape:
+        raise ValueError(
+            f"{name} holds class indices and must have shape {batch_shape} "
+            f"(the logits' shape without the class axis), got {t.shape}"
+        )
+    dt = t.dtype
+    if (dt is _INT64 or dt is _INT32 or dt == _INT64 or dt == _INT32) and t.flags.c_contiguous and t.flags.aligned:
+        return t
+    if dt.kind == "u" and dt.itemsize == 8 and t.size:
+        # uint64 values past the int64 range would wrap into (possibly valid) negatives.
+        too_big = t > np.iinfo(np.int64).max
+        if too_big.any():
+            pos = np.unravel_index(int(np.argmax(too_big)), t.shape)
+            raise ValueError(
+                f"{name}{_position(pos)} = {t[pos]} is not a valid class index"
+            )
+    return np.asarray(t, dtype=_INT64 if dt.itemsize >= 4 else _INT32, order="C")
+
+
+def check_out(out: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
+              inputs: tuple[tuple[Any, str, bool], ...]) -> np.ndarray:
+    """Validate a caller-supplied output array; ``inputs`` lists (array, name,
+    may_be_the_same_array) for the overlap check."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
+    if out.shape != shape:
+        raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
+    if not (out.flags.c_contiguous and out.flags.aligned):
+        raise ValueError(f"{name} must be C-contiguous and aligned")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    for arr, arr_name, may_alias in inputs:
+        if isinstance(arr, np.ndarray):
+            rel = memory_relation(out, arr)
+            if rel == 2 or (rel == 1 and not may_alias):
+                raise ValueError(f"{name} overlaps {arr_name}")
+    return out
+
+
+def check_reduction(reduction: Any) -> str:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduction
+
+
+def check_threads(n_threads: Any) -> int:
+    """Kernel convention: 0 = OpenMP default, -1 = all cores, k > 0 = k threads."""
+    if n_threads is None:
+        return 0
+    if isinstance(n_threads, bool):
+        raise TypeError("n_threads must be None or an int, got a bool")
+    try:
+        n = operator.index(n_threads)
+    except TypeError:
+        raise TypeError(f"n_threads must be None or an int, got {type(n_threads).__name__}") from None
+    if n > 0:
+        return min(n, 1 << 16)
+    if n == -1:
+        return -1
+    raise ValueError(f"n_threads must be None, a positive int or -1 (all cores), got {n}")
+
+
+def check_number(value: Any, name: str, low: float | None = None, high: float | None = None,
+                 low_open: bool = False) -> float:
+    """A finite real in [low, high] (or (low, high] with low_open)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got a bool")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
+    ok = v == v and abs(v) != float("inf")
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v <= high
+    if not ok:
+        lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
+        hi = "" if high is None else f"<= {high}"
+        bounds = " and ".join(b for b in (lo, hi) if b)
+        raise ValueError(f"{name} must be finite{' and ' + bounds if bounds else ''}, got {value!r}")
+    return v
+
+
+def _position(pos: tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(int(p)) for p in pos) + "]"
+
+
+def position_of(flat: int, shape: tuple[int, ...]) -> str:
+    """``[i, j]`` for a flat row-major position in ``shape``."""
+    if not shape:
+        return ""
+    return _position(np.unravel_index(flat, shape))
