@@ -27,7 +27,7 @@
 #   not the logits), which also validates them so nothing is written on bad input.
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport log1p, expm1, tanh, NAN
+from libc.math cimport log1p, expm1, tanh, NAN, INFINITY
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 
@@ -61,7 +61,8 @@ cdef inline const floating* capped(const floating* x, floating* scratch, Py_ssiz
     if cap == 0:
         return x
     for j in range(n):
-        scratch[j] = <floating>(cap * tanh(x[j] / cap))
+        # tanh(-inf) = -1 would unmask a masked class; it stays -inf.
+        scratch[j] = <floating>(cap * tanh(x[j] / cap)) if x[j] != -INFINITY else x[j]
     return scratch
 
 
@@ -72,7 +73,8 @@ cdef inline void softcap_chain(floating* grad, const floating* xs, Py_ssize_t n,
     cdef double t
     for j in range(n):
         t = xs[j] / cap
-        grad[j] = <floating>(grad[j] * ((1.0 - t) * (1.0 + t)))
+        # a masked class (-inf) has derivative 0 through the cap
+        grad[j] = <floating>(grad[j] * ((1.0 - t) * (1.0 + t))) if xs[j] != -INFINITY else 0
 
 
 cdef inline double weighted_gap(const floating* xs, const floating* weight, Py_ssize_t n,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -17,6 +18,7 @@ from ._validation import (
     check_reduction,
     check_threads,
     position_of,
+    upstream_gradient,
     _asarray,
 )
 
@@ -217,7 +219,11 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
             grad = check_out(grad_out, "grad_out", x.shape, dt, (
                 (logits, "logits", True), (x, "logits", True), (target, "target", False),
                 (t, "target", False), (weight, "weight", False), (w, "weight", False)))
-        g_scalar, g_rows = _upstream(grad_output, reduction, batch_shape, dt)
+        g_scalar, g_rows = upstream_gradient(grad_output, reduction, batch_shape, dt)
+        if g_rows is None:
+            g_rows = _NONE_1D[dt]
+        elif g_rows.ndim != 1:
+            g_rows = g_rows.reshape(-1)
     grad2 = grad if grad.ndim == 2 else grad.reshape(-1, n)
 
     loss_rows = np.empty(batch_shape, dt) if reduction == "none" else _NONE_1D[dt]
@@ -241,25 +247,15 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     if reduction == "none":
         loss = loss_rows if loss_rows.ndim else loss_rows[()]
     elif mean:
-        loss = dt.type(total / denom if count else 0.0)
+        loss = dt.type(_mean(total, denom, count))
     else:
         loss = dt.type(total)
     return loss, grad if want_grad else None
 
 
-def _upstream(grad_output: Any, reduction: str, batch_shape: tuple[int, ...],
-              dt: np.dtype) -> tuple[float, np.ndarray]:
-    """(scalar factor, per-row factors or a zero-length array) from grad_output."""
-    if isinstance(grad_output, (float, int)) and not isinstance(grad_output, bool):
-        return float(grad_output), _NONE_1D[dt]
-    g = _asarray(grad_output, "grad_output")
-    if g.dtype.kind not in "fiu":
-        raise TypeError(f"grad_output must be a real number or array, got dtype {g.dtype}")
-    if g.ndim == 0:
-        return float(g), _NONE_1D[dt]
-    if reduction == "none" and g.shape == batch_shape:
-        return 1.0, np.asarray(g, dtype=dt, order="C").reshape(-1)
-    expected = f"a scalar or an array of shape {batch_shape}" if reduction == "none" else "a scalar"
-    raise ValueError(
-        f"grad_output must be {expected} for reduction={reduction!r}, got shape {g.shape}"
-    )
+def _mean(total: float, denom: float, count: int) -> float:
+    """The "mean" reduction: 0 when nothing is counted (PyTorch: nan); counted rows whose
+    weights sum to 0 give nan, as in PyTorch."""
+    if not count:
+        return 0.0
+    return total / denom if denom else math.nan

@@ -32,10 +32,10 @@ def _asarray(x: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} could not be converted to an array: {exc}") from None
 
 
-def as_float_rows(x: Any, name: str) -> np.ndarray:
-    """``x`` as a C-contiguous, aligned, native float32 or float64 array with ndim >= 1
-    and a non-empty last axis. float16 becomes float32; anything non-float is a TypeError.
-    The input is returned as is when it already qualifies (never copied, never written)."""
+def as_float_array(x: Any, name: str) -> np.ndarray:
+    """``x`` as a C-contiguous, aligned, native float32 or float64 array of any shape.
+    float16 becomes float32; anything non-float is a TypeError. The input is returned as
+    is when it already qualifies (never copied, never written)."""
     arr = x if isinstance(x, np.ndarray) else _asarray(x, name)
     dt = arr.dtype
     if dt.kind != "f":
@@ -44,11 +44,17 @@ def as_float_rows(x: Any, name: str) -> np.ndarray:
             f"in float32), got dtype {dt}"
         )
     if dt.itemsize == 2:
-        arr = arr.astype(F32)
-    elif dt.itemsize > 8:
+        return arr.astype(F32)
+    if dt.itemsize > 8:
         raise TypeError(f"{name} has dtype {dt}; only float16, float32 and float64 are supported")
-    elif not (dt.isnative and arr.flags.c_contiguous and arr.flags.aligned):
-        arr = np.asarray(arr, dtype=dt.newbyteorder("="), order="C")
+    if not (dt.isnative and arr.flags.c_contiguous and arr.flags.aligned):
+        return np.asarray(arr, dtype=dt.newbyteorder("="), order="C")
+    return arr
+
+
+def as_float_rows(x: Any, name: str) -> np.ndarray:
+    """:func:`as_float_array` for rows of classes: ndim >= 1 and a non-empty last axis."""
+    arr = as_float_array(x, name)
     if arr.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (classes on the last axis), got a 0-d array")
     if arr.shape[-1] == 0:
@@ -154,6 +160,25 @@ def check_number(value: Any, name: str, low: float | None = None, high: float | 
         bounds = " and ".join(b for b in (lo, hi) if b)
         raise ValueError(f"{name} must be finite{' and ' + bounds if bounds else ''}, got {value!r}")
     return v
+
+
+def upstream_gradient(grad_output: Any, reduction: str, loss_shape: tuple[int, ...],
+                      dt: np.dtype) -> tuple[float, np.ndarray | None]:
+    """(scalar factor, None) or (1.0, C-contiguous array of ``loss_shape``) from
+    ``grad_output``: a scalar, or with ``reduction="none"`` one value per loss."""
+    if isinstance(grad_output, (float, int)) and not isinstance(grad_output, bool):
+        return float(grad_output), None
+    g = _asarray(grad_output, "grad_output")
+    if g.dtype.kind not in "fiu":
+        raise TypeError(f"grad_output must be a real number or array, got dtype {g.dtype}")
+    if g.ndim == 0:
+        return float(g), None
+    if reduction == "none" and g.shape == loss_shape:
+        return 1.0, np.asarray(g, dtype=dt, order="C")
+    expected = f"a scalar or an array of shape {loss_shape}" if reduction == "none" else "a scalar"
+    raise ValueError(
+        f"grad_output must be {expected} for reduction={reduction!r}, got shape {g.shape}"
+    )
 
 
 def _position(pos: tuple[int, ...]) -> str:

@@ -45,7 +45,9 @@ def _probabilities(p: Any, name: str, dtype: np.dtype | None = None) -> np.ndarr
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must hold probabilities (a real array), got dtype {arr.dtype}")
     if dtype is None:
-        dtype = np.dtype(np.float32) if arr.dtype == np.float32 else np.dtype(np.float64)
+        # float32 stays float32 and float16 is computed in float32, as everywhere else.
+        small = arr.dtype.kind == "f" and arr.dtype.itemsize <= 4
+        dtype = np.dtype(np.float32) if small else np.dtype(np.float64)
     return np.asarray(arr, dtype=dtype, order="C")
 
 

@@ -1,0 +1,27 @@
+"""Every example in the public docstrings runs and prints what it says."""
+
+import doctest
+
+import pytest
+
+import xent_fast
+from xent_fast import _config, _cross_entropy, _softmax, info
+
+MODULES = [_softmax, _cross_entropy, info, _config]
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0, f"{module.__name__} has no examples"
+    assert result.failed == 0
+
+
+def test_every_public_function_has_an_example():
+    names = [n for n in xent_fast.__all__ if callable(getattr(xent_fast, n))]
+    names += [f"info.{n}" for n in info.__all__]
+    for name in names:
+        obj = xent_fast
+        for part in name.split("."):
+            obj = getattr(obj, part)
+        assert obj.__doc__ and ">>>" in obj.__doc__, f"{name} lacks a docstring example"
