@@ -32,7 +32,8 @@ from setuptools import Extension, setup
 
 # One extension module per family of kernels: a public function in xent_fast/_<name>.py
 # calls into xent_fast/_<name>_kernels, built from src/_<name>_kernels.pyx.
-KERNEL_MODULES = ["_runtime", "_softmax_kernels", "_cross_entropy_kernels", "_info_kernels"]
+KERNEL_MODULES = ["_runtime", "_softmax_kernels", "_cross_entropy_kernels", "_info_kernels",
+                  "_binary_kernels"]
 
 
 def _env_flag(name):

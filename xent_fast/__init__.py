@@ -7,6 +7,14 @@ and KL divergence of probability vectors).
 """
 
 from . import info
+from ._binary import (
+    binary_cross_entropy,
+    binary_cross_entropy_and_grad,
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_and_grad,
+    sigmoid_focal_loss,
+    sigmoid_focal_loss_and_grad,
+)
 from ._config import __version__, config, show_config
 from ._cross_entropy import cross_entropy, cross_entropy_and_grad
 from ._softmax import log_softmax, logsumexp, softmax
@@ -20,5 +28,11 @@ __all__ = [
     "logsumexp",
     "cross_entropy",
     "cross_entropy_and_grad",
+    "binary_cross_entropy",
+    "binary_cross_entropy_and_grad",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_and_grad",
+    "sigmoid_focal_loss",
+    "sigmoid_focal_loss_and_grad",
     "info",
 ]

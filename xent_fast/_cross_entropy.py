@@ -218,7 +218,8 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
         else:
             grad = check_out(grad_out, "grad_out", x.shape, dt, (
                 (logits, "logits", True), (x, "logits", True), (target, "target", False),
-                (t, "target", False), (weight, "weight", False), (w, "weight", False)))
+                (t, "target", False), (weight, "weight", False), (w, "weight", False),
+                (grad_output, "grad_output", False)))
         g_scalar, g_rows = upstream_gradient(grad_output, reduction, batch_shape, dt)
         if g_rows is None:
             g_rows = _NONE_1D[dt]

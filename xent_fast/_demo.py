@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from . import info
+from ._binary import binary_cross_entropy, binary_cross_entropy_with_logits
 from ._cross_entropy import cross_entropy, cross_entropy_and_grad
 from ._softmax import softmax
 
@@ -40,6 +41,11 @@ def seed_examples() -> list[tuple[str, float, float]]:
     add("label smoothing 0.1 on the dog example",
         cross_entropy(dog, 2, label_smoothing=0.1))
     add("mixup target 0.6 dog + 0.4 bird", cross_entropy(dog, np.array([0.0, 0.4, 0.6])))
+    add("binary: a cat, predicted cat with q0 = 0.8", binary_cross_entropy(0.8, 1.0))
+    add("binary: not a cat, predicted cat with q0 = 0.8", binary_cross_entropy(0.8, 0.0))
+    labels = np.array([1.0, 0.0, 1.0])  # multi-label: cat, dog, outdoor
+    add("multi-label: sum of 3 binary losses, logits [2, -1, 0.5], labels [1, 0, 1]",
+        binary_cross_entropy_with_logits(np.array([2.0, -1.0, 0.5]), labels, reduction="sum"))
     return rows
 
 
