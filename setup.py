@@ -26,14 +26,26 @@ import sysconfig
 import tempfile
 import warnings
 
+import platform
+
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 # One extension module per family of kernels: a public function in xent_fast/_<name>.py
 # calls into xent_fast/_<name>_kernels, built from src/_<name>_kernels.pyx.
-KERNEL_MODULES = ["_runtime", "_softmax_kernels", "_cross_entropy_kernels", "_info_kernels",
-                  "_binary_kernels"]
+BASELINE_MODULES = ["_runtime", "_info_kernels"]
+# The hot kernels are also compiled for wider instruction sets, from the same source,
+# as xent_fast/_<name>_kernels_<level>; xent_fast/_simd.py picks one at import.
+SIMD_MODULES = ["_softmax_kernels", "_cross_entropy_kernels", "_binary_kernels"]
+SIMD_LEVELS = {
+    "gcc": {
+        "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2"],
+        "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
+                   "-mf16c", "-mbmi2", "-mprefer-vector-width=512"],
+    },
+    "msvc": {"avx2": ["/arch:AVX2"], "avx512": ["/arch:AVX512"]},
+}
 
 
 def _env_flag(name):
@@ -79,6 +91,26 @@ def _compiles_with_openmp(cc, cflags, ldflags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _simd_levels():
+    """Instruction-set levels to build beyond the baseline: x86-64 only."""
+    if _env_flag("XENT_FAST_NO_SIMD") or platform.machine().lower() not in {"x86_64", "amd64"}:
+        return {}
+    return SIMD_LEVELS["msvc" if sys.platform == "win32" else "gcc"]
+
+
+def _copy_source(name, level):
+    """The kernel source under the module name of its level (Cython names a module after
+    its file). Rewritten only when it changed, so rebuilds stay incremental."""
+    os.makedirs(os.path.join("build", "simd_src"), exist_ok=True)
+    target = os.path.join("build", "simd_src", f"{name}_{level}.pyx")
+    with open(os.path.join("src", f"{name}.pyx")) as f:
+        text = f.read()
+    if not os.path.exists(target) or open(target).read() != text:
+        with open(target, "w") as f:
+            f.write(text)
+    return target
+
+
 def _extensions():
     debug_checks = _env_flag("XENT_FAST_BOUNDSCHECK")
     openmp = _openmp_flags()
@@ -96,22 +128,29 @@ def _extensions():
     if sys.platform == "win32":
         cflags = ["/O2"]
     else:
-        cflags = ["-O3", "-fno-math-errno", "-Wno-unused-function"]
+        # -fno-trapping-math lets GCC if-convert the clamps of the vectorised exp; it
+        # changes no value (inf and nan stay exact), only which FP status flags may be
+        # raised, and no caller reads those.
+        cflags = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-Wno-unused-function"]
     cflags += os.environ.get("XENT_FAST_CFLAGS", "").split()
 
-    exts = [
-        Extension(
-            f"xent_fast.{name}",
-            [f"src/{name}.pyx"],
-            include_dirs=["src", np.get_include()],
-            extra_compile_args=cflags + omp_cflags,
-            extra_link_args=omp_ldflags + os.environ.get("XENT_FAST_LDFLAGS", "").split(),
-            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-            # dladdr (which OpenMP runtime is loaded) lives in libdl before glibc 2.34.
-            libraries=["dl"] if sys.platform.startswith("linux") else [],
-        )
-        for name in KERNEL_MODULES
-    ]
+    common = dict(
+        include_dirs=["src", np.get_include()],
+        extra_link_args=omp_ldflags + os.environ.get("XENT_FAST_LDFLAGS", "").split(),
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        # dladdr (which OpenMP runtime is loaded) lives in libdl before glibc 2.34.
+        libraries=["dl"] if sys.platform.startswith("linux") else [],
+    )
+    # omp simd pragmas vectorise the row loops even in a serial build.
+    simd_pragmas = [] if (openmp is not None or sys.platform == "win32") else ["-fopenmp-simd"]
+    base_flags = cflags + omp_cflags + simd_pragmas
+    exts = [Extension(f"xent_fast.{name}", [f"src/{name}.pyx"], extra_compile_args=base_flags,
+                      **common) for name in BASELINE_MODULES + SIMD_MODULES]
+    for level, flags in _simd_levels().items():
+        for name in SIMD_MODULES:
+            source = _copy_source(name, level)
+            exts.append(Extension(f"xent_fast.{name}_{level}", [source],
+                                  extra_compile_args=base_flags + flags, **common))
     directives = {
         "language_level": 3,
         "boundscheck": debug_checks,

@@ -2,11 +2,11 @@
 # softmax, and the fixed partition of rows into blocks that makes reductions
 # independent of the thread count.
 #
-# Row primitives work on one contiguous row through a pointer and do one job each.
-# Every sum is accumulated in double, also for float32 rows: the cost is nil next to
-# the exp, and it is what keeps tiny losses accurate (see sum_exp_except).
+# Row primitives work on one contiguous row through a pointer and do one job each; the
+# vectorised loops behind them are in xent_simd.h. Every sum is accumulated in double,
+# also for float32 rows: it is what keeps tiny losses accurate (see sum_exp_below_max).
 
-from libc.math cimport exp, INFINITY, NAN, isfinite
+from libc.math cimport INFINITY, NAN, isfinite
 from libc.stdint cimport int32_t, int64_t
 
 cdef extern from "xent_omp.h" nogil:
@@ -24,24 +24,30 @@ ctypedef fused index_t:
     int64_t
 
 
+cdef extern from "xent_simd.h" nogil:
+    float xf_expf(float x)
+    double xf_exp(double x)
+    float xf_max_f32(const float* x, Py_ssize_t n, int* has_nan)
+    double xf_max_f64(const double* x, Py_ssize_t n, int* has_nan)
+    double xf_sumexp_f32(const float* x, Py_ssize_t n, float m, float* e)
+    double xf_sumexp_f64(const double* x, Py_ssize_t n, double m, double* e)
+    void xf_scale_f32(float* e, Py_ssize_t n, float a)
+    void xf_scale_f64(double* e, Py_ssize_t n, double a)
+
+
 cdef struct RowMax:
     double value        # largest entry, -inf for an empty or all -inf/NaN row
-    Py_ssize_t index    # its first position
     bint has_nan
 
 
 cdef inline RowMax row_max(const floating* x, Py_ssize_t n) noexcept nogil:
     cdef RowMax res
-    cdef Py_ssize_t j
-    res.value = -INFINITY
-    res.index = 0
-    res.has_nan = False
-    for j in range(n):
-        if x[j] > res.value:
-            res.value = x[j]
-            res.index = j
-        elif x[j] != x[j]:
-            res.has_nan = True
+    cdef int nan = 0
+    if floating is float:
+        res.value = xf_max_f32(x, n, &nan)
+    else:
+        res.value = xf_max_f64(x, n, &nan)
+    res.has_nan = nan
     return res
 
 
@@ -50,33 +56,25 @@ cdef inline bint row_is_regular(RowMax mx) noexcept nogil:
     return isfinite(mx.value) and not mx.has_nan
 
 
-cdef inline double sum_exp_except(const floating* x, Py_ssize_t n, double m,
-                                  Py_ssize_t skip, floating* e) noexcept nogil:
-    """Return r = sum over j != skip of exp(x[j] - m), where skip is the argmax.
+cdef inline double sum_exp_below_max(const floating* x, Py_ssize_t n, double m,
+                                     floating* e) noexcept nogil:
+    """Return r with sum_j exp(x[j] - m) = 1 + r exactly (m the row max).
 
-    The full sum of exps is 1 + r exactly (exp(0) = 1 for the max), so keeping the 1
-    out lets callers form log(1 + r) with log1p: a confident row whose loss is 1e-20
-    keeps all its digits instead of rounding 1 + 1e-20 to 1.
+    Keeping the 1 out lets callers form log(1 + r) with log1p: a confident row whose
+    loss is 1e-20 keeps all its digits instead of rounding 1 + 1e-20 to 1.
     If e is not NULL, e[j] = exp(x[j] - m) is stored for every j (e may alias x).
     """
-    cdef double r = 0.0, v
-    cdef Py_ssize_t j
-    if e == NULL:
-        for j in range(skip):
-            r += exp(<double>x[j] - m)
-        for j in range(skip + 1, n):
-            r += exp(<double>x[j] - m)
+    if floating is float:
+        return xf_sumexp_f32(x, n, <float>m, e)
     else:
-        for j in range(skip):
-            v = exp(<double>x[j] - m)
-            e[j] = <floating>v
-            r += v
-        e[skip] = 1
-        for j in range(skip + 1, n):
-            v = exp(<double>x[j] - m)
-            e[j] = <floating>v
-            r += v
-    return r
+        return xf_sumexp_f64(x, n, m, e)
+
+
+cdef inline void scale(floating* e, Py_ssize_t n, double a) noexcept nogil:
+    if floating is float:
+        xf_scale_f32(e, n, <float>a)
+    else:
+        xf_scale_f64(e, n, a)
 
 
 cdef inline void fill(floating* x, Py_ssize_t n, double value) noexcept nogil:

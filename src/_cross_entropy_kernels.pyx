@@ -13,11 +13,11 @@
 #   t: a_j = (1-eps) w_t [j == t] + eps/C w_j; for probabilities y: a_j = w_j ((1-eps)
 #   y_j + eps/C)) and W = sum_j a_j, the row loss is
 #       sum_j a_j (lse - x_j) = sum_j a_j (m - x_j) + W log1p(r)
-#   where m is the row max and r the sum of exp(x_j - m) over all j but the argmax. Every
+#   where m is the row max and 1 + r the sum of exp(x_j - m) (r leaves out one max). Every
 #   term is >= 0, so there is no cancellation: a loss of 1e-20 keeps its digits (the
 #   textbook lse - x_t would round it to 0). The gradient is (W + 2 z lse) p_j - a_j.
 # * z_loss adds z lse^2 to a counted row; softcap replaces x by c tanh(x / c) in a
-#   per-thread scratch row and multiplies the gradient by 1 - tanh^2.
+#   per-thread scratch row and multiplies the gradient by 1 - tanh^2 (a second row).
 # * Rows are grouped in blocks fixed by the shape; each block is summed serially and the
 #   block sums are added in order, so totals are bitwise equal for any thread count.
 # * Invalid class indices are found in the same pass; their rows get loss 0 and a zero
@@ -27,12 +27,12 @@
 #   not the logits), which also validates them so nothing is written on bad input.
 
 from cython.parallel cimport prange, threadid
-from libc.math cimport log1p, expm1, tanh, NAN, INFINITY
+from libc.math cimport log1p, tanh, NAN, INFINITY
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 
 from _common cimport (
-    floating, index_t, RowMax, row_max, row_is_regular, sum_exp_except, fill,
+    floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
     rows_per_block, effective_threads,
 )
 
@@ -57,24 +57,23 @@ cdef struct BlockSums:
 
 cdef inline const floating* capped(const floating* x, floating* scratch, Py_ssize_t n,
                                    double cap) noexcept nogil:
+    """Without softcap, x itself. With it, scratch[:n] = cap tanh(x / cap) and
+    scratch[n:2n] = its derivative 1 - tanh^2, taken in double from x: from the rounded
+    capped value it would lose digits where tanh saturates."""
     cdef Py_ssize_t j
+    cdef double t
     if cap == 0:
         return x
     for j in range(n):
-        # tanh(-inf) = -1 would unmask a masked class; it stays -inf.
-        scratch[j] = <floating>(cap * tanh(x[j] / cap)) if x[j] != -INFINITY else x[j]
+        if x[j] == -INFINITY:
+            # tanh(-inf) = -1 would unmask a masked class; it stays -inf, derivative 0.
+            scratch[j] = x[j]
+            scratch[n + j] = 0
+        else:
+            t = tanh(x[j] / cap)
+            scratch[j] = <floating>(cap * t)
+            scratch[n + j] = <floating>((1.0 - t) * (1.0 + t))
     return scratch
-
-
-cdef inline void softcap_chain(floating* grad, const floating* xs, Py_ssize_t n,
-                               double cap) noexcept nogil:
-    # d(c tanh(x/c))/dx = 1 - tanh^2, with tanh = xs / c read back from the scratch row.
-    cdef Py_ssize_t j
-    cdef double t
-    for j in range(n):
-        t = xs[j] / cap
-        # a masked class (-inf) has derivative 0 through the cap
-        grad[j] = <floating>(grad[j] * ((1.0 - t) * (1.0 + t))) if xs[j] != -INFINITY else 0
 
 
 cdef inline double weighted_gap(const floating* xs, const floating* weight, Py_ssize_t n,
@@ -100,7 +99,7 @@ cdef inline double ce_index_row(
     const CEOptions* o,
     double g,                   # IN  upstream gradient of this row's loss
     floating* grad,             # OUT g * dloss/dx, or NULL; may alias x
-    floating* scratch,          # per-thread row, used with softcap
+    floating* scratch,          # per-thread 2 rows, used with softcap
 ) noexcept nogil:
     cdef Py_ssize_t n = o.n_classes, j
     cdef const floating* xs = capped(x, scratch, n, o.softcap)
@@ -115,7 +114,7 @@ cdef inline double ce_index_row(
     eps_c = o.smoothing / n
     if o.smoothing > 0:
         gap = weighted_gap(xs, weight, n, m)
-    r = sum_exp_except(xs, n, m, mx.index, grad)
+    r = sum_exp_below_max(xs, n, m, grad)
     log_s = log1p(r)
     lse = m + log_s
     loss = (1.0 - o.smoothing) * wt * ((m - xt) + log_s)
@@ -126,11 +125,13 @@ cdef inline double ce_index_row(
     if grad == NULL:
         return loss
 
+    # 1 - p_t = (1 + r - e_t) / (1 + r); when t is not a max, r holds e_t and the rest
+    # is >= 1, so forming it costs no accuracy; when it is, the rest is r itself.
+    rest = r if xt == m else 1.0 + (r - grad[t])
     coef = (1.0 - o.smoothing) * wt + eps_c * o.weight_sum + 2.0 * o.z_loss * lse
     alpha = g * coef / (1.0 + r)
     if eps_c == 0:
-        for j in range(n):
-            grad[j] = <floating>(alpha * grad[j])
+        scale(grad, n, alpha)
     elif weight == NULL:
         for j in range(n):
             grad[j] = <floating>(alpha * grad[j] - g * eps_c)
@@ -138,12 +139,12 @@ cdef inline double ce_index_row(
         for j in range(n):
             grad[j] = <floating>(alpha * grad[j] - g * eps_c * weight[j])
     # The target entry coef p_t - a_t, without the cancellation of p_t - 1:
-    # coef (p_t - 1) + (coef - a_t), with 1 - p_t = (1 + r - e_t) / (1 + r).
-    rest = r if t == mx.index else r - expm1(xt - m)
+    # coef (p_t - 1) + (coef - a_t).
     grad[t] = <floating>(g * (-coef * rest / (1.0 + r)
                               + eps_c * (o.weight_sum - wt) + 2.0 * o.z_loss * lse))
     if o.softcap > 0:
-        softcap_chain(grad, xs, n, o.softcap)
+        for j in range(n):
+            grad[j] = grad[j] * xs[n + j]      # through the cap: times 1 - tanh^2
     return loss
 
 
@@ -154,7 +155,7 @@ cdef inline double ce_probs_row(
     const CEOptions* o,
     double g,                   # IN  upstream gradient of this row's loss
     floating* grad,             # OUT g * dloss/dx, or NULL; may alias x
-    floating* scratch,          # per-thread row, used with softcap
+    floating* scratch,          # per-thread 2 rows, used with softcap
 ) noexcept nogil:
     cdef Py_ssize_t n = o.n_classes, j
     cdef const floating* xs = capped(x, scratch, n, o.softcap)
@@ -174,7 +175,7 @@ cdef inline double ce_probs_row(
         big_w += a
         if a != 0:              # 0 log 0 = 0: a class with no target mass adds nothing
             gap += a * (m - xs[j])
-    r = sum_exp_except(xs, n, m, mx.index, grad)
+    r = sum_exp_below_max(xs, n, m, grad)
     log_s = log1p(r)
     lse = m + log_s
     if grad != NULL:
@@ -185,7 +186,8 @@ cdef inline double ce_probs_row(
                 a = a * weight[j]
             grad[j] = <floating>(alpha * grad[j] - g * a)
         if o.softcap > 0:
-            softcap_chain(grad, xs, n, o.softcap)
+            for j in range(n):
+                grad[j] = grad[j] * xs[n + j]  # through the cap: times 1 - tanh^2
     return gap + big_w * log_s + o.z_loss * lse * lse
 
 
@@ -352,7 +354,7 @@ def cross_entropy_index(
     cdef floating* scratch = NULL
     cdef double grad_scale = grad_output
     if softcap > 0:
-        scratch = <floating*>malloc(nt * n * sizeof(floating))
+        scratch = <floating*>malloc(nt * 2 * n * sizeof(floating))
         if scratch == NULL:
             free(sums)
             raise MemoryError()
@@ -367,7 +369,7 @@ def cross_entropy_index(
         if total.first_bad < 0:
             for b in prange(n_blocks, schedule="static", num_threads=nt):
                 ce_index_block(&logits[0, 0], &target[0], w, gr, grad_scale, lr, gp,
-                               scratch + threadid() * n if scratch != NULL else NULL,
+                               scratch + threadid() * 2 * n if scratch != NULL else NULL,
                                &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
             add_sums(&total, sums, n_blocks)
     free(sums)
@@ -405,14 +407,14 @@ def cross_entropy_probs(
     cdef BlockSums* sums = <BlockSums*>alloc_or_raise(n_blocks * sizeof(BlockSums))
     cdef floating* scratch = NULL
     if softcap > 0:
-        scratch = <floating*>malloc(nt * n * sizeof(floating))
+        scratch = <floating*>malloc(nt * 2 * n * sizeof(floating))
         if scratch == NULL:
             free(sums)
             raise MemoryError()
     with nogil:
         for b in prange(n_blocks, schedule="static", num_threads=nt):
             ce_probs_block(&logits[0, 0], &target[0, 0], w, gr, grad_scale, lr, gp,
-                           scratch + threadid() * n if scratch != NULL else NULL,
+                           scratch + threadid() * 2 * n if scratch != NULL else NULL,
                            &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
         add_sums(&total, sums, n_blocks)
     free(sums)

@@ -9,6 +9,14 @@ from _common cimport xf_omp_max_threads, xf_omp_num_procs, xf_omp_library, XF_OP
 
 cnp.import_array()
 
+cdef extern from "xent_cpu.h" nogil:
+    int xf_cpu_level()
+
+
+def cpu_level():
+    """Instruction-set level the CPU supports: 0 baseline, 1 AVX2 + FMA, 2 AVX-512."""
+    return xf_cpu_level()
+
 
 def openmp_version():
     """The ``_OPENMP`` date the kernels were compiled with, 0 for a serial build."""

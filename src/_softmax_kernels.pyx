@@ -11,20 +11,17 @@ from cython.parallel cimport prange
 from libc.math cimport log1p, INFINITY, NAN
 
 from _common cimport (
-    floating, RowMax, row_max, row_is_regular, sum_exp_except, fill, effective_threads,
+    floating, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
+    effective_threads,
 )
 
 
 cdef inline void softmax_row(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
     cdef RowMax mx = row_max(x, n)
-    cdef double inv
-    cdef Py_ssize_t j
     if not row_is_regular(mx):
         fill(out, n, NAN)
         return
-    inv = 1.0 / (1.0 + sum_exp_except(x, n, mx.value, mx.index, out))
-    for j in range(n):
-        out[j] = <floating>(out[j] * inv)
+    scale(out, n, 1.0 / (1.0 + sum_exp_below_max(x, n, mx.value, out)))
 
 
 cdef inline void log_softmax_row(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
@@ -34,7 +31,7 @@ cdef inline void log_softmax_row(const floating* x, floating* out, Py_ssize_t n)
     if not row_is_regular(mx):
         fill(out, n, NAN)
         return
-    log_s = log1p(sum_exp_except(x, n, m, mx.index, <floating*>NULL))
+    log_s = log1p(sum_exp_below_max(x, n, m, <floating*>NULL))
     for j in range(n):
         # (x - m) first: the max entry then gives exactly -log1p(r), tiny or not.
         out[j] = <floating>((x[j] - m) - log_s)
@@ -46,7 +43,7 @@ cdef inline double logsumexp_row(const floating* x, Py_ssize_t n) noexcept nogil
         return NAN
     if not row_is_regular(mx):
         return mx.value     # +inf if any entry is +inf, -inf if all are masked
-    return mx.value + log1p(sum_exp_except(x, n, mx.value, mx.index, <floating*>NULL))
+    return mx.value + log1p(sum_exp_below_max(x, n, mx.value, <floating*>NULL))
 
 
 def softmax(const floating[:, ::1] logits,   # IN

@@ -116,9 +116,11 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100,
 
     # softcap: z = s * tanh(x / s), dz/dx = 1 - tanh(x / s)**2
     if softcap is not None:
-        t = np.tanh(x2 / softcap)
-        z = softcap * t
-        dzdx = 1.0 - t * t
+        # A masked class (-inf) stays masked under the cap, with derivative 0.
+        masked = np.isneginf(x2)
+        t = np.where(masked, 0.0, np.tanh(np.where(masked, 0.0, x2) / softcap))
+        z = np.where(masked, -np.inf, softcap * t)
+        dzdx = np.where(masked, 0.0, 1.0 - t * t)
     else:
         z = x2
         dzdx = np.ones_like(x2)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _binary_kernels as _k
+from ._simd import kernels
 from ._validation import (
     as_float_array,
     check_number,
@@ -24,6 +24,7 @@ from ._validation import (
     _asarray,
 )
 
+_k = kernels("_binary_kernels")
 _KERNEL = _k.binary_loss.__signatures__
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _NONE_2D = {dt: np.empty((0, 0), dt) for dt in _CTYPE}

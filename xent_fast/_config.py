@@ -6,7 +6,7 @@ import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from . import _runtime
+from . import _runtime, _simd
 
 try:
     __version__ = version("xent_fast")
@@ -21,7 +21,8 @@ def config() -> dict[str, Any]:
     ``_OPENMP`` date, 0 for a serial build), ``openmp_runtime`` (path of the loaded
     OpenMP library), ``max_threads`` (threads ``n_threads=None`` uses now),
     ``num_procs`` (what ``n_threads=-1`` uses) and ``simd`` (the instruction set the
-    kernels run with).
+    kernels run with: ``baseline``, ``avx2`` or ``avx512``; ``XENT_FAST_SIMD`` forces
+    one) and ``simd_available`` (the levels this CPU and build can run).
 
     Examples
     --------
@@ -37,7 +38,8 @@ def config() -> dict[str, Any]:
         "openmp_runtime": os.path.basename(_runtime.openmp_library()) or None,
         "max_threads": _runtime.max_threads(),
         "num_procs": _runtime.num_procs(),
-        "simd": "baseline",
+        "simd": _simd.LEVEL,
+        "simd_available": _simd.available_levels(),
     }
 
 

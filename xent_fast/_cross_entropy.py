@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _cross_entropy_kernels as _k
+from ._simd import kernels
 from ._validation import (
     as_class_indices,
     as_float_like,
@@ -22,6 +22,7 @@ from ._validation import (
     _asarray,
 )
 
+_k = kernels("_cross_entropy_kernels")
 _BY_INDEX = _k.cross_entropy_index.__signatures__
 _BY_PROBS = _k.cross_entropy_probs.__signatures__
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}

@@ -6,9 +6,10 @@ from typing import Any
 
 import numpy as np
 
-from . import _softmax_kernels as _k
+from ._simd import kernels
 from ._validation import as_float_rows, check_out, check_threads
 
+_k = kernels("_softmax_kernels")
 _SOFTMAX = _k.softmax.__signatures__
 _LOG_SOFTMAX = _k.log_softmax.__signatures__
 _LOGSUMEXP = _k.logsumexp.__signatures__

@@ -1,0 +1,124 @@
+"""Every instruction-set level this CPU supports gives the reference's answers.
+
+The hot kernels are compiled once per level (baseline, avx2, avx512) and xent_fast runs
+the widest one; here the public functions are pointed at each level in turn, so that
+the narrower levels (what other machines run) are tested on this machine too.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import xent_fast as xf
+from xent_fast import _binary, _cross_entropy, _simd, _softmax
+import reference as ref
+from helpers import assert_close
+
+LEVELS = _simd.available_levels()
+
+
+@pytest.fixture(params=LEVELS)
+def level(request, monkeypatch):
+    lvl = request.param
+    soft = _simd.kernels("_softmax_kernels", lvl)
+    ce = _simd.kernels("_cross_entropy_kernels", lvl)
+    binary = _simd.kernels("_binary_kernels", lvl)
+    monkeypatch.setattr(_softmax, "_SOFTMAX", soft.softmax.__signatures__)
+    monkeypatch.setattr(_softmax, "_LOG_SOFTMAX", soft.log_softmax.__signatures__)
+    monkeypatch.setattr(_softmax, "_LOGSUMEXP", soft.logsumexp.__signatures__)
+    monkeypatch.setattr(_cross_entropy, "_BY_INDEX", ce.cross_entropy_index.__signatures__)
+    monkeypatch.setattr(_cross_entropy, "_BY_PROBS", ce.cross_entropy_probs.__signatures__)
+    monkeypatch.setattr(_binary, "_KERNEL", binary.binary_loss.__signatures__)
+    return lvl
+
+
+# Row lengths around the vector widths and the 256-entry summation chunks.
+WIDTHS = [1, 2, 7, 8, 15, 16, 17, 31, 33, 255, 256, 257, 1000, 4099]
+
+
+def _logits(rng, n_rows, c, dtype):
+    x = rng.standard_normal((n_rows, c)) * 4
+    if c > 3:
+        x[0, 1] = -np.inf                    # a masked class
+        x[1, :] = x[1, 0]                    # ties everywhere
+        x[2, 2] = x[2].max() + 60            # a very confident row: tiny loss
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", WIDTHS)
+def test_softmax_family_at_every_level(level, dtype, c):
+    rng = np.random.default_rng(c)
+    x = _logits(rng, 6, c, dtype)
+    assert_close(xf.softmax(x), ref.softmax(x), dtype)
+    assert_close(xf.log_softmax(x), ref.log_softmax(x), dtype)
+    assert_close(xf.logsumexp(x), ref.logsumexp(x), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", WIDTHS)
+def test_cross_entropy_at_every_level(level, dtype, c):
+    rng = np.random.default_rng(100 + c)
+    x = _logits(rng, 6, c, dtype)
+    t = rng.integers(0, c, 6)
+    if c > 3:
+        t[2] = 2                             # the confident row predicts its target
+    for kw in ({}, {"label_smoothing": 0.1, "weight": rng.uniform(0.5, 2, c)},
+               {"z_loss": 1e-3, "softcap": 5.0}):
+        loss, grad = xf.cross_entropy_and_grad(x, t, reduction="none", **kw)
+        r_loss, r_grad = ref.cross_entropy_and_grad(x, t, reduction="none", **kw)
+        assert_close(loss, r_loss, dtype)
+        assert_close(grad, r_grad, dtype)
+    y = rng.dirichlet(np.ones(c), 6).astype(dtype)
+    loss, grad = xf.cross_entropy_and_grad(np.where(np.isinf(x), 0, x), y, reduction="none")
+    r_loss, r_grad = ref.cross_entropy_and_grad(np.where(np.isinf(x), 0, x), y, reduction="none")
+    assert_close(loss, r_loss, dtype)
+    assert_close(grad, r_grad, dtype)
+
+
+def test_tiny_loss_keeps_its_digits_at_every_level(level):
+    x = np.array([[0.0, -50.0, -50.0]], dtype=np.float32)
+    exact = 2 * np.exp(-50.0)
+    loss = xf.cross_entropy(x, np.array([0]), reduction="none")
+    assert abs(loss[0] / exact - 1) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_binary_at_every_level(level, dtype):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((5, 37)) * 5).astype(dtype)
+    y = (rng.uniform(size=(5, 37)) > 0.5).astype(dtype)
+    base_loss, base_grad = xf.binary_cross_entropy_with_logits_and_grad(
+        x.astype(np.float64), y.astype(np.float64), reduction="none")
+    loss, grad = xf.binary_cross_entropy_with_logits_and_grad(x, y, reduction="none")
+    assert_close(loss, base_loss, dtype)
+    assert_close(grad, base_grad, dtype)
+
+
+def test_levels_are_the_cpus():
+    assert LEVELS[0] == "baseline"
+    assert xf.config()["simd"] == LEVELS[-1] or os.environ.get("XENT_FAST_SIMD")
+    assert xf.config()["simd_available"] == LEVELS
+
+
+def _config_under(env_value):
+    env = dict(os.environ, XENT_FAST_SIMD=env_value)
+    out = subprocess.run(
+        [sys.executable, "-W", "always", "-c",
+         "import xent_fast as xf; print(xf.config()['simd'])"],
+        capture_output=True, text=True, env=env, check=True)
+    return out.stdout.strip(), out.stderr
+
+
+def test_environment_forces_a_level():
+    for lvl in LEVELS:
+        assert _config_under(lvl)[0] == lvl
+
+
+def test_unknown_level_warns_and_falls_back():
+    chosen, err = _config_under("sse9")
+    assert chosen == LEVELS[-1]
+    assert "XENT_FAST_SIMD" in err
