@@ -289,14 +289,18 @@ cdef inline void add_sums(BlockSums* total, const BlockSums* sums, Py_ssize_t n_
             total.first_bad = sums[b].first_bad
 
 
+cdef inline Py_ssize_t length(const floating[::1] a):
+    return -1 if a is None else a.shape[0]
+
+
 cdef object check_shapes(Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t target_len,
                          Py_ssize_t weight_len, Py_ssize_t loss_len, Py_ssize_t grad_rows,
                          Py_ssize_t grad_cols, Py_ssize_t grad_rows_len):
-    # The Python layer guarantees these; checked again because a mistake here would be
-    # an out-of-bounds access, not a wrong number.
-    if (target_len != n_rows or weight_len not in (0, n) or loss_len not in (0, n_rows)
-            or not ((grad_rows == 0 and grad_cols == 0) or (grad_rows == n_rows and grad_cols == n))
-            or grad_rows_len not in (0, n_rows)):
+    # The Python layer guarantees these (-1: the optional array is absent); checked again
+    # because a mistake here would be an out-of-bounds access, not a wrong number.
+    if (target_len != n_rows or weight_len not in (-1, n) or loss_len not in (-1, n_rows)
+            or not (grad_rows == -1 or (grad_rows == n_rows and grad_cols == n))
+            or grad_rows_len not in (-1, n_rows)):
         raise ValueError("internal error: inconsistent array shapes passed to a kernel")
 
 
@@ -327,10 +331,10 @@ cdef void* alloc_or_raise(size_t size) except NULL:
 def cross_entropy_index(
     const floating[:, ::1] logits,      # IN  (n_rows, n_classes)
     const index_t[::1] target,          # IN  (n_rows,) class indices
-    const floating[::1] weight,         # IN  (n_classes,) or (0,): no weights
-    floating[::1] loss_rows,            # OUT (n_rows,) per-row loss, or (0,)
-    floating[:, ::1] grad,              # OUT (n_rows, n_classes) gradient, or (0, 0)
-    const floating[::1] grad_rows,      # IN  (n_rows,) per-row upstream gradient, or (0,)
+    const floating[::1] weight,         # IN  (n_classes,) or None: no weights
+    floating[::1] loss_rows,            # OUT (n_rows,) per-row loss, or None
+    floating[:, ::1] grad,              # OUT (n_rows, n_classes) gradient, or None
+    const floating[::1] grad_rows,      # IN  (n_rows,) per-row upstream gradient, or None
     double grad_output,                 # IN  scalar upstream gradient
     bint mean,                          # the gradient is of the "mean" of the losses
     int64_t ignore_index, double label_smoothing, double z_loss, double softcap,
@@ -338,16 +342,17 @@ def cross_entropy_index(
 ):
     """Return (loss sum, sum of w[target], counted rows, first invalid row or -1)."""
     cdef Py_ssize_t n_rows = logits.shape[0], n = logits.shape[1]
-    check_shapes(n_rows, n, target.shape[0], weight.shape[0], loss_rows.shape[0],
-                 grad.shape[0], grad.shape[1], grad_rows.shape[0])
+    check_shapes(n_rows, n, target.shape[0], length(weight), length(loss_rows),
+                 -1 if grad is None else grad.shape[0], -1 if grad is None else grad.shape[1],
+                 length(grad_rows))
     if n_rows == 0:
         return 0.0, 0.0, 0, -1
     cdef Py_ssize_t rpb = rows_per_block(n), n_blocks = (n_rows + rpb - 1) // rpb, b
     cdef int nt = effective_threads(n_threads, n_blocks, n_rows * n)
-    cdef const floating* w = &weight[0] if weight.shape[0] > 0 else NULL
-    cdef const floating* gr = &grad_rows[0] if grad_rows.shape[0] > 0 else NULL
-    cdef floating* lr = &loss_rows[0] if loss_rows.shape[0] > 0 else NULL
-    cdef floating* gp = &grad[0, 0] if grad.shape[0] > 0 else NULL
+    cdef const floating* w = &weight[0] if weight is not None and n > 0 else NULL
+    cdef const floating* gr = &grad_rows[0] if grad_rows is not None else NULL
+    cdef floating* lr = &loss_rows[0] if loss_rows is not None else NULL
+    cdef floating* gp = &grad[0, 0] if grad is not None else NULL
     cdef CEOptions o = make_options(n, w, ignore_index, label_smoothing, z_loss, softcap)
     cdef BlockSums total
     cdef BlockSums* sums = <BlockSums*>alloc_or_raise(n_blocks * sizeof(BlockSums))
@@ -362,11 +367,22 @@ def cross_entropy_index(
     with nogil:
         total.first_bad = -1
         if mean and gp != NULL:
-            for b in prange(n_blocks, schedule="static", num_threads=nt):
-                count_index_block(&target[0], w, &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+            if nt == 1:
+                for b in range(n_blocks):
+                    count_index_block(&target[0], w, &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+            else:
+                for b in prange(n_blocks, schedule="static", num_threads=nt):
+                    count_index_block(&target[0], w, &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
             add_sums(&total, sums, n_blocks)
             grad_scale = grad_output / total.weight if total.count > 0 else 0.0
-        if total.first_bad < 0:
+        if total.first_bad >= 0:
+            pass
+        elif nt == 1:           # no parallel region for a small call
+            for b in range(n_blocks):
+                ce_index_block(&logits[0, 0], &target[0], w, gr, grad_scale, lr, gp, scratch,
+                               &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+            add_sums(&total, sums, n_blocks)
+        else:
             for b in prange(n_blocks, schedule="static", num_threads=nt):
                 ce_index_block(&logits[0, 0], &target[0], w, gr, grad_scale, lr, gp,
                                scratch + threadid() * 2 * n if scratch != NULL else NULL,
@@ -380,28 +396,29 @@ def cross_entropy_index(
 def cross_entropy_probs(
     const floating[:, ::1] logits,      # IN  (n_rows, n_classes)
     const floating[:, ::1] target,      # IN  (n_rows, n_classes) probabilities
-    const floating[::1] weight,         # IN  (n_classes,) or (0,): no weights
-    floating[::1] loss_rows,            # OUT (n_rows,) per-row loss, or (0,)
-    floating[:, ::1] grad,              # OUT (n_rows, n_classes) gradient, or (0, 0)
-    const floating[::1] grad_rows,      # IN  (n_rows,) per-row upstream gradient, or (0,)
+    const floating[::1] weight,         # IN  (n_classes,) or None: no weights
+    floating[::1] loss_rows,            # OUT (n_rows,) per-row loss, or None
+    floating[:, ::1] grad,              # OUT (n_rows, n_classes) gradient, or None
+    const floating[::1] grad_rows,      # IN  (n_rows,) per-row upstream gradient, or None
     double grad_scale,                  # IN  scalar upstream gradient (already / n_rows for "mean")
     double label_smoothing, double z_loss, double softcap,
     int n_threads,
 ):
     """Return the sum of the row losses."""
     cdef Py_ssize_t n_rows = logits.shape[0], n = logits.shape[1]
-    check_shapes(n_rows, n, target.shape[0], weight.shape[0], loss_rows.shape[0],
-                 grad.shape[0], grad.shape[1], grad_rows.shape[0])
+    check_shapes(n_rows, n, target.shape[0], length(weight), length(loss_rows),
+                 -1 if grad is None else grad.shape[0], -1 if grad is None else grad.shape[1],
+                 length(grad_rows))
     if target.shape[1] != n:
         raise ValueError("internal error: inconsistent array shapes passed to a kernel")
     if n_rows == 0:
         return 0.0
     cdef Py_ssize_t rpb = rows_per_block(n), n_blocks = (n_rows + rpb - 1) // rpb, b
     cdef int nt = effective_threads(n_threads, n_blocks, n_rows * n)
-    cdef const floating* w = &weight[0] if weight.shape[0] > 0 else NULL
-    cdef const floating* gr = &grad_rows[0] if grad_rows.shape[0] > 0 else NULL
-    cdef floating* lr = &loss_rows[0] if loss_rows.shape[0] > 0 else NULL
-    cdef floating* gp = &grad[0, 0] if grad.shape[0] > 0 else NULL
+    cdef const floating* w = &weight[0] if weight is not None and n > 0 else NULL
+    cdef const floating* gr = &grad_rows[0] if grad_rows is not None else NULL
+    cdef floating* lr = &loss_rows[0] if loss_rows is not None else NULL
+    cdef floating* gp = &grad[0, 0] if grad is not None else NULL
     cdef CEOptions o = make_options(n, w, -1, label_smoothing, z_loss, softcap)
     cdef BlockSums total
     cdef BlockSums* sums = <BlockSums*>alloc_or_raise(n_blocks * sizeof(BlockSums))

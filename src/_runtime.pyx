@@ -38,6 +38,18 @@ def num_procs():
     return xf_omp_num_procs()
 
 
+def kernel_type(object a):
+    """NumPy's type number of ``a`` if it is an ndarray the kernels can use as it is
+    (C-contiguous, aligned, native byte order), else -1: one call instead of several
+    attribute reads on the hot path of a small call."""
+    if not cnp.PyArray_Check(a):
+        return -1
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if not (cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_ISNOTSWAPPED(arr)):
+        return -1
+    return cnp.PyArray_TYPE(arr)
+
+
 def memory_relation(cnp.ndarray a, cnp.ndarray b):
     """0 if the byte ranges of a and b are disjoint, 1 if they are the same array
     memory (same start, size and strides), 2 if they overlap otherwise."""

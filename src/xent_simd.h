@@ -117,12 +117,23 @@ static inline double xf_exp(double x)
  * GCC does not vectorise a float-to-double reduction), and the chunks in double, so
  * the rounding error stays that of a sum of XF_CHUNK / lanes terms. */
 #define XF_CHUNK 256
+/* Rows shorter than this are done by plain scalar loops: a vector loop's set-up and
+ * final horizontal reduction cost more than a few scalar iterations. */
+#define XF_SHORT 16
 
 #define XF_ROW_PRIMITIVES(T, SUF, EXP, ACC)                                               \
 static inline T xf_max_##SUF(const T *x, ptrdiff_t n, int *has_nan)                      \
 {                                                                                         \
     T m = -INFINITY;                                                                      \
     int nan = 0;                                                                          \
+    if (n < XF_SHORT) {                                                                   \
+        for (ptrdiff_t j = 0; j < n; j++) {                                               \
+            m = x[j] > m ? x[j] : m;                                                      \
+            nan |= x[j] != x[j];                                                          \
+        }                                                                                 \
+        *has_nan = nan;                                                                   \
+        return m;                                                                         \
+    }                                                                                     \
     XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                                 \
     for (ptrdiff_t j = 0; j < n; j++) {                                                   \
         T v = x[j];                                                                       \
@@ -136,6 +147,17 @@ static inline T xf_max_##SUF(const T *x, ptrdiff_t n, int *has_nan)             
 static inline double xf_sumexp_##SUF(const T *x, ptrdiff_t n, T m, T *e)                  \
 {                                                                                         \
     double r = 0.0, all_ties = 0.0;                                                       \
+    if (n < XF_SHORT) {                                                                   \
+        const ptrdiff_t j0 = 0, j1 = n;                                                   \
+        ACC acc = 0;                                                                      \
+        T ties = 0;                                                                       \
+        if (e) {                                                                          \
+            XF_SUMEXP_LOOP(T, ACC, EXP, e[j] = v)                                         \
+        } else {                                                                          \
+            XF_SUMEXP_LOOP(T, ACC, EXP, (void)0)                                          \
+        }                                                                                 \
+        return (double)acc + ((double)ties - 1.0);                                        \
+    }                                                                                     \
     for (ptrdiff_t j0 = 0; j0 < n; j0 += XF_CHUNK) {                                      \
         ptrdiff_t j1 = j0 + XF_CHUNK < n ? j0 + XF_CHUNK : n;                             \
         ACC acc = 0;                                                                      \
@@ -153,6 +175,11 @@ static inline double xf_sumexp_##SUF(const T *x, ptrdiff_t n, T m, T *e)        
                                                                                           \
 static inline void xf_scale_##SUF(T *e, ptrdiff_t n, T a)                                 \
 {                                                                                         \
+    if (n < XF_SHORT) {                                                                   \
+        for (ptrdiff_t j = 0; j < n; j++)                                                 \
+            e[j] = e[j] * a;                                                              \
+        return;                                                                           \
+    }                                                                                     \
     XF_SIMD                                                                               \
     for (ptrdiff_t j = 0; j < n; j++)                                                     \
         e[j] = e[j] * a;                                                                  \

@@ -27,9 +27,6 @@ _BY_INDEX = _k.cross_entropy_index.__signatures__
 _BY_PROBS = _k.cross_entropy_probs.__signatures__
 _CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _ITYPE = {np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
-# Zero-length stand-ins for absent optional arrays (the kernels read none of them).
-_NONE_1D = {dt: np.empty(0, dt) for dt in _CTYPE}
-_NONE_2D = {dt: np.empty((0, 0), dt) for dt in _CTYPE}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -197,7 +194,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
             f"target must hold integer class indices or floating probabilities, got dtype {t.dtype}"
         )
 
-    w = _NONE_1D[dt] if weight is None else as_float_like(weight, "weight", dt, (n,))
+    w = None if weight is None else as_float_like(weight, "weight", dt, (n,))
     eps = check_number(label_smoothing, "label_smoothing", 0.0, 1.0) if label_smoothing else 0.0
     z = check_number(z_loss, "z_loss", 0.0) if z_loss else 0.0
     cap = 0.0 if softcap is None else check_number(softcap, "softcap", 0.0, low_open=True)
@@ -210,9 +207,9 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
         if not _INT64_MIN <= ignore <= _INT64_MAX:
             raise ValueError(f"ignore_index must fit in int64, got {ignore}")
 
-    grad = _NONE_2D[dt]
+    # Optional arrays the kernels do not need are passed as None.
+    grad = grad2 = g_rows = None
     g_scalar = 1.0
-    g_rows = _NONE_1D[dt]
     if want_grad:
         if grad_out is None:
             grad = np.empty_like(x)
@@ -222,18 +219,18 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
                 (t, "target", False), (weight, "weight", False), (w, "weight", False),
                 (grad_output, "grad_output", False)))
         g_scalar, g_rows = upstream_gradient(grad_output, reduction, batch_shape, dt)
-        if g_rows is None:
-            g_rows = _NONE_1D[dt]
-        elif g_rows.ndim != 1:
+        if g_rows is not None and g_rows.ndim != 1:
             g_rows = g_rows.reshape(-1)
-    grad2 = grad if grad.ndim == 2 else grad.reshape(-1, n)
+        grad2 = grad if grad.ndim == 2 else grad.reshape(-1, n)
 
-    loss_rows = np.empty(batch_shape, dt) if reduction == "none" else _NONE_1D[dt]
-    loss1 = loss_rows if loss_rows.ndim == 1 else loss_rows.reshape(-1)
+    loss_rows = loss1 = None
+    if reduction == "none":
+        loss_rows = np.empty(batch_shape, dt)
+        loss1 = loss_rows if loss_rows.ndim == 1 else loss_rows.reshape(-1)
     mean = reduction == "mean"
 
     if by_index:
-        kernel = _BY_INDEX[f"{_CTYPE[dt]}|{_ITYPE[t1.dtype]}"]
+        kernel = _BY_INDEX[_CTYPE[dt] + "|" + _ITYPE[t1.dtype]]
         total, denom, count, first_bad = kernel(
             x2, t1, w, loss1, grad2, g_rows, g_scalar, mean, ignore, eps, z, cap, nt)
         if first_bad >= 0:
@@ -246,7 +243,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
         scale = g_scalar / n_rows if (mean and n_rows) else g_scalar
         total = _BY_PROBS[_CTYPE[dt]](x2, t1, w, loss1, grad2, g_rows, scale, eps, z, cap, nt)
 
-    if reduction == "none":
+    if loss_rows is not None:
         loss = loss_rows if loss_rows.ndim else loss_rows[()]
     elif mean:
         loss = dt.type(_mean(total, denom, count))

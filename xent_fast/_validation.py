@@ -13,13 +13,15 @@ from typing import Any
 
 import numpy as np
 
-from ._runtime import memory_relation
+from ._runtime import kernel_type, memory_relation
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
 _KERNEL_FLOATS = (F32, F64)
 _INT64 = np.dtype(np.int64)
 _INT32 = np.dtype(np.int32)
+_FLOAT_NUMS = frozenset((F32.num, F64.num))
+_INDEX_NUMS = frozenset((_INT64.num, _INT32.num))
 _REDUCTIONS = ("mean", "sum", "none")
 
 
@@ -36,6 +38,8 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
     """``x`` as a C-contiguous, aligned, native float32 or float64 array of any shape.
     float16 becomes float32; anything non-float is a TypeError. The input is returned as
     is when it already qualifies (never copied, never written)."""
+    if kernel_type(x) in _FLOAT_NUMS:
+        return x  # type: ignore[no-any-return]
     arr = x if isinstance(x, np.ndarray) else _asarray(x, name)
     dt = arr.dtype
     if dt.kind != "f":
@@ -81,9 +85,9 @@ def as_class_indices(t: np.ndarray, name: str, batch_shape: tuple[int, ...]) -> 
             f"{name} holds class indices and must have shape {batch_shape} "
             f"(the logits' shape without the class axis), got {t.shape}"
         )
-    dt = t.dtype
-    if (dt is _INT64 or dt is _INT32 or dt == _INT64 or dt == _INT32) and t.flags.c_contiguous and t.flags.aligned:
+    if kernel_type(t) in _INDEX_NUMS:
         return t
+    dt = t.dtype
     if dt.kind == "u" and dt.itemsize == 8 and t.size:
         # uint64 values past the int64 range would wrap into (possibly valid) negatives.
         too_big = t > np.iinfo(np.int64).max
