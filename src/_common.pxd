@@ -33,6 +33,15 @@ cdef extern from "xent_simd.h" nogil:
     double xf_sumexp_f64(const double* x, Py_ssize_t n, double m, double* e)
     void xf_scale_f32(float* e, Py_ssize_t n, float a)
     void xf_scale_f64(double* e, Py_ssize_t n, double a)
+    double xf_online_sumexp_f32(const float* x, Py_ssize_t n, float* e, float* cmax,
+                                float* m_out, int* has_nan)
+    double xf_online_sumexp_f64(const double* x, Py_ssize_t n, double* e, double* cmax,
+                                double* m_out, int* has_nan)
+    void xf_scale_chunks_f32(float* e, Py_ssize_t n, const float* cmax, float m, double a)
+    void xf_scale_chunks_f64(double* e, Py_ssize_t n, const double* cmax, double m, double a)
+    enum:
+        XF_BLOCK
+        XF_MAX_CHUNKS
 
 
 cdef struct RowMax:
@@ -75,6 +84,32 @@ cdef inline void scale(floating* e, Py_ssize_t n, double a) noexcept nogil:
         xf_scale_f32(e, n, <float>a)
     else:
         xf_scale_f64(e, n, a)
+
+
+cdef inline double online_sumexp(const floating* x, Py_ssize_t n, floating* e,
+                                 floating* cmax, RowMax* mx) noexcept nogil:
+    """sum_exp_below_max and row_max in one sweep over the row (n <= XF_BLOCK *
+    XF_MAX_CHUNKS): e[j] = exp(x[j] - cmax[j // XF_BLOCK]) is stored if e is not NULL,
+    for scale_chunks to finish."""
+    cdef int nan = 0
+    cdef floating m
+    cdef double r
+    if floating is float:
+        r = xf_online_sumexp_f32(x, n, e, cmax, &m, &nan)
+    else:
+        r = xf_online_sumexp_f64(x, n, e, cmax, &m, &nan)
+    mx.value = m
+    mx.has_nan = nan
+    return r
+
+
+cdef inline void scale_chunks(floating* e, Py_ssize_t n, const floating* cmax, double m,
+                              double a) noexcept nogil:
+    """e[j] = a * exp(x[j] - m) from what online_sumexp stored."""
+    if floating is float:
+        xf_scale_chunks_f32(e, n, cmax, <float>m, a)
+    else:
+        xf_scale_chunks_f64(e, n, cmax, m, a)
 
 
 cdef inline void fill(floating* x, Py_ssize_t n, double value) noexcept nogil:

@@ -4,10 +4,11 @@
 #
 # Design
 # ------
-# * One row at a time, while it is in cache: a sweep for the max, a sweep that sums the
-#   exps and stores them in the gradient row, a sweep that turns them into the gradient.
-#   The logits are read from memory once and the gradient written once; nothing of size
-#   n_rows x n_classes is allocated. The gradient may be the logits array itself: every
+# * One row at a time: a sweep that takes, chunk by chunk while the chunk is in L1, the
+#   max and the exps, stored in the gradient row; a sweep (in L2) that turns them into
+#   the gradient. The logits are read from memory once and the gradient written once;
+#   nothing of size n_rows x n_classes is allocated. (Label smoothing needs the max
+#   before the exps, and takes a separate sweep for it.) The gradient may be the logits array itself: every
 #   sweep reads an entry before it writes that same entry.
 # * Both target kinds reduce to one form. With per-class coefficients a_j (for an index
 #   t: a_j = (1-eps) w_t [j == t] + eps/C w_j; for probabilities y: a_j = w_j ((1-eps)
@@ -33,6 +34,7 @@ from libc.stdlib cimport malloc, free
 
 from _common cimport (
     floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
+    online_sumexp, scale_chunks, xf_exp, XF_BLOCK, XF_MAX_CHUNKS,
     rows_per_block, effective_threads,
 )
 
@@ -103,18 +105,27 @@ cdef inline double ce_index_row(
 ) noexcept nogil:
     cdef Py_ssize_t n = o.n_classes, j
     cdef const floating* xs = capped(x, scratch, n, o.softcap)
-    cdef RowMax mx = row_max(xs, n)
-    cdef double m, xt, r, log_s, lse, loss, eps_c, gap = 0.0, coef, alpha, rest
+    cdef floating cmax[XF_MAX_CHUNKS]
+    cdef bint online = o.smoothing == 0 and n <= XF_BLOCK * XF_MAX_CHUNKS
+    cdef RowMax mx
+    cdef double m, xt, r, log_s, lse, loss, eps_c, gap = 0.0, coef, alpha, rest, e_t
+    xt = xs[t]                  # read before the gradient row overwrites it
+    eps_c = o.smoothing / n
+    if online:
+        # max and exps in one sweep; stored exps are relative to their chunk's max
+        r = online_sumexp(xs, n, grad, cmax, &mx)
+        m = mx.value
+    else:
+        mx = row_max(xs, n)
+        m = mx.value
+        if row_is_regular(mx):
+            if o.smoothing > 0:
+                gap = weighted_gap(xs, weight, n, m)
+            r = sum_exp_below_max(xs, n, m, grad)
     if not row_is_regular(mx):
         if grad != NULL:
             fill(grad, n, NAN)
         return NAN
-    m = mx.value
-    xt = xs[t]                  # read before the gradient row overwrites it
-    eps_c = o.smoothing / n
-    if o.smoothing > 0:
-        gap = weighted_gap(xs, weight, n, m)
-    r = sum_exp_below_max(xs, n, m, grad)
     log_s = log1p(r)
     lse = m + log_s
     loss = (1.0 - o.smoothing) * wt * ((m - xt) + log_s)
@@ -127,10 +138,15 @@ cdef inline double ce_index_row(
 
     # 1 - p_t = (1 + r - e_t) / (1 + r); when t is not a max, r holds e_t and the rest
     # is >= 1, so forming it costs no accuracy; when it is, the rest is r itself.
-    rest = r if xt == m else 1.0 + (r - grad[t])
+    e_t = grad[t]
+    if online and cmax[t // XF_BLOCK] != m:
+        e_t = e_t * xf_exp(<double>cmax[t // XF_BLOCK] - m)
+    rest = r if xt == m else 1.0 + (r - e_t)
     coef = (1.0 - o.smoothing) * wt + eps_c * o.weight_sum + 2.0 * o.z_loss * lse
     alpha = g * coef / (1.0 + r)
-    if eps_c == 0:
+    if online:
+        scale_chunks(grad, n, cmax, m, alpha)
+    elif eps_c == 0:
         scale(grad, n, alpha)
     elif weight == NULL:
         for j in range(n):

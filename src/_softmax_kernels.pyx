@@ -1,10 +1,10 @@
 # Kernels of the softmax family: softmax, log_softmax and logsumexp of every row of a
 # C-contiguous (n_rows, n_classes) array.
 #
-# Each row is swept while it sits in cache: once for the max, once for the exps (stored
-# straight into the output, which may be the input itself), once to scale. Rows are
-# independent, so they are split across threads with a static prange and the result is
-# the same for every thread count. A row whose max is not finite, or that holds a NaN,
+# Each row is read from memory once: one sweep takes, chunk by chunk while the chunk is
+# in L1, the max and the exps (stored straight into the output, which may be the input
+# itself); a second sweep, in L2, scales them. Rows are independent, so they are split
+# across threads with a static prange and the result is the same for every thread count. A row whose max is not finite, or that holds a NaN,
 # gives NaN (logsumexp returns +-inf where that is the exact answer).
 
 from cython.parallel cimport prange
@@ -12,38 +12,58 @@ from libc.math cimport log1p, INFINITY, NAN
 
 from _common cimport (
     floating, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    effective_threads,
+    online_sumexp, scale_chunks, effective_threads, XF_BLOCK, XF_MAX_CHUNKS,
 )
 
 
 cdef inline void softmax_row(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
-    cdef RowMax mx = row_max(x, n)
-    if not row_is_regular(mx):
-        fill(out, n, NAN)
-        return
-    scale(out, n, 1.0 / (1.0 + sum_exp_below_max(x, n, mx.value, out)))
+    cdef floating cmax[XF_MAX_CHUNKS]
+    cdef RowMax mx
+    cdef double r
+    if n <= XF_BLOCK * XF_MAX_CHUNKS:
+        r = online_sumexp(x, n, out, cmax, &mx)
+        if row_is_regular(mx):
+            scale_chunks(out, n, cmax, mx.value, 1.0 / (1.0 + r))
+            return
+    else:
+        mx = row_max(x, n)
+        if row_is_regular(mx):
+            scale(out, n, 1.0 / (1.0 + sum_exp_below_max(x, n, mx.value, out)))
+            return
+    fill(out, n, NAN)
+
+
+cdef inline double log_sum(const floating* x, Py_ssize_t n, RowMax* mx) noexcept nogil:
+    # log1p(r), with the row max and NaN flag in mx
+    cdef floating cmax[XF_MAX_CHUNKS]
+    if n <= XF_BLOCK * XF_MAX_CHUNKS:
+        return log1p(online_sumexp(x, n, <floating*>NULL, cmax, mx))
+    mx[0] = row_max(x, n)
+    if not row_is_regular(mx[0]):
+        return NAN
+    return log1p(sum_exp_below_max(x, n, mx.value, <floating*>NULL))
 
 
 cdef inline void log_softmax_row(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
-    cdef RowMax mx = row_max(x, n)
-    cdef double m = mx.value, log_s
+    cdef RowMax mx
+    cdef double log_s = log_sum(x, n, &mx), m = mx.value
     cdef Py_ssize_t j
     if not row_is_regular(mx):
         fill(out, n, NAN)
         return
-    log_s = log1p(sum_exp_below_max(x, n, m, <floating*>NULL))
     for j in range(n):
         # (x - m) first: the max entry then gives exactly -log1p(r), tiny or not.
         out[j] = <floating>((x[j] - m) - log_s)
 
 
 cdef inline double logsumexp_row(const floating* x, Py_ssize_t n) noexcept nogil:
-    cdef RowMax mx = row_max(x, n)
+    cdef RowMax mx
+    cdef double log_s = log_sum(x, n, &mx)
     if mx.has_nan:
         return NAN
     if not row_is_regular(mx):
         return mx.value     # +inf if any entry is +inf, -inf if all are masked
-    return mx.value + log1p(sum_exp_below_max(x, n, mx.value, <floating*>NULL))
+    return mx.value + log_s
 
 
 def softmax(const floating[:, ::1] logits,   # IN

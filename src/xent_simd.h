@@ -185,7 +185,100 @@ static inline void xf_scale_##SUF(T *e, ptrdiff_t n, T a)                       
         e[j] = e[j] * a;                                                                  \
 }
 
+/* ---- one-sweep (online) softmax sums -----------------------------------------------
+ * online_sumexp reads the row once: block by block (XF_BLOCK entries, in L1) it takes
+ * the block's max mc, stores e_j = exp(x_j - mc) (when e != NULL) and mc in cmax[c],
+ * and folds the block into the running sum, rescaled when the max grows. It returns r with
+ * sum_j exp(x_j - m) = 1 + r, computed without the cancellation of subtracting 1: the
+ * blocks whose max is the row max m add their sums below mc exactly and their ties as
+ * whole numbers. scale_chunks then turns the stored e into a * exp(x_j - m).
+ * Rows of more than XF_MAX_CHUNKS blocks use the three-sweep primitives above.
+ */
+#define XF_BLOCK 2048
+#define XF_MAX_CHUNKS 1024
+
+#define XF_ONLINE_PRIMITIVES(T, SUF, EXP, ACC)                                            \
+static inline double xf_online_sumexp_##SUF(const T *x, ptrdiff_t n, T *e, T *cmax,       \
+                                            T *m_out, int *has_nan)                       \
+{                                                                                         \
+    T m = -INFINITY;                                                                      \
+    int nan = 0;                                                                          \
+    double r_top = 0.0, ties_top = 0.0, r_low = 0.0;                                      \
+    if (n < XF_SHORT) {                                                                   \
+        m = xf_max_##SUF(x, n, &nan);                                                     \
+        cmax[0] = m;                                                                      \
+        *m_out = m;                                                                       \
+        *has_nan = nan;                                                                   \
+        return isfinite(m) ? xf_sumexp_##SUF(x, n, m, e) : 0.0;                           \
+    }                                                                                     \
+    for (ptrdiff_t b0 = 0, c = 0; b0 < n; b0 += XF_BLOCK, c++) {                          \
+        ptrdiff_t b1 = b0 + XF_BLOCK < n ? b0 + XF_BLOCK : n;                             \
+        T mc = -INFINITY;                                                                 \
+        int nan_c = 0;                                                                    \
+        XF_PRAGMA(omp simd reduction(max:mc) reduction(|:nan_c))                          \
+        for (ptrdiff_t j = b0; j < b1; j++) {                                             \
+            T v = x[j];                                                                   \
+            mc = v > mc ? v : mc;                                                         \
+            nan_c |= v != v;                                                              \
+        }                                                                                 \
+        nan |= nan_c;                                                                     \
+        cmax[c] = mc;                                                                     \
+        if (mc == -INFINITY) {          /* a fully masked block adds nothing */           \
+            if (e)                                                                        \
+                for (ptrdiff_t j = b0; j < b1; j++)                                       \
+                    e[j] = 0;                                                             \
+            continue;                                                                     \
+        }                                                                                 \
+        double sum_c = 0.0, ties_c = 0.0;                                                 \
+        for (ptrdiff_t j0 = b0; j0 < b1; j0 += XF_CHUNK) {                                \
+            const ptrdiff_t j1 = j0 + XF_CHUNK < b1 ? j0 + XF_CHUNK : b1;                 \
+            const T m = mc;                                                               \
+            ACC acc = 0;                                                                  \
+            T ties = 0;                                                                   \
+            if (e) {                                                                      \
+                XF_SUMEXP_LOOP(T, ACC, EXP, e[j] = v)                                     \
+            } else {                                                                      \
+                XF_SUMEXP_LOOP(T, ACC, EXP, (void)0)                                      \
+            }                                                                             \
+            sum_c += (double)acc;                                                         \
+            ties_c += (double)ties;                                                       \
+        }                                                                                 \
+        if (mc > m) {                   /* a new max: all before it is below it */        \
+            if (m != -INFINITY)                                                           \
+                r_low = (r_low + r_top + ties_top) * xf_exp((double)m - (double)mc);      \
+            r_top = sum_c;                                                                \
+            ties_top = ties_c;                                                            \
+            m = mc;                                                                       \
+        } else if (mc == m) {                                                             \
+            r_top += sum_c;                                                               \
+            ties_top += ties_c;                                                           \
+        } else {                                                                          \
+            r_low += (sum_c + ties_c) * xf_exp((double)mc - (double)m);                   \
+        }                                                                                 \
+    }                                                                                     \
+    *m_out = m;                                                                           \
+    *has_nan = nan;                                                                       \
+    return r_top + (ties_top - 1.0) + r_low;                                              \
+}                                                                                         \
+                                                                                          \
+static inline void xf_scale_chunks_##SUF(T *e, ptrdiff_t n, const T *cmax, T m, double a) \
+{                                                                                         \
+    if (n < XF_SHORT) {                                                                   \
+        xf_scale_##SUF(e, n, (T)a);                                                       \
+        return;                                                                           \
+    }                                                                                     \
+    for (ptrdiff_t b0 = 0, c = 0; b0 < n; b0 += XF_BLOCK, c++) {                          \
+        ptrdiff_t b1 = b0 + XF_BLOCK < n ? b0 + XF_BLOCK : n;                             \
+        T f = (T)(cmax[c] == m ? a : a * xf_exp((double)cmax[c] - (double)m));            \
+        XF_SIMD                                                                           \
+        for (ptrdiff_t j = b0; j < b1; j++)                                               \
+            e[j] = e[j] * f;                                                              \
+    }                                                                                     \
+}
+
 XF_ROW_PRIMITIVES(float, f32, xf_expf, float)
 XF_ROW_PRIMITIVES(double, f64, xf_exp, double)
+XF_ONLINE_PRIMITIVES(float, f32, xf_expf, float)
+XF_ONLINE_PRIMITIVES(double, f64, xf_exp, double)
 
 #endif
