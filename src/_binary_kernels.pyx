@@ -13,6 +13,9 @@
 #   at 1e-12, as PyTorch does; a value outside [0, 1] is reported, not computed.
 # * weight and pos_weight arrive as strided (n_rows, n_cols) views that broadcast to the
 #   input (strides may be 0), so nothing of the input's size is allocated for them.
+# * The loss on logits with weights that are absent, one value or one per entry along a
+#   row runs in the vectorised loop of xent_simd.h (exp and log1p inline); the rest
+#   (probabilities, focal, odd strides) element by element with libm.
 #
 # The work is split into blocks of BLOCK_ELEMS flat elements, fixed by the size alone;
 # each block is summed serially and the blocks in order, so a total is bitwise the same
@@ -85,6 +88,25 @@ cdef inline double focal_elem(double x, double y, double alpha, double gamma,
     return a_t * mod * ce
 
 
+cdef extern from "xent_simd.h" nogil:
+    double xf_bce_logits_f32(const float* x, const float* y, Py_ssize_t n,
+                             const float* w, Py_ssize_t ws, const float* pw, Py_ssize_t pws,
+                             const float* g, float gscale, float* loss, float* grad)
+    double xf_bce_logits_f64(const double* x, const double* y, Py_ssize_t n,
+                             const double* w, Py_ssize_t ws, const double* pw, Py_ssize_t pws,
+                             const double* g, double gscale, double* loss, double* grad)
+
+
+cdef inline double bce_logits_segment(
+    const floating* x, const floating* y, Py_ssize_t n, const floating* w, Py_ssize_t ws,
+    const floating* pw, Py_ssize_t pws, const floating* g, double gscale,
+    floating* loss, floating* grad) noexcept nogil:
+    if floating is float:
+        return xf_bce_logits_f32(x, y, n, w, ws, pw, pws, g, <float>gscale, loss, grad)
+    else:
+        return xf_bce_logits_f64(x, y, n, w, ws, pw, pws, g, gscale, loss, grad)
+
+
 # --- one block of flat elements --------------------------------------------------------
 
 cdef void binary_block(
@@ -99,6 +121,11 @@ cdef void binary_block(
     cdef bint want_loss = loss_out.shape[0] > 0, want_grad = grad.shape[0] > 0
     cdef bint has_g = g_elems.shape[0] > 0
     cdef double v, d, xi, yi
+    # strides of the broadcast views, in elements: 0 (one value) or 1 take the
+    # vectorised path of xent_simd.h
+    cdef Py_ssize_t ws = w.strides[1] // sizeof(floating) if has_w else 0
+    cdef Py_ssize_t pws = pw.strides[1] // sizeof(floating) if has_pw else 0
+    cdef bint vector_path = o.loss == BCE_LOGITS and ws in (0, 1) and pws in (0, 1)
     s.loss = 0.0
     s.first_bad = -1
     while k < stop:
@@ -107,6 +134,13 @@ cdef void binary_block(
         j = k - i * n
         j_end = min(n, j + (stop - k))
         k += j_end - j
+        if vector_path:
+            s.loss += bce_logits_segment(
+                &x[i, j], &y[i, j], j_end - j,
+                &w[i, j] if has_w else NULL, ws, &pw[i, j] if has_pw else NULL, pws,
+                &g_elems[i, j] if has_g else NULL, o.grad_scale,
+                &loss_out[i, j] if want_loss else NULL, &grad[i, j] if want_grad else NULL)
+            continue
         while j < j_end:
             xi = x[i, j]
             yi = y[i, j]

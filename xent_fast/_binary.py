@@ -41,7 +41,9 @@ def _broadcast_weight(w: Any, name: str, shape: tuple[int, ...], dt: np.dtype,
     arr = _asarray(w, name)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
-    arr = np.asarray(arr, dtype=dt)
+    # C order first: the broadcast view then steps 0 or 1 entry along the last axis,
+    # which the vectorised kernel takes, whatever the caller's layout.
+    arr = np.asarray(arr, dtype=dt, order="C")
     try:
         view = np.broadcast_to(arr, shape)
     except ValueError:
