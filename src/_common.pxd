@@ -39,9 +39,15 @@ cdef extern from "xent_simd.h" nogil:
                                 double* m_out, int* has_nan)
     void xf_scale_chunks_f32(float* e, Py_ssize_t n, const float* cmax, float m, double a)
     void xf_scale_chunks_f64(double* e, Py_ssize_t n, const double* cmax, double m, double a)
+    void xf_small_rows_f32(const float* x, Py_ssize_t rows, Py_ssize_t n, float* e,
+                           float* m_out, double* r_out, double* log_s_out, int* irregular)
+    void xf_small_rows_f64(const double* x, Py_ssize_t rows, Py_ssize_t n, double* e,
+                           double* m_out, double* r_out, double* log_s_out, int* irregular)
     enum:
         XF_BLOCK
         XF_MAX_CHUNKS
+        XF_SHORT
+        XF_TILE
 
 
 cdef struct RowMax:
@@ -110,6 +116,16 @@ cdef inline void scale_chunks(floating* e, Py_ssize_t n, const floating* cmax, d
         xf_scale_chunks_f32(e, n, cmax, <float>m, a)
     else:
         xf_scale_chunks_f64(e, n, cmax, m, a)
+
+
+cdef inline void small_rows(const floating* x, Py_ssize_t rows, Py_ssize_t n, floating* e,
+                            floating* m, double* r, double* log_s, int* irregular) noexcept nogil:
+    """For up to XF_TILE rows of n < XF_SHORT entries: each row's max, r (as in
+    sum_exp_below_max), log1p(r) and whether it is irregular; e as in online_sumexp."""
+    if floating is float:
+        xf_small_rows_f32(x, rows, n, e, m, r, log_s, irregular)
+    else:
+        xf_small_rows_f64(x, rows, n, e, m, r, log_s, irregular)
 
 
 cdef inline void fill(floating* x, Py_ssize_t n, double value) noexcept nogil:

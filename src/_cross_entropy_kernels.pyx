@@ -34,7 +34,8 @@ from libc.stdlib cimport malloc, free
 
 from _common cimport (
     floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    online_sumexp, scale_chunks, xf_exp, XF_BLOCK, XF_MAX_CHUNKS,
+    online_sumexp, scale_chunks, small_rows, xf_exp, XF_BLOCK, XF_MAX_CHUNKS, XF_SHORT,
+    XF_TILE,
     rows_per_block, effective_threads,
 )
 
@@ -103,31 +104,41 @@ cdef inline double ce_index_row(
     floating* grad,             # OUT g * dloss/dx, or NULL; may alias x
     floating* scratch,          # per-thread 2 rows, used with softcap
 ) noexcept nogil:
-    cdef Py_ssize_t n = o.n_classes, j
+    cdef Py_ssize_t n = o.n_classes
     cdef const floating* xs = capped(x, scratch, n, o.softcap)
     cdef floating cmax[XF_MAX_CHUNKS]
-    cdef bint online = o.smoothing == 0 and n <= XF_BLOCK * XF_MAX_CHUNKS
     cdef RowMax mx
-    cdef double m, xt, r, log_s, lse, loss, eps_c, gap = 0.0, coef, alpha, rest, e_t
-    xt = xs[t]                  # read before the gradient row overwrites it
-    eps_c = o.smoothing / n
-    if online:
-        # max and exps in one sweep; stored exps are relative to their chunk's max
+    cdef double xt = xs[t]      # read before the gradient row overwrites it
+    cdef double r = 0.0, gap = 0.0
+    if o.smoothing == 0 and n <= XF_BLOCK * XF_MAX_CHUNKS:
+        # max and exps in one sweep; stored exps are relative to their block's max
         r = online_sumexp(xs, n, grad, cmax, &mx)
-        m = mx.value
     else:
         mx = row_max(xs, n)
-        m = mx.value
         if row_is_regular(mx):
             if o.smoothing > 0:
-                gap = weighted_gap(xs, weight, n, m)
-            r = sum_exp_below_max(xs, n, m, grad)
+                gap = weighted_gap(xs, weight, n, mx.value)
+            r = sum_exp_below_max(xs, n, mx.value, grad)
     if not row_is_regular(mx):
         if grad != NULL:
             fill(grad, n, NAN)
         return NAN
-    log_s = log1p(r)
-    lse = m + log_s
+    return ce_index_tail(o, t, wt, xt, mx.value, r, log1p(r), gap, weight, g, grad, xs,
+                         cmax if o.smoothing == 0 and n <= XF_BLOCK * XF_MAX_CHUNKS else NULL)
+
+
+cdef inline double ce_index_tail(
+    const CEOptions* o, Py_ssize_t t, double wt,
+    double xt, double m, double r, double log_s,    # the row: target logit, max, sums
+    double gap,                                     # sum_j w_j (m - x_j), with smoothing
+    const floating* weight, double g,
+    floating* grad,             # holds e_j = exp(x_j - m), or relative to cmax; or NULL
+    const floating* xs,         # the (capped) row; with softcap xs[n:2n] is 1 - tanh^2
+    const floating* cmax,       # block maxima of online_sumexp, or NULL
+) noexcept nogil:
+    """The loss of a regular row and its gradient, from the row's sums."""
+    cdef Py_ssize_t n = o.n_classes, j
+    cdef double lse = m + log_s, loss, eps_c = o.smoothing / n, coef, alpha, rest, e_t
     loss = (1.0 - o.smoothing) * wt * ((m - xt) + log_s)
     if o.smoothing > 0:
         loss += eps_c * (gap + o.weight_sum * log_s)
@@ -139,12 +150,12 @@ cdef inline double ce_index_row(
     # 1 - p_t = (1 + r - e_t) / (1 + r); when t is not a max, r holds e_t and the rest
     # is >= 1, so forming it costs no accuracy; when it is, the rest is r itself.
     e_t = grad[t]
-    if online and cmax[t // XF_BLOCK] != m:
+    if cmax != NULL and cmax[t // XF_BLOCK] != m:
         e_t = e_t * xf_exp(<double>cmax[t // XF_BLOCK] - m)
     rest = r if xt == m else 1.0 + (r - e_t)
     coef = (1.0 - o.smoothing) * wt + eps_c * o.weight_sum + 2.0 * o.z_loss * lse
     alpha = g * coef / (1.0 + r)
-    if online:
+    if cmax != NULL:
         scale_chunks(grad, n, cmax, m, alpha)
     elif eps_c == 0:
         scale(grad, n, alpha)
@@ -243,12 +254,30 @@ cdef void ce_index_block(
     floating* scratch, const CEOptions* o,
     Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
 ) noexcept nogil:
-    cdef Py_ssize_t i, n = o.n_classes
+    cdef Py_ssize_t i, j, n = o.n_classes, i0 = start, k = XF_TILE
     cdef int64_t t
     cdef double wt, loss, g
     cdef floating* grad_i = NULL
+    # short rows without smoothing or softcap: their sums come a tile of rows at a time
+    cdef bint tiles = n < XF_SHORT and o.smoothing == 0 and o.softcap == 0
+    cdef floating tile_m[XF_TILE]
+    cdef double tile_xt[XF_TILE]
+    cdef double tile_r[XF_TILE]
+    cdef double tile_log_s[XF_TILE]
+    cdef int tile_bad[XF_TILE]
     clear_sums(s)
     for i in range(start, stop):
+        if tiles and k == XF_TILE:
+            i0 = i
+            k = 0
+            # the target logits, before the exps may overwrite them (in-place gradient)
+            for j in range(min(<Py_ssize_t>XF_TILE, stop - i)):
+                t = target[i + j]
+                tile_xt[j] = logits[(i + j) * n + t] if 0 <= t < n else 0.0
+            small_rows(logits + i * n, min(<Py_ssize_t>XF_TILE, stop - i), n,
+                       grad + i * n if grad != NULL else NULL, tile_m, tile_r, tile_log_s,
+                       tile_bad)
+        k += 1
         t = target[i]
         if grad != NULL:
             grad_i = grad + i * n
@@ -262,7 +291,16 @@ cdef void ce_index_block(
             continue
         wt = weight[t] if weight != NULL else 1.0
         g = grad_scale * grad_rows[i] if grad_rows != NULL else grad_scale
-        loss = ce_index_row(logits + i * n, <Py_ssize_t>t, wt, weight, o, g, grad_i, scratch)
+        if not tiles:
+            loss = ce_index_row(logits + i * n, <Py_ssize_t>t, wt, weight, o, g, grad_i, scratch)
+        elif tile_bad[i - i0]:
+            loss = NAN
+            if grad_i != NULL:
+                fill(grad_i, n, NAN)
+        else:
+            loss = ce_index_tail(o, <Py_ssize_t>t, wt, tile_xt[i - i0], tile_m[i - i0],
+                                 tile_r[i - i0], tile_log_s[i - i0], 0.0, weight, g, grad_i,
+                                 logits + i * n, <floating*>NULL)
         if loss_rows != NULL:
             loss_rows[i] = <floating>loss
         s.loss += loss

@@ -134,6 +134,18 @@ static inline double xf_log1p_unit_f64(double u)
     return (big ? 0.6931471805599453 : 0.0) + 2.0 * p + c;
 }
 
+/* log1p(r) for any finite r >= 0, in double: r <= 1 directly, else 1 + r = 2^k (1 + u)
+ * with 0 <= u < 1 exact. */
+static inline double xf_log1p_f64(double r)
+{
+    double w = 1.0 + r;
+    int64_t bits = xf_bits_f64(w);
+    double k = (double)((bits >> 52) - 1023);
+    double f = xf_f64_from_bits((bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL);
+    int big = r > 1.0;
+    return (big ? k * 0.6931471805599453 : 0.0) + xf_log1p_unit_f64(big ? f - 1.0 : r);
+}
+
 /* ---- row primitives ---------------------------------------------------------------
  * max:     the largest entry, and whether any entry is NaN.
  * sumexp:  r = sum of exp(x_j - m) over the entries below the max m, plus one for each
@@ -369,10 +381,75 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
     return total;                                                                         \
 }
 
+/* ---- many short rows at once --------------------------------------------------------
+ * small_rows: for rows (<= XF_TILE) of n < XF_SHORT entries, per row the max m, r with
+ * sum_j exp(x_j - m) = 1 + r (as sumexp above), log1p(r), and whether the row is
+ * irregular (max not finite, or a NaN); stores e_j = exp(x_j - m) if e != NULL (e may
+ * be x). The rows are transposed into a tile so that the vector lanes run across rows:
+ * a short row alone would leave most lanes idle and pay a vector loop's set-up.
+ */
+#define XF_TILE 16
+
+#define XF_SMALL_ROWS(T, SUF, EXP)                                                        \
+static inline void xf_small_rows_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, T *e,     \
+        T *m_out, double *r_out, double *log_s_out, int *irregular)                       \
+{                                                                                         \
+    T v[XF_SHORT][XF_TILE], ev[XF_SHORT][XF_TILE];                                        \
+    T m[XF_TILE], acc[XF_TILE], ties[XF_TILE], nan[XF_TILE];                              \
+    for (ptrdiff_t j = 0; j < n; j++)                                                     \
+        for (ptrdiff_t i = rows; i < XF_TILE; i++)                                        \
+            v[j][i] = 0;                                                                  \
+    for (ptrdiff_t i = 0; i < rows; i++)                                                  \
+        for (ptrdiff_t j = 0; j < n; j++)                                                 \
+            v[j][i] = x[i * n + j];                                                       \
+    XF_SIMD                                                                               \
+    for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
+        m[i] = -INFINITY;                                                                 \
+        nan[i] = 0;                                                                       \
+        acc[i] = 0;                                                                       \
+        ties[i] = 0;                                                                      \
+    }                                                                                     \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
+        XF_SIMD                                                                           \
+        for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                         \
+            T a = v[j][i];                                                                \
+            m[i] = a > m[i] ? a : m[i];                                                   \
+            nan[i] = a != a ? (T)1 : nan[i];                                              \
+        }                                                                                 \
+    }                                                                                     \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
+        XF_SIMD                                                                           \
+        for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                         \
+            T a = v[j][i];                                                                \
+            T below = a != m[i] ? (T)1 : (T)0;                                            \
+            T ex = EXP(a - m[i]);                                                         \
+            ev[j][i] = ex;                                                                \
+            acc[i] += ex * below;                                                         \
+            ties[i] += (T)1 - below;                                                      \
+        }                                                                                 \
+    }                                                                                     \
+    XF_SIMD                                                                               \
+    for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
+        double r = (double)acc[i] + ((double)ties[i] - 1.0);                              \
+        int bad = nan[i] != 0 || !(m[i] > -INFINITY && m[i] < INFINITY);                  \
+        r = bad ? 0.0 : r;                                                                \
+        m_out[i] = m[i];                                                                  \
+        r_out[i] = r;                                                                     \
+        log_s_out[i] = xf_log1p_f64(r);                                                   \
+        irregular[i] = bad;                                                               \
+    }                                                                                     \
+    if (e)                                                                                \
+        for (ptrdiff_t i = 0; i < rows; i++)                                              \
+            for (ptrdiff_t j = 0; j < n; j++)                                             \
+                e[i * n + j] = ev[j][i];                                                  \
+}
+
 XF_ROW_PRIMITIVES(float, f32, xf_expf, float)
 XF_ROW_PRIMITIVES(double, f64, xf_exp, double)
 XF_ONLINE_PRIMITIVES(float, f32, xf_expf, float)
 XF_ONLINE_PRIMITIVES(double, f64, xf_exp, double)
+XF_SMALL_ROWS(float, f32, xf_expf)
+XF_SMALL_ROWS(double, f64, xf_exp)
 XF_BCE_LOGITS(float, f32, xf_expf, xf_log1p_unit_f32)
 XF_BCE_LOGITS(double, f64, xf_exp, xf_log1p_unit_f64)
 
