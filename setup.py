@@ -136,6 +136,9 @@ def _extensions():
 
     common = dict(
         include_dirs=["src", np.get_include()],
+        # rebuild every module when a shared header or .pxd changes
+        depends=[os.path.join("src", f) for f in sorted(os.listdir("src"))
+                 if f.endswith((".h", ".pxd"))],
         extra_link_args=omp_ldflags + os.environ.get("XENT_FAST_LDFLAGS", "").split(),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         # dladdr (which OpenMP runtime is loaded) lives in libdl before glibc 2.34.

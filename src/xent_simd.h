@@ -6,10 +6,9 @@
  * header and are compiled once per instruction set (baseline x86-64, x86-64-v3 = AVX2 +
  * FMA, x86-64-v4 = AVX-512); xent_fast picks the module at import from the CPU.
  *
- * Accuracy: xf_expf is within 2 ulp of exp over the float range, xf_exp within 2 ulp
- * over the double range, both including subnormal results (the scale 2^n is applied in
- * two normal halves), exactly 1 at 0 and exactly 0 at -inf. They assume no NaN input:
- * callers give NaN rows NaN results before any exp.
+ * Accuracy: xf_expf and xf_exp are within 2 ulp of exp for x <= 0, subnormal results
+ * included, exactly 1 at 0 and exactly 0 at -inf. They take x <= 0 only (a logit minus
+ * its row max, or -|x|) and no NaN: callers give NaN rows NaN results before any exp.
  */
 #ifndef XENT_SIMD_H
 #define XENT_SIMD_H
@@ -35,13 +34,13 @@ static inline int32_t xf_bits_f32(float f) { xf_f32_bits u; u.f = f; return u.i;
 static inline double xf_f64_from_bits(int64_t i) { xf_f64_bits u; u.i = i; return u.f; }
 static inline int64_t xf_bits_f64(double f) { xf_f64_bits u; u.f = f; return u.i; }
 
-/* exp(x) for float x <= 88 (no NaN). exp(x) = 2^n exp(r), n = round(x / ln 2), with a
- * degree-7 polynomial for exp(r) on |r| <= ln(2)/2 (Cephes' expf coefficients). */
+/* exp(x) for float x <= 0 (every caller's argument is a logit minus a max; no NaN).
+ * exp(x) = 2^n exp(r), n = round(x / ln 2), with a degree-7 polynomial for exp(r) on
+ * |r| <= ln(2)/2 (Cephes' expf coefficients). */
 static inline float xf_expf(float x)
 {
     const float shift = 12582912.0f;                      /* 1.5 * 2^23: rounds to int */
     x = x < -104.0f ? -104.0f : x;                        /* exp underflows to 0 below */
-    x = x > 88.0f ? 88.0f : x;
     float t = x * 1.44269504088896341f + shift;
     float n = t - shift;
     int32_t ni = xf_bits_f32(t) - xf_bits_f32(shift);
@@ -55,18 +54,17 @@ static inline float xf_expf(float x)
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * z + r + 1.0f;
-    /* 2^n as two normal halves so that subnormal results round once, correctly. */
-    int32_t n1 = ni >> 1, n2 = ni - n1;
-    return p * xf_f32_from_bits((n1 + 127) << 23) * xf_f32_from_bits((n2 + 127) << 23);
+    /* 2^n = 2^(n + 64) 2^-64, both normal for -150 <= n <= 0: a subnormal result is
+     * rounded once, correctly. */
+    return (p * xf_f32_from_bits((ni + 127 + 64) << 23)) * 0x1p-64f;
 }
 
-/* exp(x) for double x <= 709 (no NaN): the same reduction, Taylor to degree 13 on
+/* exp(x) for double x <= 0 (no NaN): the same reduction, Taylor to degree 13 on
  * |r| <= ln(2)/2 (truncation error below 2^-60). */
 static inline double xf_exp(double x)
 {
     const double shift = 6755399441055744.0;              /* 1.5 * 2^52 */
     x = x < -746.0 ? -746.0 : x;
-    x = x > 709.0 ? 709.0 : x;
     double t = x * 1.4426950408889634 + shift;
     double n = t - shift;
     double r = x - n * 6.93147180369123816490e-01;
@@ -84,12 +82,9 @@ static inline double xf_exp(double x)
     p = p * r + 1.0 / 6.0;
     p = p * r + 0.5;
     p = p * r * r + r + 1.0;
-    /* n1 = about n / 2 and n2 = n - n1, each an exponent a normal double can carry. */
-    double n1 = (n * 0.5 + shift) - shift;
-    double n2 = n - n1;
-    int64_t b1 = xf_bits_f64(n1 + shift) - xf_bits_f64(shift);
-    int64_t b2 = xf_bits_f64(n2 + shift) - xf_bits_f64(shift);
-    return p * xf_f64_from_bits((b1 + 1023) << 52) * xf_f64_from_bits((b2 + 1023) << 52);
+    /* 2^n = 2^(n + 600) 2^-600, both normal for -1077 <= n <= 0 (see xf_expf). */
+    int64_t ni = xf_bits_f64(t) - xf_bits_f64(shift);
+    return (p * xf_f64_from_bits((ni + 1023 + 600) << 52)) * 0x1p-600;
 }
 
 /* log1p(u) for 0 <= u <= 1 (what softplus needs: u = exp(-|x|)). w = 1 + u is split as
