@@ -29,8 +29,9 @@ def level(request, monkeypatch):
     monkeypatch.setattr(_softmax, "_SOFTMAX", soft.softmax.__signatures__)
     monkeypatch.setattr(_softmax, "_LOG_SOFTMAX", soft.log_softmax.__signatures__)
     monkeypatch.setattr(_softmax, "_LOGSUMEXP", soft.logsumexp.__signatures__)
-    monkeypatch.setattr(_cross_entropy, "_BY_INDEX", ce.cross_entropy_index.__signatures__)
-    monkeypatch.setattr(_cross_entropy, "_BY_PROBS", ce.cross_entropy_probs.__signatures__)
+    index, probs = _cross_entropy._kernel_tables(ce)
+    monkeypatch.setattr(_cross_entropy, "_INDEX_KERNEL", index)
+    monkeypatch.setattr(_cross_entropy, "_PROBS_KERNEL", probs)
     monkeypatch.setattr(_binary, "_KERNEL", binary.binary_loss.__signatures__)
     return lvl
 

@@ -9,7 +9,11 @@ from typing import Any
 import numpy as np
 
 from ._simd import kernels
+from ._runtime import kernel_type
 from ._validation import (
+    _FLOAT_NUMS,
+    _INDEX_NUMS,
+    INDEX_BITS,
     as_class_indices,
     as_float_like,
     as_float_rows,
@@ -22,11 +26,21 @@ from ._validation import (
     _asarray,
 )
 
-_k = kernels("_cross_entropy_kernels")
-_BY_INDEX = _k.cross_entropy_index.__signatures__
-_BY_PROBS = _k.cross_entropy_probs.__signatures__
-_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-_ITYPE = {np.dtype(np.int32): "int32_t", np.dtype(np.int64): "int64_t"}
+_F32, _F64 = np.dtype(np.float32).num, np.dtype(np.float64).num
+
+
+def _kernel_tables(module: Any) -> tuple[dict[int, dict[int, Any]], dict[int, Any]]:
+    """The kernels of ``module`` by NumPy type number: [logits][class indices], [logits]."""
+    by_index = module.cross_entropy_index.__signatures__
+    by_probs = module.cross_entropy_probs.__signatures__
+    index = {fnum: {inum: by_index[f"{fname}|int{bits}_t"] for inum, bits in INDEX_BITS.items()}
+             for fnum, fname in ((_F32, "float"), (_F64, "double"))}
+    return index, {_F32: by_probs["float"], _F64: by_probs["double"]}
+
+
+_INDEX_KERNEL, _PROBS_KERNEL = _kernel_tables(kernels("_cross_entropy_kernels"))
+_SCALAR = {_F32: np.float32, _F64: np.float64}
+_REDUCTIONS = frozenset(("mean", "sum", "none"))
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -161,44 +175,35 @@ def cross_entropy_and_grad(
 
 def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing,
                    z_loss, softcap, n_threads, grad_output, grad_out, want_grad):
-    x = as_float_rows(logits, "logits")
+    # Small calls in training loops pay for every attribute read here: arrays that the
+    # kernels take as they are skip the general conversions (kernel_type is one C call).
+    x_type = kernel_type(logits)
+    if x_type in _FLOAT_NUMS and logits.ndim and logits.shape[-1]:
+        x = logits
+    else:
+        x = as_float_rows(logits, "logits")
+        x_type = x.dtype.num
     dt = x.dtype
     n = x.shape[-1]
     batch_shape = x.shape[:-1]
     x2 = x if x.ndim == 2 else x.reshape(-1, n)
     n_rows = x2.shape[0]
-    reduction = check_reduction(reduction)
+    if reduction not in _REDUCTIONS:
+        check_reduction(reduction)
 
-    t = target if isinstance(target, np.ndarray) else _asarray(target, "target")
-    kind = t.dtype.kind
-    if kind in "iu":
-        by_index = True
-        t = as_class_indices(t, "target", batch_shape)
-        t1 = t if t.ndim == 1 else t.reshape(-1)
-    elif kind == "f" and t.shape == x.shape:
-        by_index = False
-        t = as_float_like(t, "target", dt, x.shape)
-        t1 = t if t.ndim == 2 else t.reshape(-1, n)
-    elif kind == "f" and t.shape == batch_shape:
-        raise TypeError(
-            f"target has dtype {t.dtype} and the shape of class indices {batch_shape}: "
-            "class indices must be integers (probability targets need the logits' shape)"
-        )
-    elif kind == "f":
-        raise ValueError(
-            f"target must be class indices of shape {batch_shape} or probabilities of "
-            f"shape {x.shape}, got shape {t.shape}"
-        )
+    t_type = kernel_type(target)
+    if t_type in _INDEX_NUMS and target.shape == batch_shape:
+        by_index, t = True, target
     else:
-        raise TypeError(
-            f"target must hold integer class indices or floating probabilities, got dtype {t.dtype}"
-        )
+        by_index, t = _as_target(target, x, batch_shape)
+        t_type = t.dtype.num
+    t1 = t if t.ndim == (1 if by_index else 2) else t.reshape((-1,) if by_index else (-1, n))
 
     w = None if weight is None else as_float_like(weight, "weight", dt, (n,))
     eps = check_number(label_smoothing, "label_smoothing", 0.0, 1.0) if label_smoothing else 0.0
     z = check_number(z_loss, "z_loss", 0.0) if z_loss else 0.0
     cap = 0.0 if softcap is None else check_number(softcap, "softcap", 0.0, low_open=True)
-    nt = check_threads(n_threads)
+    nt = 0 if n_threads is None else check_threads(n_threads)
     if by_index:
         try:
             ignore = operator.index(ignore_index)
@@ -218,9 +223,12 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
                 (logits, "logits", True), (x, "logits", True), (target, "target", False),
                 (t, "target", False), (weight, "weight", False), (w, "weight", False),
                 (grad_output, "grad_output", False)))
-        g_scalar, g_rows = upstream_gradient(grad_output, reduction, batch_shape, dt)
-        if g_rows is not None and g_rows.ndim != 1:
-            g_rows = g_rows.reshape(-1)
+        if type(grad_output) is float:
+            g_scalar = grad_output
+        else:
+            g_scalar, g_rows = upstream_gradient(grad_output, reduction, batch_shape, dt)
+            if g_rows is not None and g_rows.ndim != 1:
+                g_rows = g_rows.reshape(-1)
         grad2 = grad if grad.ndim == 2 else grad.reshape(-1, n)
 
     loss_rows = loss1 = None
@@ -230,8 +238,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     mean = reduction == "mean"
 
     if by_index:
-        kernel = _BY_INDEX[_CTYPE[dt] + "|" + _ITYPE[t1.dtype]]
-        total, denom, count, first_bad = kernel(
+        total, denom, count, first_bad = _INDEX_KERNEL[x_type][t_type](
             x2, t1, w, loss1, grad2, g_rows, g_scalar, mean, ignore, eps, z, cap, nt)
         if first_bad >= 0:
             raise ValueError(
@@ -241,15 +248,38 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     else:
         denom = count = n_rows
         scale = g_scalar / n_rows if (mean and n_rows) else g_scalar
-        total = _BY_PROBS[_CTYPE[dt]](x2, t1, w, loss1, grad2, g_rows, scale, eps, z, cap, nt)
+        total = _PROBS_KERNEL[x_type](x2, t1, w, loss1, grad2, g_rows, scale, eps, z, cap, nt)
 
     if loss_rows is not None:
         loss = loss_rows if loss_rows.ndim else loss_rows[()]
     elif mean:
-        loss = dt.type(_mean(total, denom, count))
+        loss = _SCALAR[x_type](_mean(total, denom, count))
     else:
-        loss = dt.type(total)
+        loss = _SCALAR[x_type](total)
     return loss, grad if want_grad else None
+
+
+def _as_target(target: Any, x: np.ndarray, batch_shape: tuple[int, ...]) -> tuple[bool, np.ndarray]:
+    """(True, class indices) or (False, probabilities) as kernel-ready arrays."""
+    t = target if isinstance(target, np.ndarray) else _asarray(target, "target")
+    kind = t.dtype.kind
+    if kind in "iu":
+        return True, as_class_indices(t, "target", batch_shape)
+    if kind == "f" and t.shape == x.shape:
+        return False, as_float_like(t, "target", x.dtype, x.shape)
+    if kind == "f" and t.shape == batch_shape:
+        raise TypeError(
+            f"target has dtype {t.dtype} and the shape of class indices {batch_shape}: "
+            "class indices must be integers (probability targets need the logits' shape)"
+        )
+    if kind == "f":
+        raise ValueError(
+            f"target must be class indices of shape {batch_shape} or probabilities of "
+            f"shape {x.shape}, got shape {t.shape}"
+        )
+    raise TypeError(
+        f"target must hold integer class indices or floating probabilities, got dtype {t.dtype}"
+    )
 
 
 def _mean(total: float, denom: float, count: int) -> float:

@@ -21,7 +21,11 @@ _KERNEL_FLOATS = (F32, F64)
 _INT64 = np.dtype(np.int64)
 _INT32 = np.dtype(np.int32)
 _FLOAT_NUMS = frozenset((F32.num, F64.num))
-_INDEX_NUMS = frozenset((_INT64.num, _INT32.num))
+# NumPy type numbers of the integer types the kernels take: C int, long and long long,
+# whichever are 32 or 64 bits here (int64 is 'long' on Linux, 'long long' on Windows).
+INDEX_BITS = {np.dtype(c).num: np.dtype(c).itemsize * 8 for c in "ilq"
+              if np.dtype(c).itemsize in (4, 8)}
+_INDEX_NUMS = frozenset(INDEX_BITS)
 _REDUCTIONS = ("mean", "sum", "none")
 
 
