@@ -128,6 +128,14 @@ cdef void binary_block(
     cdef bint vector_path = o.loss == BCE_LOGITS and ws in (0, 1) and pws in (0, 1)
     s.loss = 0.0
     s.first_bad = -1
+    if vector_path and not has_w and not has_pw:
+        # nothing varies by row: the block is one contiguous run
+        s.loss = bce_logits_segment(
+            &x[0, 0] + start, &y[0, 0] + start, stop - start, NULL, 0, NULL, 0,
+            &g_elems[0, 0] + start if has_g else NULL, o.grad_scale,
+            &loss_out[0, 0] + start if want_loss else NULL,
+            &grad[0, 0] + start if want_grad else NULL)
+        return
     while k < stop:
         # the part of row i that lies in this block
         i = k // n

@@ -87,30 +87,35 @@ static inline double xf_exp(double x)
     return (p * xf_f64_from_bits((ni + 1023 + 600) << 52)) * 0x1p-600;
 }
 
-/* log1p(u) for 0 <= u <= 1 (what softplus needs: u = exp(-|x|)). w = 1 + u is split as
- * 2^k f with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh(s), s = (f - 1) / (f + 1),
- * |s| < 0.172, and the rounding of 1 + u is added back as (u - (w - 1)) / w, so a tiny
- * u gives log1p(u) = u to full relative accuracy. Within 3 ulp for float and double. */
-static inline float xf_log1p_unit_f32(float u)
+/* log1p(u) for 0 <= u <= 1 (what softplus needs: u = exp(-|x|)), given w = 1 + u and
+ * inv_w = 1 / w (softplus's caller needs them for the sigmoid too). w is split as 2^k f
+ * with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh(s), s = (f - 1) / (f + 1), |s| < 0.172,
+ * and the rounding of 1 + u is added back as (u - (w - 1)) / w, so a tiny u gives
+ * log1p(u) = u to full relative accuracy. Within 3 ulp for float and double. */
+static inline float xf_log1p_unit_inv_f32(float u, float w, float inv_w)
 {
-    float w = 1.0f + u;
-    float c = (u - (w - 1.0f)) / w;
+    /* float: log f by Cephes' logf polynomial in x = f - 1 (no division). */
+    float c = (u - (w - 1.0f)) * inv_w;
     int big = w > 1.41421356f;
-    float f = big ? 0.5f * w : w;
-    float s = (f - 1.0f) / (f + 1.0f);
-    float z = s * s;
-    float p = 0.11111111f;                                /* 1/9 */
-    p = p * z + 0.14285715f;                              /* 1/7 */
-    p = p * z + 0.2f;
-    p = p * z + 0.33333334f;
-    p = p * z * s + s;                                    /* atanh(s) */
-    return (big ? 0.693147182f : 0.0f) + 2.0f * p + c;
+    float x = (big ? 0.5f * w : w) - 1.0f;
+    float z = x * x;
+    float p = 7.0376836292e-2f;
+    p = p * x - 1.1514610310e-1f;
+    p = p * x + 1.1676998740e-1f;
+    p = p * x - 1.2420140846e-1f;
+    p = p * x + 1.4249322787e-1f;
+    p = p * x - 1.6668057665e-1f;
+    p = p * x + 2.0000714765e-1f;
+    p = p * x - 2.4999993993e-1f;
+    p = p * x + 3.3333331174e-1f;
+    float y = p * x * z - 0.5f * z;
+    float k = big ? 1.0f : 0.0f;
+    return ((x + (y + k * -2.12194440e-4f)) + k * 0.693359375f) + c;
 }
 
-static inline double xf_log1p_unit_f64(double u)
+static inline double xf_log1p_unit_inv_f64(double u, double w, double inv_w)
 {
-    double w = 1.0 + u;
-    double c = (u - (w - 1.0)) / w;
+    double c = (u - (w - 1.0)) * inv_w;
     int big = w > 1.4142135623730951;
     double f = big ? 0.5 * w : w;
     double s = (f - 1.0) / (f + 1.0);
@@ -127,6 +132,19 @@ static inline double xf_log1p_unit_f64(double u)
     p = p * z + 1.0 / 3.0;
     p = p * z * s + s;
     return (big ? 0.6931471805599453 : 0.0) + 2.0 * p + c;
+}
+
+/* The same without a caller's 1 + u and 1 / (1 + u) at hand. */
+static inline float xf_log1p_unit_f32(float u)
+{
+    float w = 1.0f + u;
+    return xf_log1p_unit_inv_f32(u, w, 1.0f / w);
+}
+
+static inline double xf_log1p_unit_f64(double u)
+{
+    double w = 1.0 + u;
+    return xf_log1p_unit_inv_f64(u, w, 1.0 / w);
 }
 
 /* log1p(r) for any finite r >= 0, in double: r <= 1 directly, else 1 + r = 2^k (1 + u)
@@ -341,10 +359,14 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
      * chunks of constants, unwanted outputs go to a local sink. */                       \
     T w_fill[XF_CHUNK], pw_fill[XF_CHUNK], g_fill[XF_CHUNK], sink[XF_CHUNK];              \
     const T w0 = w ? w[0] : (T)1, pw0 = pw ? pw[0] : (T)1;                                \
+    const int fill_w = !(w && ws == 1), fill_pw = !(pw && pws == 1);                      \
     for (ptrdiff_t j = 0; j < XF_CHUNK; j++) {                                            \
-        w_fill[j] = w0;                                                                   \
-        pw_fill[j] = pw0;                                                                 \
-        g_fill[j] = (T)1;                                                                 \
+        if (fill_w)                                                                       \
+            w_fill[j] = w0;                                                               \
+        if (fill_pw)                                                                      \
+            pw_fill[j] = pw0;                                                             \
+        if (!g)                                                                           \
+            g_fill[j] = (T)1;                                                             \
     }                                                                                     \
     double total = 0.0;                                                                   \
     for (ptrdiff_t j0 = 0; j0 < n; j0 += XF_CHUNK) {                                      \
@@ -361,8 +383,9 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
             T xj = xc[j], yj = yc[j], wj = wc[j], pj = pc[j];                             \
             T ax = xj < 0 ? -xj : xj;                                                     \
             T e = EXP(-ax);                                                               \
-            T l = LOG1P(e);                                                               \
-            T inv = (T)1 / ((T)1 + e);                                                    \
+            T w1 = (T)1 + e;                                                              \
+            T inv = (T)1 / w1;                                                            \
+            T l = LOG1P(e, w1, inv);                                                      \
             T pos = xj > 0 ? xj : (T)0, neg = xj < 0 ? -xj : (T)0;                        \
             T v = wj * (((T)1 - yj) * (pos + l) + pj * yj * (neg + l));                   \
             T s = xj >= 0 ? inv : e * inv;              /* sigmoid(x)  */                 \
@@ -445,7 +468,7 @@ XF_ONLINE_PRIMITIVES(float, f32, xf_expf, float)
 XF_ONLINE_PRIMITIVES(double, f64, xf_exp, double)
 XF_SMALL_ROWS(float, f32, xf_expf)
 XF_SMALL_ROWS(double, f64, xf_exp)
-XF_BCE_LOGITS(float, f32, xf_expf, xf_log1p_unit_f32)
-XF_BCE_LOGITS(double, f64, xf_exp, xf_log1p_unit_f64)
+XF_BCE_LOGITS(float, f32, xf_expf, xf_log1p_unit_inv_f32)
+XF_BCE_LOGITS(double, f64, xf_exp, xf_log1p_unit_inv_f64)
 
 #endif
