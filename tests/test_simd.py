@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import mpmath
 import numpy as np
 import pytest
 
@@ -123,3 +124,16 @@ def test_unknown_level_warns_and_falls_back():
     chosen, err = _config_under("sse9")
     assert chosen == LEVELS[-1]
     assert "XENT_FAST_SIMD" in err
+
+
+@pytest.mark.parametrize("dtype, low", [(np.float64, -744.0), (np.float32, -103.0)])
+def test_exp_is_accurate_to_a_few_ulp_at_every_level(level, dtype, low):
+    # logsumexp([0, d]) = log1p(exp(d)), which is exp(d) to within exp(d)^2 for d << 0:
+    # it shows the kernels' exp directly, down into the subnormal range.
+    d = np.linspace(low, -40.0 if dtype == np.float64 else -18.0, 3001).astype(dtype)
+    x = np.stack([np.zeros_like(d), d], axis=1)
+    got = xf.logsumexp(x).astype(np.float64)
+    exact = np.array([float(mpmath.log1p(mpmath.exp(mpmath.mpf(float(v))))) for v in d])
+    tiny = np.finfo(dtype).smallest_subnormal
+    ulp = np.maximum(np.spacing(exact.astype(dtype)).astype(np.float64), tiny)
+    assert np.max(np.abs(got - exact) / ulp) <= 3.0
