@@ -409,13 +409,17 @@ def cross_entropy_index(
     cdef floating* gp = &grad[0, 0] if grad is not None else NULL
     cdef CEOptions o = make_options(n, w, ignore_index, label_smoothing, z_loss, softcap)
     cdef BlockSums total
-    cdef BlockSums* sums = <BlockSums*>alloc_or_raise(n_blocks * sizeof(BlockSums))
+    cdef BlockSums few_sums[16]         # small calls need no heap allocation
+    cdef BlockSums* sums = &few_sums[0]
+    if n_blocks > 16:
+        sums = <BlockSums*>alloc_or_raise(n_blocks * sizeof(BlockSums))
     cdef floating* scratch = NULL
     cdef double grad_scale = grad_output
     if softcap > 0:
         scratch = <floating*>malloc(nt * 2 * n * sizeof(floating))
         if scratch == NULL:
-            free(sums)
+            if sums != &few_sums[0]:
+                free(sums)
             raise MemoryError()
 
     with nogil:
@@ -442,7 +446,8 @@ def cross_entropy_index(
                                scratch + threadid() * 2 * n if scratch != NULL else NULL,
                                &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
             add_sums(&total, sums, n_blocks)
-    free(sums)
+    if sums != &few_sums[0]:
+        free(sums)
     free(scratch)
     return total.loss, total.weight, total.count, total.first_bad
 
@@ -475,12 +480,16 @@ def cross_entropy_probs(
     cdef floating* gp = &grad[0, 0] if grad is not None else NULL
     cdef CEOptions o = make_options(n, w, -1, label_smoothing, z_loss, softcap)
     cdef BlockSums total
-    cdef BlockSums* sums = <BlockSums*>alloc_or_raise(n_blocks * sizeof(BlockSums))
+    cdef BlockSums few_sums[16]         # small calls need no heap allocation
+    cdef BlockSums* sums = &few_sums[0]
+    if n_blocks > 16:
+        sums = <BlockSums*>alloc_or_raise(n_blocks * sizeof(BlockSums))
     cdef floating* scratch = NULL
     if softcap > 0:
         scratch = <floating*>malloc(nt * 2 * n * sizeof(floating))
         if scratch == NULL:
-            free(sums)
+            if sums != &few_sums[0]:
+                free(sums)
             raise MemoryError()
     with nogil:
         for b in prange(n_blocks, schedule="static", num_threads=nt):
@@ -488,6 +497,7 @@ def cross_entropy_probs(
                            scratch + threadid() * 2 * n if scratch != NULL else NULL,
                            &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
         add_sums(&total, sums, n_blocks)
-    free(sums)
+    if sums != &few_sums[0]:
+        free(sums)
     free(scratch)
     return total.loss
