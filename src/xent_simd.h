@@ -167,11 +167,11 @@ static inline double xf_log1p_f64(double r)
  *          e_j = exp(x_j - m) (e may be x itself).
  * scale:   e_j *= a.
  */
-/* Sum of exp(x_j - m) over j0 <= j < j1 in the lanes of type ACC, leaving out the
+/* Sum of exp(x_j - m) over c0 <= j < c1 in the lanes of type ACC, leaving out the
  * entries equal to m and counting them in ties. */
 #define XF_SUMEXP_LOOP(T, ACC, EXP, STORE)                                                \
     XF_SIMD_SUM(acc, ties)                                                                \
-    for (ptrdiff_t j = j0; j < j1; j++) {                                                 \
+    for (ptrdiff_t j = c0; j < c1; j++) {                                                 \
         T xj = x[j];                                                                      \
         T v = EXP(xj - m);                                                                \
         T below = (T)(xj != m);                                                           \
@@ -211,22 +211,14 @@ static inline T xf_max_##SUF(const T *x, ptrdiff_t n, int *has_nan)             
     return m;                                                                             \
 }                                                                                         \
                                                                                           \
-static inline double xf_sumexp_##SUF(const T *x, ptrdiff_t n, T m, T *e)                  \
+static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, T m, T *e, \
+                                        double *ties_out)                                 \
 {                                                                                         \
+    /* sum of exp(x_j - m) over j0 <= j < j1 and x_j != m, by chunks; the count of       \
+     * entries equal to m is added to *ties_out. */                                       \
     double r = 0.0, all_ties = 0.0;                                                       \
-    if (n < XF_SHORT) {                                                                   \
-        const ptrdiff_t j0 = 0, j1 = n;                                                   \
-        ACC acc = 0;                                                                      \
-        T ties = 0;                                                                       \
-        if (e) {                                                                          \
-            XF_SUMEXP_LOOP(T, ACC, EXP, e[j] = v)                                         \
-        } else {                                                                          \
-            XF_SUMEXP_LOOP(T, ACC, EXP, (void)0)                                          \
-        }                                                                                 \
-        return (double)acc + ((double)ties - 1.0);                                        \
-    }                                                                                     \
-    for (ptrdiff_t j0 = 0; j0 < n; j0 += XF_CHUNK) {                                      \
-        ptrdiff_t j1 = j0 + XF_CHUNK < n ? j0 + XF_CHUNK : n;                             \
+    for (ptrdiff_t c0 = j0; c0 < j1; c0 += XF_CHUNK) {                                    \
+        const ptrdiff_t c1 = c0 + XF_CHUNK < j1 ? c0 + XF_CHUNK : j1;                     \
         ACC acc = 0;                                                                      \
         T ties = 0;                                                                       \
         if (e) {                                                                          \
@@ -237,7 +229,15 @@ static inline double xf_sumexp_##SUF(const T *x, ptrdiff_t n, T m, T *e)        
         r += (double)acc;                                                                 \
         all_ties += (double)ties;                                                         \
     }                                                                                     \
-    return r + (all_ties - 1.0);                                                          \
+    *ties_out += all_ties;                                                                \
+    return r;                                                                             \
+}                                                                                         \
+                                                                                          \
+static inline double xf_sumexp_##SUF(const T *x, ptrdiff_t n, T m, T *e)                  \
+{                                                                                         \
+    double ties = 0.0;                                                                    \
+    double r = xf_sum_below_##SUF(x, 0, n, m, e, &ties);                                  \
+    return r + (ties - 1.0);                                                              \
 }                                                                                         \
                                                                                           \
 static inline void xf_scale_##SUF(T *e, ptrdiff_t n, T a)                                 \
@@ -296,20 +296,8 @@ static inline double xf_online_sumexp_##SUF(const T *x, ptrdiff_t n, T *e, T *cm
                     e[j] = 0;                                                             \
             continue;                                                                     \
         }                                                                                 \
-        double sum_c = 0.0, ties_c = 0.0;                                                 \
-        for (ptrdiff_t j0 = b0; j0 < b1; j0 += XF_CHUNK) {                                \
-            const ptrdiff_t j1 = j0 + XF_CHUNK < b1 ? j0 + XF_CHUNK : b1;                 \
-            const T m = mc;                                                               \
-            ACC acc = 0;                                                                  \
-            T ties = 0;                                                                   \
-            if (e) {                                                                      \
-                XF_SUMEXP_LOOP(T, ACC, EXP, e[j] = v)                                     \
-            } else {                                                                      \
-                XF_SUMEXP_LOOP(T, ACC, EXP, (void)0)                                      \
-            }                                                                             \
-            sum_c += (double)acc;                                                         \
-            ties_c += (double)ties;                                                       \
-        }                                                                                 \
+        double ties_c = 0.0;                                                              \
+        double sum_c = xf_sum_below_##SUF(x, b0, b1, mc, e, &ties_c);                     \
         if (mc > m) {                   /* a new max: all before it is below it */        \
             if (m != -INFINITY)                                                           \
                 r_low = (r_low + r_top + ties_top) * xf_exp((double)m - (double)mc);      \

@@ -15,6 +15,7 @@ import numpy as np
 from ._simd import kernels
 from ._validation import (
     as_float_array,
+    as_float_like,
     check_number,
     check_out,
     check_reduction,
@@ -65,13 +66,7 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
     reduction = check_reduction(reduction)
     nt = check_threads(n_threads)
 
-    t = target if isinstance(target, np.ndarray) else _asarray(target, "target")
-    if t.dtype.kind not in "fiub":
-        raise TypeError(f"target must be a real array of 0/1 or soft labels, got dtype {t.dtype}")
-    if t.shape != shape:
-        raise ValueError(f"target must have the input's shape {shape}, got {t.shape}")
-    if t.dtype is not dt or not t.flags.c_contiguous or not t.flags.aligned:
-        t = np.asarray(t, dtype=dt, order="C")
+    t = as_float_like(target, "target", dt, shape)
 
     none2 = _NONE_2D[dt]
     w2 = none2 if weight is None else _broadcast_weight(weight, "weight", shape, dt, n_rows, n_cols)

@@ -73,8 +73,8 @@ def as_float_rows(x: Any, name: str) -> np.ndarray:
 def as_float_like(x: Any, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     """``x`` as a C-contiguous array of ``dtype`` and exactly ``shape`` (a copy if needed)."""
     arr = x if isinstance(x, np.ndarray) else _asarray(x, name)
-    if arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a floating array, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     if arr.dtype is not dtype or not arr.flags.c_contiguous or not arr.flags.aligned:
