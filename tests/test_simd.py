@@ -108,10 +108,13 @@ def test_levels_are_the_cpus():
 
 def _config_under(env_value):
     env = dict(os.environ, XENT_FAST_SIMD=env_value)
+    # Run beside the package this process imported (the source tree of an in-place
+    # build, or site-packages), so that the child imports that same package.
+    home = os.path.dirname(os.path.dirname(os.path.abspath(xf.__file__)))
     out = subprocess.run(
         [sys.executable, "-W", "always", "-c",
          "import xent_fast as xf; print(xf.config()['simd'])"],
-        capture_output=True, text=True, env=env, check=True)
+        capture_output=True, text=True, env=env, check=True, cwd=home)
     return out.stdout.strip(), out.stderr
 
 
