@@ -402,12 +402,17 @@ static inline void xf_small_rows_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, 
 {                                                                                         \
     T v[XF_SHORT][XF_TILE], ev[XF_SHORT][XF_TILE];                                        \
     T m[XF_TILE], acc[XF_TILE], ties[XF_TILE], nan[XF_TILE];                              \
-    for (ptrdiff_t j = 0; j < n; j++)                                                     \
-        for (ptrdiff_t i = rows; i < XF_TILE; i++)                                        \
-            v[j][i] = 0;                                                                  \
-    for (ptrdiff_t i = 0; i < rows; i++)                                                  \
+    if (rows == XF_TILE) {              /* lanes across rows: strided (gather) loads */   \
+        for (ptrdiff_t j = 0; j < n; j++) {                                               \
+            XF_SIMD                                                                       \
+            for (ptrdiff_t i = 0; i < XF_TILE; i++)                                       \
+                v[j][i] = x[i * n + j];                                                   \
+        }                                                                                 \
+    } else {                                                                              \
         for (ptrdiff_t j = 0; j < n; j++)                                                 \
-            v[j][i] = x[i * n + j];                                                       \
+            for (ptrdiff_t i = 0; i < XF_TILE; i++)                                       \
+                v[j][i] = i < rows ? x[i * n + j] : (T)0;                                 \
+    }                                                                                     \
     XF_SIMD                                                                               \
     for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
         m[i] = -INFINITY;                                                                 \
@@ -444,10 +449,17 @@ static inline void xf_small_rows_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, 
         log_s_out[i] = xf_log1p_f64(r);                                                   \
         irregular[i] = bad;                                                               \
     }                                                                                     \
-    if (e)                                                                                \
+    if (e && rows == XF_TILE) {                                                           \
+        for (ptrdiff_t j = 0; j < n; j++) {                                               \
+            XF_SIMD                                                                       \
+            for (ptrdiff_t i = 0; i < XF_TILE; i++)                                       \
+                e[i * n + j] = ev[j][i];                                                  \
+        }                                                                                 \
+    } else if (e) {                                                                       \
         for (ptrdiff_t i = 0; i < rows; i++)                                              \
             for (ptrdiff_t j = 0; j < n; j++)                                             \
                 e[i * n + j] = ev[j][i];                                                  \
+    }                                                                                     \
 }
 
 XF_ROW_PRIMITIVES(float, f32, xf_expf, float)
