@@ -14,6 +14,7 @@ import numpy as np
 
 from ._simd import kernels
 from ._validation import (
+    CTYPE,
     as_float_array,
     as_float_like,
     check_number,
@@ -27,8 +28,7 @@ from ._validation import (
 
 _k = kernels("_binary_kernels")
 _KERNEL = _k.binary_loss.__signatures__
-_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
-_NONE_2D = {dt: np.empty((0, 0), dt) for dt in _CTYPE}
+_NONE_2D = {dt: np.empty((0, 0), dt) for dt in CTYPE}
 _BCE_PROBS, _BCE_LOGITS, _FOCAL = 0, 1, 2
 
 
@@ -89,7 +89,7 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
         g_scalar = g_scalar / size if size else 0.0
 
     loss = np.empty(shape, dt) if reduction == "none" else none2
-    total, first_bad = _KERNEL[_CTYPE[dt]](
+    total, first_bad = _KERNEL[CTYPE[dt]](
         kind, _as_2d(x, n_rows, n_cols), _as_2d(t, n_rows, n_cols), w2, pw2,
         loss if reduction != "none" else _as_2d(loss, n_rows, n_cols),
         grad if not want_grad else _as_2d(grad, n_rows, n_cols), g2,

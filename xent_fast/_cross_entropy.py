@@ -14,6 +14,7 @@ from ._validation import (
     _FLOAT_NUMS,
     _INDEX_NUMS,
     INDEX_BITS,
+    REDUCTIONS,
     as_class_indices,
     as_float_like,
     as_float_rows,
@@ -40,7 +41,6 @@ def _kernel_tables(module: Any) -> tuple[dict[int, dict[int, Any]], dict[int, An
 
 _INDEX_KERNEL, _PROBS_KERNEL = _kernel_tables(kernels("_cross_entropy_kernels"))
 _SCALAR = {_F32: np.float32, _F64: np.float64}
-_REDUCTIONS = frozenset(("mean", "sum", "none"))
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -188,7 +188,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     batch_shape = x.shape[:-1]
     x2 = x if x.ndim == 2 else x.reshape(-1, n)
     n_rows = x2.shape[0]
-    if reduction not in _REDUCTIONS:
+    if reduction not in REDUCTIONS:
         check_reduction(reduction)
 
     t_type = kernel_type(target)

@@ -7,13 +7,12 @@ from typing import Any
 import numpy as np
 
 from ._simd import kernels
-from ._validation import as_float_rows, check_out, check_threads
+from ._validation import CTYPE, as_float_rows, check_out, check_threads
 
 _k = kernels("_softmax_kernels")
 _SOFTMAX = _k.softmax.__signatures__
 _LOG_SOFTMAX = _k.log_softmax.__signatures__
 _LOGSUMEXP = _k.logsumexp.__signatures__
-_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 
 
 def _rowwise(kernels: dict, logits: Any, out: Any, n_threads: Any) -> np.ndarray:
@@ -23,7 +22,7 @@ def _rowwise(kernels: dict, logits: Any, out: Any, n_threads: Any) -> np.ndarray
     else:
         check_out(out, "out", x.shape, x.dtype, ((logits, "logits", True), (x, "logits", True)))
     n = x.shape[-1]
-    kernels[_CTYPE[x.dtype]](x.reshape(-1, n), out.reshape(-1, n), check_threads(n_threads))
+    kernels[CTYPE[x.dtype]](x.reshape(-1, n), out.reshape(-1, n), check_threads(n_threads))
     return out
 
 
@@ -118,5 +117,5 @@ def logsumexp(logits: Any, *, out: np.ndarray | None = None, n_threads: int | No
         res = np.empty(batch_shape, dtype=x.dtype)
     else:
         check_out(out, "out", batch_shape, x.dtype, ((logits, "logits", False), (x, "logits", False)))
-    _LOGSUMEXP[_CTYPE[x.dtype]](x.reshape(-1, x.shape[-1]), res.reshape(-1), check_threads(n_threads))
+    _LOGSUMEXP[CTYPE[x.dtype]](x.reshape(-1, x.shape[-1]), res.reshape(-1), check_threads(n_threads))
     return res if out is not None or res.ndim else res[()]

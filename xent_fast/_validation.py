@@ -26,7 +26,9 @@ _FLOAT_NUMS = frozenset((F32.num, F64.num))
 INDEX_BITS = {np.dtype(c).num: np.dtype(c).itemsize * 8 for c in "ilq"
               if np.dtype(c).itemsize in (4, 8)}
 _INDEX_NUMS = frozenset(INDEX_BITS)
-_REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = frozenset(("mean", "sum", "none"))
+# The name of a float dtype in the kernels' fused signatures (``__signatures__`` keys).
+CTYPE = {F32: "float", F64: "double"}
 
 
 def _asarray(x: Any, name: str) -> np.ndarray:
@@ -126,7 +128,7 @@ def check_out(out: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
 
 
 def check_reduction(reduction: Any) -> str:
-    if reduction not in _REDUCTIONS:
+    if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     return reduction
 

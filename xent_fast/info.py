@@ -30,11 +30,10 @@ from typing import Any
 import numpy as np
 
 from . import _info_kernels as _k
-from ._validation import _asarray, check_threads, position_of
+from ._validation import CTYPE, _asarray, check_threads, position_of
 
 __all__ = ["surprisal", "entropy", "cross_entropy", "kl_divergence"]
 
-_CTYPE = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
 _MEASURE = _k.measure_rows.__signatures__
 _SURPRISAL = _k.surprisal.__signatures__
 _ENTROPY, _CROSS_ENTROPY, _KL_DIVERGENCE = 0, 1, 2
@@ -92,7 +91,7 @@ def surprisal(p: Any, *, base: float | None = None) -> Any:
     scale = _scale(base)
     arr = _probabilities(p, "p")
     out = np.empty_like(arr)
-    bad = _SURPRISAL[_CTYPE[arr.dtype]](arr.reshape(-1), out.reshape(-1), scale, 0)
+    bad = _SURPRISAL[CTYPE[arr.dtype]](arr.reshape(-1), out.reshape(-1), scale, 0)
     if bad >= 0:
         raise _not_probability("p", arr, bad)
     return out if out.ndim else out[()]
@@ -115,7 +114,7 @@ def _measure(measure: int, p: Any, q: Any, base: Any) -> Any:
     p2 = pa.reshape(-1, n)
     q2 = p2[:0, :0] if qa is None else qa.reshape(-1, n)
     out = np.empty(pa.shape[:-1], pa.dtype)
-    bad = _MEASURE[_CTYPE[pa.dtype]](p2, q2, out.reshape(-1), measure, scale, check_threads(None))
+    bad = _MEASURE[CTYPE[pa.dtype]](p2, q2, out.reshape(-1), measure, scale, check_threads(None))
     if bad >= 0:
         # Name the array that holds the first bad value at that position.
         pflat = p2.reshape(-1)
