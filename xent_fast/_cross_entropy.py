@@ -253,7 +253,9 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     if loss_rows is not None:
         loss = loss_rows if loss_rows.ndim else loss_rows[()]
     elif mean:
-        loss = _SCALAR[x_type](_mean(total, denom, count))
+        # "mean": 0 when nothing is counted (PyTorch: nan); counted rows whose weights
+        # sum to 0 give nan, as in PyTorch.
+        loss = _SCALAR[x_type](total / denom if denom else (math.nan if count else 0.0))
     else:
         loss = _SCALAR[x_type](total)
     return loss, grad if want_grad else None
@@ -281,10 +283,3 @@ def _as_target(target: Any, x: np.ndarray, batch_shape: tuple[int, ...]) -> tupl
         f"target must hold integer class indices or floating probabilities, got dtype {t.dtype}"
     )
 
-
-def _mean(total: float, denom: float, count: int) -> float:
-    """The "mean" reduction: 0 when nothing is counted (PyTorch: nan); counted rows whose
-    weights sum to 0 give nan, as in PyTorch."""
-    if not count:
-        return 0.0
-    return total / denom if denom else math.nan
