@@ -39,10 +39,10 @@ cdef extern from "xent_simd.h" nogil:
                                 double* m_out, int* has_nan)
     void xf_scale_chunks_f32(float* e, Py_ssize_t n, const float* cmax, float m, double a)
     void xf_scale_chunks_f64(double* e, Py_ssize_t n, const double* cmax, double m, double a)
-    void xf_small_rows_f32(const float* x, Py_ssize_t rows, Py_ssize_t n, float* e,
-                           float* m_out, double* r_out, double* log_s_out, int* irregular)
-    void xf_small_rows_f64(const double* x, Py_ssize_t rows, Py_ssize_t n, double* e,
-                           double* m_out, double* r_out, double* log_s_out, int* irregular)
+    void xf_small_ce_f32(const float* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
+                         const double* wt, const double* g, double z, double* loss, float* grad)
+    void xf_small_ce_f64(const double* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
+                         const double* wt, const double* g, double z, double* loss, double* grad)
     enum:
         XF_BLOCK
         XF_MAX_CHUNKS
@@ -118,14 +118,15 @@ cdef inline void scale_chunks(floating* e, Py_ssize_t n, const floating* cmax, d
         xf_scale_chunks_f64(e, n, cmax, m, a)
 
 
-cdef inline void small_rows(const floating* x, Py_ssize_t rows, Py_ssize_t n, floating* e,
-                            floating* m, double* r, double* log_s, int* irregular) noexcept nogil:
-    """For up to XF_TILE rows of n < XF_SHORT entries: each row's max, r (as in
-    sum_exp_below_max), log1p(r) and whether it is irregular; e as in online_sumexp."""
+cdef inline void small_ce(const floating* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
+                          const double* wt, const double* g, double z, double* loss,
+                          floating* grad) noexcept nogil:
+    """Cross-entropy of up to XF_TILE rows of n < XF_SHORT logits at once (see
+    xent_simd.h): t[i] = -1 for a row that counts for nothing."""
     if floating is float:
-        xf_small_rows_f32(x, rows, n, e, m, r, log_s, irregular)
+        xf_small_ce_f32(x, rows, n, t, wt, g, z, loss, grad)
     else:
-        xf_small_rows_f64(x, rows, n, e, m, r, log_s, irregular)
+        xf_small_ce_f64(x, rows, n, t, wt, g, z, loss, grad)
 
 
 cdef inline void fill(floating* x, Py_ssize_t n, double value) noexcept nogil:

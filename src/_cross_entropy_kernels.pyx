@@ -34,7 +34,7 @@ from libc.stdlib cimport malloc, free
 
 from _common cimport (
     floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    online_sumexp, scale_chunks, small_rows, xf_exp, XF_BLOCK, XF_MAX_CHUNKS, XF_SHORT,
+    online_sumexp, scale_chunks, small_ce, xf_exp, XF_BLOCK, XF_MAX_CHUNKS, XF_SHORT,
     XF_TILE,
     rows_per_block, effective_threads,
 )
@@ -247,6 +247,49 @@ cdef void count_index_block(
         s.count += 1
 
 
+cdef void short_rows_block(
+    const floating* logits, const index_t* target, const floating* weight,     # IN
+    const floating* grad_rows, double grad_scale,                              # IN
+    floating* loss_rows, floating* grad,                                       # OUT or NULL
+    const CEOptions* o, Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
+) noexcept nogil:
+    # Rows of < XF_SHORT classes without smoothing or softcap, XF_TILE at a time: here
+    # the bookkeeping (ignored and invalid rows, weights, upstream gradients, sums),
+    # in small_ce the arithmetic, vectorised across the rows of a tile.
+    cdef Py_ssize_t i, k, rows, n = o.n_classes
+    cdef int64_t t
+    cdef int64_t tile_t[XF_TILE]
+    cdef double tile_w[XF_TILE]
+    cdef double tile_g[XF_TILE]
+    cdef double tile_loss[XF_TILE]
+    i = start
+    while i < stop:
+        rows = min(<Py_ssize_t>XF_TILE, stop - i)
+        for k in range(rows):
+            t = target[i + k]
+            tile_t[k] = -1
+            tile_w[k] = 0.0
+            tile_g[k] = 0.0
+            if t == o.ignore_index:
+                continue
+            if t < 0 or t >= n:
+                if s.first_bad < 0:
+                    s.first_bad = i + k
+                continue
+            tile_t[k] = t
+            tile_w[k] = weight[t] if weight != NULL else 1.0
+            tile_g[k] = grad_scale * grad_rows[i + k] if grad_rows != NULL else grad_scale
+            s.weight += tile_w[k]
+            s.count += 1
+        small_ce(logits + i * n, rows, n, tile_t, tile_w, tile_g, o.z_loss, tile_loss,
+                 grad + i * n if grad != NULL else NULL)
+        for k in range(rows):
+            s.loss += tile_loss[k]
+            if loss_rows != NULL:
+                loss_rows[i + k] = <floating>tile_loss[k]
+        i += rows
+
+
 cdef void ce_index_block(
     const floating* logits, const index_t* target, const floating* weight,     # IN
     const floating* grad_rows, double grad_scale,                              # IN
@@ -254,30 +297,16 @@ cdef void ce_index_block(
     floating* scratch, const CEOptions* o,
     Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
 ) noexcept nogil:
-    cdef Py_ssize_t i, j, n = o.n_classes, i0 = start, k = XF_TILE
+    cdef Py_ssize_t i, n = o.n_classes
     cdef int64_t t
     cdef double wt, loss, g
     cdef floating* grad_i = NULL
-    # short rows without smoothing or softcap: their sums come a tile of rows at a time
-    cdef bint tiles = n < XF_SHORT and o.smoothing == 0 and o.softcap == 0
-    cdef floating tile_m[XF_TILE]
-    cdef double tile_xt[XF_TILE]
-    cdef double tile_r[XF_TILE]
-    cdef double tile_log_s[XF_TILE]
-    cdef int tile_bad[XF_TILE]
     clear_sums(s)
+    if n < XF_SHORT and o.smoothing == 0 and o.softcap == 0:
+        short_rows_block(logits, target, weight, grad_rows, grad_scale, loss_rows, grad, o,
+                         start, stop, s)
+        return
     for i in range(start, stop):
-        if tiles and k == XF_TILE:
-            i0 = i
-            k = 0
-            # the target logits, before the exps may overwrite them (in-place gradient)
-            for j in range(min(<Py_ssize_t>XF_TILE, stop - i)):
-                t = target[i + j]
-                tile_xt[j] = logits[(i + j) * n + t] if 0 <= t < n else 0.0
-            small_rows(logits + i * n, min(<Py_ssize_t>XF_TILE, stop - i), n,
-                       grad + i * n if grad != NULL else NULL, tile_m, tile_r, tile_log_s,
-                       tile_bad)
-        k += 1
         t = target[i]
         if grad != NULL:
             grad_i = grad + i * n
@@ -291,16 +320,7 @@ cdef void ce_index_block(
             continue
         wt = weight[t] if weight != NULL else 1.0
         g = grad_scale * grad_rows[i] if grad_rows != NULL else grad_scale
-        if not tiles:
-            loss = ce_index_row(logits + i * n, <Py_ssize_t>t, wt, weight, o, g, grad_i, scratch)
-        elif tile_bad[i - i0]:
-            loss = NAN
-            if grad_i != NULL:
-                fill(grad_i, n, NAN)
-        else:
-            loss = ce_index_tail(o, <Py_ssize_t>t, wt, tile_xt[i - i0], tile_m[i - i0],
-                                 tile_r[i - i0], tile_log_s[i - i0], 0.0, weight, g, grad_i,
-                                 logits + i * n, <floating*>NULL)
+        loss = ce_index_row(logits + i * n, <Py_ssize_t>t, wt, weight, o, g, grad_i, scratch)
         if loss_rows != NULL:
             loss_rows[i] = <floating>loss
         s.loss += loss

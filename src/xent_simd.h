@@ -387,21 +387,27 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
     return total;                                                                         \
 }
 
-/* ---- many short rows at once --------------------------------------------------------
- * small_rows: for rows (<= XF_TILE) of n < XF_SHORT entries, per row the max m, r with
- * sum_j exp(x_j - m) = 1 + r (as sumexp above), log1p(r), and whether the row is
- * irregular (max not finite, or a NaN); stores e_j = exp(x_j - m) if e != NULL (e may
- * be x). The rows are transposed into a tile so that the vector lanes run across rows:
- * a short row alone would leave most lanes idle and pay a vector loop's set-up.
+/* ---- cross-entropy of many short rows at once -----------------------------------------
+ * small_ce: for a tile of up to XF_TILE rows of n < XF_SHORT logits, the loss against
+ * class indices and its gradient, with the vector lanes across rows (a short row alone
+ * would leave most lanes idle and pay a vector loop's set-up): the rows are transposed
+ * into the tile, and the gradient transposed back. Per row i: t[i] a valid class, or -1
+ * for a row that counts for nothing (loss 0, gradient 0); wt[i] its class weight; g[i]
+ * its upstream gradient; z the z-loss. The same formulas as ce_index_tail in
+ * _cross_entropy_kernels.pyx: loss = wt (m - x_t + log1p(r)) + z lse^2, gradient
+ * alpha e_j with alpha = g (wt + 2 z lse) / (1 + r), and the target entry without the
+ * cancellation of p_t - 1. A row whose max is not finite, or with a NaN, gives NaN.
  */
 #define XF_TILE 16
 
-#define XF_SMALL_ROWS(T, SUF, EXP)                                                        \
-static inline void xf_small_rows_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, T *e,     \
-        T *m_out, double *r_out, double *log_s_out, int *irregular)                       \
+#define XF_SMALL_CE(T, SUF, EXP)                                                          \
+static inline void xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,             \
+        const int64_t *t, const double *wt, const double *g, double z,                    \
+        double *loss, T *grad)                                                            \
 {                                                                                         \
     T v[XF_SHORT][XF_TILE], ev[XF_SHORT][XF_TILE];                                        \
-    T m[XF_TILE], acc[XF_TILE], ties[XF_TILE], nan[XF_TILE];                              \
+    T m[XF_TILE], acc[XF_TILE], ties[XF_TILE], nan[XF_TILE], used[XF_TILE];               \
+    double xt[XF_TILE], et[XF_TILE], sc[XF_TILE], fix[XF_TILE];                           \
     if (rows == XF_TILE) {              /* lanes across rows: strided (gather) loads */   \
         for (ptrdiff_t j = 0; j < n; j++) {                                               \
             XF_SIMD                                                                       \
@@ -439,26 +445,48 @@ static inline void xf_small_rows_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, 
             ties[i] += (T)1 - below;                                                      \
         }                                                                                 \
     }                                                                                     \
+    for (ptrdiff_t i = 0; i < XF_TILE; i++) {     /* the targets' logits and exps */      \
+        int64_t ti = i < rows ? t[i] : -1;                                                \
+        used[i] = ti >= 0 ? (T)1 : (T)0;                                                  \
+        xt[i] = ti >= 0 ? (double)v[ti][i] : 0.0;                                         \
+        et[i] = ti >= 0 ? (double)ev[ti][i] : 0.0;                                        \
+    }                                                                                     \
     XF_SIMD                                                                               \
     for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
-        double r = (double)acc[i] + ((double)ties[i] - 1.0);                              \
         int bad = nan[i] != 0 || !(m[i] > -INFINITY && m[i] < INFINITY);                  \
-        r = bad ? 0.0 : r;                                                                \
-        m_out[i] = m[i];                                                                  \
-        r_out[i] = r;                                                                     \
-        log_s_out[i] = xf_log1p_f64(r);                                                   \
-        irregular[i] = bad;                                                               \
+        double r = bad ? 0.0 : (double)acc[i] + ((double)ties[i] - 1.0);                  \
+        double mi = bad ? 0.0 : (double)m[i];                                             \
+        double log_s = xf_log1p_f64(r), lse = mi + log_s;                                 \
+        double wi = i < rows ? wt[i] : 0.0, gi = i < rows ? g[i] : 0.0;                   \
+        double li = wi * ((mi - xt[i]) + log_s) + z * lse * lse;                          \
+        double rest = xt[i] == mi ? r : 1.0 + (r - et[i]);                                \
+        double coef = wi + 2.0 * z * lse, inv = 1.0 / (1.0 + r);                          \
+        double alpha = gi * coef * inv;                                                   \
+        fix[i] = gi * (-coef * rest * inv + 2.0 * z * lse);                               \
+        sc[i] = used[i] == 0 ? 0.0 : (bad ? (double)NAN : alpha);                         \
+        if (i < rows)                                                                     \
+            loss[i] = used[i] == 0 ? 0.0 : (bad ? (double)NAN : li);                      \
     }                                                                                     \
-    if (e && rows == XF_TILE) {                                                           \
+    if (!grad)                                                                            \
+        return;                                                                           \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
+        XF_SIMD                                                                           \
+        for (ptrdiff_t i = 0; i < XF_TILE; i++)                                           \
+            ev[j][i] = used[i] == 0 ? (T)0 : (T)(ev[j][i] * sc[i]);                       \
+    }                                                                                     \
+    for (ptrdiff_t i = 0; i < rows; i++)                                                  \
+        if (t[i] >= 0 && sc[i] == sc[i])                                                  \
+            ev[t[i]][i] = (T)fix[i];                                                      \
+    if (rows == XF_TILE) {                                                                \
         for (ptrdiff_t j = 0; j < n; j++) {                                               \
             XF_SIMD                                                                       \
             for (ptrdiff_t i = 0; i < XF_TILE; i++)                                       \
-                e[i * n + j] = ev[j][i];                                                  \
+                grad[i * n + j] = ev[j][i];                                               \
         }                                                                                 \
-    } else if (e) {                                                                       \
+    } else {                                                                              \
         for (ptrdiff_t i = 0; i < rows; i++)                                              \
             for (ptrdiff_t j = 0; j < n; j++)                                             \
-                e[i * n + j] = ev[j][i];                                                  \
+                grad[i * n + j] = ev[j][i];                                               \
     }                                                                                     \
 }
 
@@ -466,8 +494,8 @@ XF_ROW_PRIMITIVES(float, f32, xf_expf, float)
 XF_ROW_PRIMITIVES(double, f64, xf_exp, double)
 XF_ONLINE_PRIMITIVES(float, f32, xf_expf, float)
 XF_ONLINE_PRIMITIVES(double, f64, xf_exp, double)
-XF_SMALL_ROWS(float, f32, xf_expf)
-XF_SMALL_ROWS(double, f64, xf_exp)
+XF_SMALL_CE(float, f32, xf_expf)
+XF_SMALL_CE(double, f64, xf_exp)
 XF_BCE_LOGITS(float, f32, xf_expf, xf_log1p_unit_inv_f32)
 XF_BCE_LOGITS(double, f64, xf_exp, xf_log1p_unit_inv_f64)
 
