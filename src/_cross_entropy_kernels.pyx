@@ -455,7 +455,7 @@ def cross_entropy_index(
             grad_scale = grad_output / total.weight if total.count > 0 else 0.0
         if total.first_bad >= 0:
             pass
-        elif nt == 1:           # no parallel region for a small call
+        elif nt == 1:           # no parallel region (small calls, forked children)
             for b in range(n_blocks):
                 ce_index_block(&logits[0, 0], &target[0], w, gr, grad_scale, lr, gp, scratch,
                                &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
@@ -512,10 +512,15 @@ def cross_entropy_probs(
                 free(sums)
             raise MemoryError()
     with nogil:
-        for b in prange(n_blocks, schedule="static", num_threads=nt):
-            ce_probs_block(&logits[0, 0], &target[0, 0], w, gr, grad_scale, lr, gp,
-                           scratch + threadid() * 2 * n if scratch != NULL else NULL,
-                           &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+        if nt == 1:             # no parallel region (small calls, forked children)
+            for b in range(n_blocks):
+                ce_probs_block(&logits[0, 0], &target[0, 0], w, gr, grad_scale, lr, gp, scratch,
+                               &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+        else:
+            for b in prange(n_blocks, schedule="static", num_threads=nt):
+                ce_probs_block(&logits[0, 0], &target[0, 0], w, gr, grad_scale, lr, gp,
+                               scratch + threadid() * 2 * n if scratch != NULL else NULL,
+                               &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
         add_sums(&total, sums, n_blocks)
     if sums != &few_sums[0]:
         free(sums)

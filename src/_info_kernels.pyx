@@ -112,17 +112,32 @@ def measure_rows(const floating[:, ::1] p,     # IN  (n_rows, n)
     cdef const floating* qp = &q[0, 0] if measure != ENTROPY else NULL
     cdef Py_ssize_t[::1] bad_at = array_of_blocks(n_blocks)
     with nogil:
-        for b in prange(n_blocks, schedule="static", num_threads=nt):
-            bad_at[b] = measure_block(&p[0, 0], qp, &out[0], n, measure, scale,
-                                      b * rpb, min(b * rpb + rpb, n_rows))
+        if nt == 1:             # no parallel region (small calls, forked children)
+            for b in range(n_blocks):
+                bad_at[b] = measure_block(&p[0, 0], qp, &out[0], n, measure, scale,
+                                          b * rpb, min(b * rpb + rpb, n_rows))
+        else:
+            for b in prange(n_blocks, schedule="static", num_threads=nt):
+                bad_at[b] = measure_block(&p[0, 0], qp, &out[0], n, measure, scale,
+                                          b * rpb, min(b * rpb + rpb, n_rows))
     return first_of(&bad_at[0], n_blocks)
+
+
+cdef Py_ssize_t surprisal_block(const floating* p, floating* out, double scale,
+                                Py_ssize_t start, Py_ssize_t stop) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(start, stop):
+        if not is_prob(p[i]):
+            return i
+        out[i] = <floating>(-log(<double>p[i]) * scale)
+    return -1
 
 
 def surprisal(const floating[::1] p,     # IN  flat probabilities
               floating[::1] out,         # OUT same length
               double scale, int n_threads):
     """out = -log(p) * scale; return the first position that is not a probability, or -1."""
-    cdef Py_ssize_t n = p.shape[0], b, i, stop
+    cdef Py_ssize_t n = p.shape[0], b
     if out.shape[0] != n:
         raise ValueError("internal error: inconsistent array shapes passed to a kernel")
     if n == 0:
@@ -131,15 +146,14 @@ def surprisal(const floating[::1] p,     # IN  flat probabilities
     cdef int nt = effective_threads(n_threads, n_blocks, n)
     cdef Py_ssize_t[::1] bad_at = array_of_blocks(n_blocks)
     with nogil:
-        for b in prange(n_blocks, schedule="static", num_threads=nt):
-            bad_at[b] = -1
-            stop = min(b * rpb + rpb, n)
-            for i in range(b * rpb, stop):
-                if not is_prob(p[i]):
-                    bad_at[b] = i
-                    break
-                out[i] = <floating>(-log(<double>p[i]) * scale)
+        if nt == 1:             # no parallel region (small calls, forked children)
+            for b in range(n_blocks):
+                bad_at[b] = surprisal_block(&p[0], &out[0], scale, b * rpb, min(b * rpb + rpb, n))
+        else:
+            for b in prange(n_blocks, schedule="static", num_threads=nt):
+                bad_at[b] = surprisal_block(&p[0], &out[0], scale, b * rpb, min(b * rpb + rpb, n))
     return first_of(&bad_at[0], n_blocks)
+
 
 
 cdef Py_ssize_t[::1] array_of_blocks(Py_ssize_t n_blocks):

@@ -203,7 +203,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     eps = check_number(label_smoothing, "label_smoothing", 0.0, 1.0) if label_smoothing else 0.0
     z = check_number(z_loss, "z_loss", 0.0) if z_loss else 0.0
     cap = 0.0 if softcap is None else check_number(softcap, "softcap", 0.0, low_open=True)
-    nt = 0 if n_threads is None else check_threads(n_threads)
+    nt = check_threads(n_threads)
     if by_index:
         try:
             ignore = operator.index(ignore_index)

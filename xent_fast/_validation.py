@@ -9,6 +9,7 @@ attribute reads, because small calls in training loops pay for every microsecond
 from __future__ import annotations
 
 import operator
+import os
 from typing import Any
 
 import numpy as np
@@ -133,10 +134,33 @@ def check_reduction(reduction: Any) -> str:
     return reduction
 
 
+# GNU OpenMP hangs in a forked child whose parent had started its thread pool (PyTorch
+# DataLoader workers fork by default): in any forked child the kernels run on the
+# calling thread, whatever n_threads says.
+_forked_child = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_child
+    _forked_child = True
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def check_threads(n_threads: Any) -> int:
     """Kernel convention: 0 = OpenMP default, -1 = all cores, k > 0 = k threads."""
+    if _forked_child:
+        if n_threads is not None:
+            _thread_count(n_threads)
+        return 1
     if n_threads is None:
         return 0
+    return _thread_count(n_threads)
+
+
+def _thread_count(n_threads: Any) -> int:
+    """A validated explicit thread count (kernel convention, as check_threads)."""
     if isinstance(n_threads, bool):
         raise TypeError("n_threads must be None or an int, got a bool")
     try:

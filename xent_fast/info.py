@@ -91,7 +91,7 @@ def surprisal(p: Any, *, base: float | None = None) -> Any:
     scale = _scale(base)
     arr = _probabilities(p, "p")
     out = np.empty_like(arr)
-    bad = _SURPRISAL[CTYPE[arr.dtype]](arr.reshape(-1), out.reshape(-1), scale, 0)
+    bad = _SURPRISAL[CTYPE[arr.dtype]](arr.reshape(-1), out.reshape(-1), scale, check_threads(None))
     if bad >= 0:
         raise _not_probability("p", arr, bad)
     return out if out.ndim else out[()]
