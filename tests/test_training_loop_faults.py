@@ -141,7 +141,8 @@ def test_thousands_of_calls_do_not_grow_memory():
     tracemalloc.stop()
     grown = sum(s.size_diff for s in snap_after.compare_to(snap_before, "filename"))
     assert grown < 256 * 1024, f"Python allocations grew by {grown} bytes"
-    assert rss_after - rss_before < 8 * 1024, f"RSS grew by {rss_after - rss_before} KiB"
+    if "libasan" not in os.environ.get("LD_PRELOAD", ""):   # ASan quarantines freed memory
+        assert rss_after - rss_before < 8 * 1024, f"RSS grew by {rss_after - rss_before} KiB"
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
