@@ -188,7 +188,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     batch_shape = x.shape[:-1]
     x2 = x if x.ndim == 2 else x.reshape(-1, n)
     n_rows = x2.shape[0]
-    if reduction not in REDUCTIONS:
+    if type(reduction) is not str or reduction not in REDUCTIONS:
         check_reduction(reduction)
 
     t_type = kernel_type(target)

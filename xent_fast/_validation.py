@@ -129,7 +129,7 @@ def check_out(out: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
 
 
 def check_reduction(reduction: Any) -> str:
-    if reduction not in REDUCTIONS:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     return reduction
 
@@ -177,8 +177,8 @@ def _thread_count(n_threads: Any) -> int:
 def check_number(value: Any, name: str, low: float | None = None, high: float | None = None,
                  low_open: bool = False) -> float:
     """A finite real in [low, high] (or (low, high] with low_open)."""
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a real number, got a bool")
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -100,7 +100,7 @@ def surprisal(p: Any, *, base: float | None = None) -> Any:
 def _measure(measure: int, p: Any, q: Any, base: Any) -> Any:
     scale = _scale(base)
     pa = _probabilities(p, "p")
-    if q is None:
+    if measure == _ENTROPY:
         qa = None
     else:
         qa = _probabilities(q, "q")
@@ -110,6 +110,8 @@ def _measure(measure: int, p: Any, q: Any, base: Any) -> Any:
             pa, qa = pa.astype(np.float64), qa.astype(np.float64)
     if pa.ndim == 0:
         raise ValueError("p must have at least one dimension (a probability vector), got a scalar")
+    if pa.shape[-1] == 0:
+        raise ValueError(f"p must have at least one outcome: its last axis has length 0 (shape {pa.shape})")
     n = pa.shape[-1]
     p2 = pa.reshape(-1, n)
     q2 = p2[:0, :0] if qa is None else qa.reshape(-1, n)
