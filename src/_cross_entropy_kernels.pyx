@@ -139,7 +139,9 @@ cdef inline double ce_index_tail(
     """The loss of a regular row and its gradient, from the row's sums."""
     cdef Py_ssize_t n = o.n_classes, j
     cdef double lse = m + log_s, loss, eps_c = o.smoothing / n, coef, alpha, rest, e_t
-    loss = (1.0 - o.smoothing) * wt * ((m - xt) + log_s)
+    loss = 0.0
+    if (1.0 - o.smoothing) * wt != 0:     # a zero coefficient adds 0, even against -inf
+        loss = (1.0 - o.smoothing) * wt * ((m - xt) + log_s)
     if o.smoothing > 0:
         loss += eps_c * (gap + o.weight_sum * log_s)
     if o.z_loss > 0:
@@ -165,10 +167,14 @@ cdef inline double ce_index_tail(
     else:
         for j in range(n):
             grad[j] = <floating>(alpha * grad[j] - g * eps_c * weight[j])
-    # The target entry coef p_t - a_t, without the cancellation of p_t - 1:
-    # coef (p_t - 1) + (coef - a_t).
-    grad[t] = <floating>(g * (-coef * rest / (1.0 + r)
-                              + eps_c * (o.weight_sum - wt) + 2.0 * o.z_loss * lse))
+    # The target entry coef p_t - a_t. For p_t near 1 without the cancellation of
+    # p_t - 1, as coef (p_t - 1) + (coef - a_t); for small p_t directly (the other form
+    # would subtract two large terms when z_loss makes coef large).
+    if e_t < 0.5 * (1.0 + r):
+        grad[t] = <floating>(g * (coef * (e_t / (1.0 + r)) - (1.0 - o.smoothing + eps_c) * wt))
+    else:
+        grad[t] = <floating>(g * (-coef * rest / (1.0 + r)
+                                  + eps_c * (o.weight_sum - wt) + 2.0 * o.z_loss * lse))
     if o.softcap > 0:
         for j in range(n):
             grad[j] = grad[j] * xs[n + j]      # through the cap: times 1 - tanh^2

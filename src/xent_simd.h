@@ -458,11 +458,12 @@ static inline void xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,   
         double mi = bad ? 0.0 : (double)m[i];                                             \
         double log_s = xf_log1p_f64(r), lse = mi + log_s;                                 \
         double wi = i < rows ? wt[i] : 0.0, gi = i < rows ? g[i] : 0.0;                   \
-        double li = wi * ((mi - xt[i]) + log_s) + z * lse * lse;                          \
+        double li = (wi != 0.0 ? wi * ((mi - xt[i]) + log_s) : 0.0) + z * lse * lse;      \
         double rest = xt[i] == mi ? r : 1.0 + (r - et[i]);                                \
         double coef = wi + 2.0 * z * lse, inv = 1.0 / (1.0 + r);                          \
         double alpha = gi * coef * inv;                                                   \
-        fix[i] = gi * (-coef * rest * inv + 2.0 * z * lse);                               \
+        fix[i] = et[i] * inv < 0.5 ? gi * (coef * (et[i] * inv) - wi)   /* small p_t */   \
+                                   : gi * (-coef * rest * inv + 2.0 * z * lse);           \
         sc[i] = used[i] == 0 ? 0.0 : (bad ? (double)NAN : alpha);                         \
         if (i < rows)                                                                     \
             loss[i] = used[i] == 0 ? 0.0 : (bad ? (double)NAN : li);                      \

@@ -77,7 +77,7 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
     g_scalar, g_elems = 1.0, None
     if want_grad:
         if grad_out is None:
-            grad = np.empty_like(x)
+            grad = np.empty(x.shape, x.dtype)
         else:
             grad = check_out(grad_out, "grad_out", shape, dt, (
                 (x_in, x_name, True), (x, x_name, True), (target, "target", False),

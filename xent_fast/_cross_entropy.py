@@ -217,7 +217,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     g_scalar = 1.0
     if want_grad:
         if grad_out is None:
-            grad = np.empty_like(x)
+            grad = np.empty(x.shape, x.dtype)
         else:
             grad = check_out(grad_out, "grad_out", x.shape, dt, (
                 (logits, "logits", True), (x, "logits", True), (target, "target", False),

@@ -18,7 +18,7 @@ _LOGSUMEXP = _k.logsumexp.__signatures__
 def _rowwise(kernels: dict, logits: Any, out: Any, n_threads: Any) -> np.ndarray:
     x = as_float_rows(logits, "logits")
     if out is None:
-        out = np.empty_like(x)
+        out = np.empty(x.shape, x.dtype)
     else:
         check_out(out, "out", x.shape, x.dtype, ((logits, "logits", True), (x, "logits", True)))
     n = x.shape[-1]

@@ -55,7 +55,7 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
             f"in float32), got dtype {dt}"
         )
     if dt.itemsize == 2:
-        return arr.astype(F32)
+        return np.asarray(arr, dtype=F32, order="C")  # C order whatever the input's
     if dt.itemsize > 8:
         raise TypeError(f"{name} has dtype {dt}; only float16, float32 and float64 are supported")
     if not (dt.isnative and arr.flags.c_contiguous and arr.flags.aligned):

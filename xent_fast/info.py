@@ -90,7 +90,7 @@ def surprisal(p: Any, *, base: float | None = None) -> Any:
     """
     scale = _scale(base)
     arr = _probabilities(p, "p")
-    out = np.empty_like(arr)
+    out = np.empty(arr.shape, arr.dtype)
     bad = _SURPRISAL[CTYPE[arr.dtype]](arr.reshape(-1), out.reshape(-1), scale, check_threads(None))
     if bad >= 0:
         raise _not_probability("p", arr, bad)
