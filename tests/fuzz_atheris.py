@@ -1,10 +1,11 @@
 """Coverage-guided fuzzing of xent_fast's public entry points with atheris.
 
 Not part of the default test run (it runs until stopped). From the repository root,
-with the package built in place or installed, and ``pip install atheris``:
+after ``python setup.py build_ext --inplace`` and ``pip install atheris`` (without
+PYTHONPATH=. it fuzzes the installed xent_fast instead):
 
-    python tests/fuzz_atheris.py -max_total_time=120        # bounded run
-    python tests/fuzz_atheris.py -atheris_runs=200000       # a number of inputs
+    PYTHONPATH=. python tests/fuzz_atheris.py -max_total_time=120     # bounded run
+    PYTHONPATH=. python tests/fuzz_atheris.py -atheris_runs=200000    # a number of inputs
 
 Each input picks a function, a dtype, a shape (empty and 1-D included), a memory layout,
 option values and array contents (NaN, +-inf, huge and out-of-range values included)

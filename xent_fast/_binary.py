@@ -21,6 +21,7 @@ from ._validation import (
     check_out,
     check_reduction,
     check_threads,
+    loss_scalar,
     position_of,
     upstream_gradient,
     _asarray,
@@ -103,9 +104,9 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
     if reduction == "none":
         result = loss if loss.ndim else loss[()]
     elif reduction == "mean":
-        result = dt.type(total / size if size else 0.0)
+        result = loss_scalar(dt, total / size if size else 0.0)
     else:
-        result = dt.type(total)
+        result = loss_scalar(dt, total)
     return result, grad if want_grad else None
 
 

@@ -22,6 +22,7 @@ from ._validation import (
     check_out,
     check_reduction,
     check_threads,
+    loss_scalar,
     position_of,
     upstream_gradient,
     _asarray,
@@ -40,7 +41,6 @@ def _kernel_tables(module: Any) -> tuple[dict[int, dict[int, Any]], dict[int, An
 
 
 _INDEX_KERNEL, _PROBS_KERNEL = _kernel_tables(kernels("_cross_entropy_kernels"))
-_SCALAR = {_F32: np.float32, _F64: np.float64}
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -255,9 +255,9 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     elif mean:
         # "mean": 0 when nothing is counted (PyTorch: nan); counted rows whose weights
         # sum to 0 give nan, as in PyTorch.
-        loss = _SCALAR[x_type](total / denom if denom else (math.nan if count else 0.0))
+        loss = loss_scalar(dt, total / denom if denom else (math.nan if count else 0.0))
     else:
-        loss = _SCALAR[x_type](total)
+        loss = loss_scalar(dt, total)
     return loss, grad if want_grad else None
 
 

@@ -8,6 +8,7 @@ attribute reads, because small calls in training loops pay for every microsecond
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 from typing import Any
@@ -213,6 +214,17 @@ def upstream_gradient(grad_output: Any, reduction: str, loss_shape: tuple[int, .
     raise ValueError(
         f"grad_output must be {expected} for reduction={reduction!r}, got shape {g.shape}"
     )
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def loss_scalar(dt: np.dtype, value: float) -> Any:
+    """``value`` as a NumPy scalar of ``dt``; beyond float32's range that is inf, without
+    NumPy's overflow warning."""
+    if dt == F32 and abs(value) > _F32_MAX:
+        value = math.copysign(math.inf, value)
+    return dt.type(value)
 
 
 def _position(pos: tuple[int, ...]) -> str:
