@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _validation as _v
 from ._simd import kernels
 from ._runtime import kernel_type
 from ._validation import (
@@ -22,13 +23,14 @@ from ._validation import (
     check_out,
     check_reduction,
     check_threads,
-    loss_scalar,
     position_of,
     upstream_gradient,
     _asarray,
 )
 
 _F32, _F64 = np.dtype(np.float32).num, np.dtype(np.float64).num
+_SCALAR = {_F32: np.float32, _F64: np.float64}
+_F32_MAX = float(np.finfo(np.float32).max)
 
 
 def _kernel_tables(module: Any) -> tuple[dict[int, dict[int, Any]], dict[int, Any]]:
@@ -203,14 +205,16 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     eps = check_number(label_smoothing, "label_smoothing", 0.0, 1.0) if label_smoothing else 0.0
     z = check_number(z_loss, "z_loss", 0.0) if z_loss else 0.0
     cap = 0.0 if softcap is None else check_number(softcap, "softcap", 0.0, low_open=True)
-    nt = check_threads(n_threads)
+    nt = check_threads(n_threads) if n_threads is not None or _v._forked_child else 0
     if by_index:
-        try:
-            ignore = operator.index(ignore_index)
-        except TypeError:
-            raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}") from None
-        if not _INT64_MIN <= ignore <= _INT64_MAX:
-            raise ValueError(f"ignore_index must fit in int64, got {ignore}")
+        ignore = ignore_index
+        if type(ignore) is not int or not _INT64_MIN <= ignore <= _INT64_MAX:
+            try:
+                ignore = operator.index(ignore_index)
+            except TypeError:
+                raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}") from None
+            if not _INT64_MIN <= ignore <= _INT64_MAX:
+                raise ValueError(f"ignore_index must fit in int64, got {ignore}")
 
     # Optional arrays the kernels do not need are passed as None.
     grad = grad2 = g_rows = None
@@ -251,14 +255,14 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
         total = _PROBS_KERNEL[x_type](x2, t1, w, loss1, grad2, g_rows, scale, eps, z, cap, nt)
 
     if loss_rows is not None:
-        loss = loss_rows if loss_rows.ndim else loss_rows[()]
-    elif mean:
+        return (loss_rows if loss_rows.ndim else loss_rows[()]), grad
+    if mean:
         # "mean": 0 when nothing is counted (PyTorch: nan); counted rows whose weights
         # sum to 0 give nan, as in PyTorch.
-        loss = loss_scalar(dt, total / denom if denom else (math.nan if count else 0.0))
-    else:
-        loss = loss_scalar(dt, total)
-    return loss, grad if want_grad else None
+        total = total / denom if denom else (math.nan if count else 0.0)
+    if x_type == _F32 and abs(total) > _F32_MAX:     # inf, without NumPy's overflow warning
+        total = math.copysign(math.inf, total)
+    return _SCALAR[x_type](total), grad
 
 
 def _as_target(target: Any, x: np.ndarray, batch_shape: tuple[int, ...]) -> tuple[bool, np.ndarray]:
