@@ -345,7 +345,8 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
 {                                                                                         \
     /* The loop below has no branch: absent or broadcast arrays are read from local      \
      * chunks of constants, unwanted outputs go to a local sink. */                       \
-    T w_fill[XF_CHUNK], pw_fill[XF_CHUNK], g_fill[XF_CHUNK], sink[XF_CHUNK];              \
+    T w_fill[XF_CHUNK], pw_fill[XF_CHUNK], g_fill[XF_CHUNK];                               \
+    T sink_loss[XF_CHUNK], sink_grad[XF_CHUNK];    /* apart: one sink for both stalls */  \
     const T w0 = w ? w[0] : (T)1, pw0 = pw ? pw[0] : (T)1;                                \
     const int fill_w = !(w && ws == 1), fill_pw = !(pw && pws == 1);                      \
     for (ptrdiff_t j = 0; j < XF_CHUNK; j++) {                                            \
@@ -363,8 +364,8 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
         const T *wc = (w && ws == 1) ? w + j0 : w_fill;                                   \
         const T *pc = (pw && pws == 1) ? pw + j0 : pw_fill;                               \
         const T *gc = g ? g + j0 : g_fill;                                                \
-        T *lc = loss ? loss + j0 : sink;                                                  \
-        T *dc = grad ? grad + j0 : sink;                                                  \
+        T *lc = loss ? loss + j0 : sink_loss;                                             \
+        T *dc = grad ? grad + j0 : sink_grad;                                             \
         T acc = 0;                                                                        \
         XF_SIMD_SUM(acc)                                                                  \
         for (ptrdiff_t j = 0; j < len; j++) {                                             \
