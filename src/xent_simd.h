@@ -135,12 +135,6 @@ static inline double xf_log1p_unit_inv_f64(double u, double w, double inv_w)
 }
 
 /* The same without a caller's 1 + u and 1 / (1 + u) at hand. */
-static inline float xf_log1p_unit_f32(float u)
-{
-    float w = 1.0f + u;
-    return xf_log1p_unit_inv_f32(u, w, 1.0f / w);
-}
-
 static inline double xf_log1p_unit_f64(double u)
 {
     double w = 1.0 + u;
