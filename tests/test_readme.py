@@ -1,5 +1,6 @@
 """The README's Python examples run as written, in order, in one namespace."""
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -14,6 +15,10 @@ def test_readme_python_examples_run():
     assert len(blocks) >= 3
     namespace: dict = {}
     for block in blocks:
+        # the framework adapters' examples need their framework
+        needs = [m for m in ("torch", "jax") if f"xent_fast.{m}" in block]
+        if any(importlib.util.find_spec(m) is None for m in needs):
+            continue
         exec(compile(block, str(README), "exec"), namespace)
     # the multi-label example's stated values
     assert namespace["per_image"].round(4).tolist() == [0.9143, 1.38]
