@@ -287,6 +287,10 @@ cdef void short_rows_block(
             tile_g[k] = grad_scale * grad_rows[i + k] if grad_rows != NULL else grad_scale
             s.weight += tile_w[k]
             s.count += 1
+        for k in range(rows, XF_TILE):      # a last, partial tile: lanes that count nothing
+            tile_t[k] = -1
+            tile_w[k] = 0.0
+            tile_g[k] = 0.0
         small_ce(logits + i * n, rows, n, tile_t, tile_w, tile_g, o.z_loss, tile_loss,
                  grad + i * n if grad != NULL else NULL)
         for k in range(rows):

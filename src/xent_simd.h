@@ -388,7 +388,8 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
  * would leave most lanes idle and pay a vector loop's set-up): the rows are transposed
  * into the tile, and the gradient transposed back. Per row i: t[i] a valid class, or -1
  * for a row that counts for nothing (loss 0, gradient 0); wt[i] its class weight; g[i]
- * its upstream gradient; z the z-loss. The same formulas as ce_index_tail in
+ * its upstream gradient (t, wt, g and loss have XF_TILE entries, the lanes past `rows`
+ * set to -1, 0, 0); z the z-loss. The same formulas as ce_index_tail in
  * _cross_entropy_kernels.pyx: loss = wt (m - x_t + log1p(r)) + z lse^2, gradient
  * alpha e_j with alpha = g (wt + 2 z lse) / (1 + r), and the target entry without the
  * cancellation of p_t - 1. A row whose max is not finite, or with a NaN, gives NaN.
@@ -402,7 +403,7 @@ static inline void xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,   
 {                                                                                         \
     T v[XF_SHORT][XF_TILE], ev[XF_SHORT][XF_TILE];                                        \
     T m[XF_TILE], acc[XF_TILE], ties[XF_TILE], nan[XF_TILE], used[XF_TILE];               \
-    double xt[XF_TILE], et[XF_TILE], sc[XF_TILE], fix[XF_TILE];                           \
+    double xt[XF_TILE], et[XF_TILE], sc[XF_TILE], fix[XF_TILE], rr[XF_TILE], ll[XF_TILE];  \
     if (rows == XF_TILE) {              /* lanes across rows: strided (gather) loads */   \
         for (ptrdiff_t j = 0; j < n; j++) {                                               \
             XF_SIMD                                                                       \
@@ -446,25 +447,30 @@ static inline void xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,   
         xt[i] = ti >= 0 ? (double)v[ti][i] : 0.0;                                         \
         et[i] = ti >= 0 ? (double)ev[ti][i] : 0.0;                                        \
     }                                                                                     \
-    XF_SIMD                                                                               \
+    XF_SIMD                                     /* the loss; loss[] has XF_TILE entries */\
     for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
         int bad = nan[i] != 0 || !(m[i] > -INFINITY && m[i] < INFINITY);                  \
         double r = bad ? 0.0 : (double)acc[i] + ((double)ties[i] - 1.0);                  \
         double mi = bad ? 0.0 : (double)m[i];                                             \
         double log_s = xf_log1p_f64(r), lse = mi + log_s;                                 \
-        double wi = i < rows ? wt[i] : 0.0, gi = i < rows ? g[i] : 0.0;                   \
+        double wi = wt[i];                                                                \
         double li = (wi != 0.0 ? wi * ((mi - xt[i]) + log_s) : 0.0) + z * lse * lse;      \
-        double rest = xt[i] == mi ? r : 1.0 + (r - et[i]);                                \
-        double coef = wi + 2.0 * z * lse, inv = 1.0 / (1.0 + r);                          \
-        double alpha = gi * coef * inv;                                                   \
-        fix[i] = et[i] * inv < 0.5 ? gi * (coef * (et[i] * inv) - wi)   /* small p_t */   \
-                                   : gi * (-coef * rest * inv + 2.0 * z * lse);           \
-        sc[i] = used[i] == 0 ? 0.0 : (bad ? (double)NAN : alpha);                         \
-        if (i < rows)                                                                     \
-            loss[i] = used[i] == 0 ? 0.0 : (bad ? (double)NAN : li);                      \
+        loss[i] = used[i] == 0 ? 0.0 : (bad ? (double)NAN : li);                          \
+        rr[i] = r;                                                                        \
+        ll[i] = bad ? (double)NAN : lse;                                                  \
+        xt[i] = xt[i] == mi ? 1.0 : 0.0;          /* now: is the target the max? */       \
     }                                                                                     \
     if (!grad)                                                                            \
         return;                                                                           \
+    XF_SIMD                                     /* the gradient's row coefficients */     \
+    for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
+        double r = rr[i], lse = ll[i], wi = wt[i], gi = g[i];                             \
+        double rest = xt[i] != 0.0 ? r : 1.0 + (r - et[i]);                               \
+        double coef = wi + 2.0 * z * lse, inv = 1.0 / (1.0 + r);                          \
+        fix[i] = et[i] * inv < 0.5 ? gi * (coef * (et[i] * inv) - wi)   /* small p_t */   \
+                                   : gi * (-coef * rest * inv + 2.0 * z * lse);           \
+        sc[i] = used[i] == 0 ? 0.0 : gi * coef * inv;   /* NaN for a bad row, via lse */  \
+    }                                                                                     \
     for (ptrdiff_t j = 0; j < n; j++) {                                                   \
         XF_SIMD                                                                           \
         for (ptrdiff_t i = 0; i < XF_TILE; i++)                                           \
