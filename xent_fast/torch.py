@@ -21,7 +21,7 @@ Only CPU tensors are accepted; a tensor on another device raises ``ValueError``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 try:
     import torch
@@ -75,18 +75,16 @@ def _float_input(t: torch.Tensor, name: str) -> None:
                     f"bfloat16), got {t.dtype}")
 
 
-def _np(t: torch.Tensor | None) -> np.ndarray | None:
+def _np(t: torch.Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor's memory (no copy)."""
-    if t is None:
-        return None
     t = t.detach()
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
     return t.numpy()
 
 
-def _optional_tensor(t: Any, name: str) -> torch.Tensor | None:
-    return None if t is None else _check_tensor(t, name)
+def _optional_np(t: Any, name: str) -> np.ndarray | None:
+    return None if t is None else _np(_check_tensor(t, name))
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -231,9 +229,8 @@ def cross_entropy(
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_tensor(input, "input")
     _check_tensor(target, "target")
-    weight = _optional_tensor(weight, "weight")
     _float_input(input, "input")
-    options = dict(weight=_np(weight), ignore_index=ignore_index, reduction=reduction,
+    options: dict[str, Any] = dict(weight=_optional_np(weight, "weight"), ignore_index=ignore_index, reduction=reduction,
                    label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
                    n_threads=n_threads)
     if not (torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)):
@@ -243,9 +240,9 @@ def cross_entropy(
         raise ValueError("target holds class indices and cannot require grad")
     if inplace:
         _check_inplace(input)
-        loss, _ = _CrossEntropy.apply(input, target, options, True)
-        return loss
-    return _CrossEntropy.apply(input, target, options, False)
+        loss, _ = _CrossEntropy.apply(input, target, options, True)  # type: ignore[no-untyped-call]
+        return cast(torch.Tensor, loss)
+    return cast(torch.Tensor, _CrossEntropy.apply(input, target, options, False))  # type: ignore[no-untyped-call]
 
 
 def _check_inplace(input: torch.Tensor) -> None:
@@ -352,13 +349,12 @@ def binary_cross_entropy_with_logits(
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_tensor(input, "input")
     _check_tensor(target, "target")
-    weight = _optional_tensor(weight, "weight")
-    pos_weight = _optional_tensor(pos_weight, "pos_weight")
     if input.shape != target.shape:
         raise ValueError(f"target size ({tuple(target.shape)}) must be the same as input "
                          f"size ({tuple(input.shape)})")
-    options = dict(weight=_np(weight), pos_weight=_np(pos_weight), reduction=reduction,
-                   n_threads=n_threads)
+    options: dict[str, Any] = dict(weight=_optional_np(weight, "weight"),
+                                   pos_weight=_optional_np(pos_weight, "pos_weight"),
+                                   reduction=reduction, n_threads=n_threads)
     return _binary("bce", input, target, options)
 
 
@@ -410,7 +406,8 @@ def sigmoid_focal_loss(
     if targets.requires_grad and torch.is_grad_enabled():
         raise ValueError("xent_fast.torch.sigmoid_focal_loss does not differentiate with "
                          "respect to targets; pass targets.detach()")
-    options = dict(alpha=alpha, gamma=gamma, reduction=reduction, n_threads=n_threads)
+    options: dict[str, Any] = dict(alpha=alpha, gamma=gamma, reduction=reduction,
+                                   n_threads=n_threads)
     return _binary("focal", inputs, targets, options)
 
 
@@ -422,7 +419,7 @@ def _binary(kind: str, input: torch.Tensor, target: torch.Tensor,
               else _xb.sigmoid_focal_loss)
         x, t = _binary_layout(input.detach(), target.detach())
         return torch.as_tensor(fn(_np(x), _np(t), **options)).to(input.dtype)
-    return _Binary.apply(input, target, kind, options)
+    return cast(torch.Tensor, _Binary.apply(input, target, kind, options))  # type: ignore[no-untyped-call]
 
 
 class CrossEntropyLoss(_WeightedLoss):
@@ -483,7 +480,7 @@ class BCEWithLogitsLoss(_Loss):
         self.n_threads = n_threads
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return binary_cross_entropy_with_logits(input, target, self.weight,
+        return binary_cross_entropy_with_logits(input, target, cast(Any, self.weight),
                                                 reduction=self.reduction,
-                                                pos_weight=self.pos_weight,
+                                                pos_weight=cast(Any, self.pos_weight),
                                                 n_threads=self.n_threads)
