@@ -6,6 +6,7 @@ mechanism run with both: the XLA FFI handler and the jax.pure_callback fallback.
 """
 
 import doctest
+import re
 import os
 import subprocess
 import sys
@@ -118,6 +119,24 @@ def test_the_callback_mechanism_can_be_chosen_by_environment():
     assert out.returncode == 0, out.stderr
     name, value = out.stdout.split()
     assert name == "callback" and abs(float(value) - np.log(4)) < 1e-6
+
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+@pytest.mark.skipif(not README.exists(), reason="not run from a source tree")
+def test_readme_jax_example_runs():
+    # Fenced as ```py so that test_readme.py, which runs the ```python blocks without
+    # JAX, leaves it to this test.
+    text = README.read_text()
+    section = text[text.index("\n## JAX\n"):]
+    section = section[:section.index("\n## ", 1)]
+    blocks = re.findall(r"```py\n(.*?)```", section, re.S)
+    assert blocks
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)
+    assert np.isfinite(float(namespace["loss"])) and float(namespace["loss"]) < np.log(10)
 
 
 def test_docstring_examples_run():

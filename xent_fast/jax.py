@@ -6,19 +6,19 @@ differentiable with ``jax.grad`` and work under ``jax.jit`` and ``jax.vmap``.
 
 Design
 ------
-* Each loss is a ``jax.custom_vjp`` around one opaque call to the kernels. Called for
-  its value alone, it runs the loss-only kernel. Differentiated, the forward runs the
-  fused kernel, which gives the loss and the gradient in one pass over the logits; the
-  gradient is the only residual (the logits are not kept), and the backward multiplies
-  it by the upstream per-example cotangent.
-* The call reaches the kernels through XLA's typed FFI: a handler registered with
-  ``jax.ffi.register_ffi_target`` receives XLA's own buffers, and the kernels read the
-  logits and write the loss and the gradient in place, without a copy. The handler is a
-  ``ctypes`` callback that decodes XLA's C call frame (a stable, versioned ABI) and
-  calls the kernels from Python, so nothing is compiled against jaxlib. The fallback,
-  ``jax.pure_callback``, copies every input and output between XLA and NumPy, which
-  costs more than the loss itself on large batches; it is used when the FFI cannot be
-  registered, or on request (``XENT_FAST_JAX_MECHANISM=callback``).
+* Each loss is a ``jax.custom_vjp`` around opaque calls to the kernels. Its value
+  alone runs the loss-only kernel, one read of the logits. Differentiated, the backward
+  runs the fused kernel once with the upstream gradient of each example, which writes
+  the finished gradient over the logits' buffer (see _xent_fwd for why the gradient is
+  not computed in the forward pass).
+* The calls reach the kernels through XLA's typed FFI: a handler registered with
+  ``jax.ffi.register_ffi_target`` receives XLA's own buffers, and the kernels read and
+  write them in place, without a copy. The handler is a ``ctypes`` callback that
+  decodes XLA's C call frame (a stable, versioned ABI) and calls the kernels from
+  Python, so nothing is compiled against jaxlib. The fallback, ``jax.pure_callback``,
+  copies every input and output between XLA and NumPy, which on large batches costs
+  more than the loss itself; it is used when the handler cannot be registered, or on
+  request (``XENT_FAST_JAX_MECHANISM=callback``).
 * Everything else is plain ``jax.numpy`` around the call, so JAX differentiates it:
   moving the class axes last, broadcasting, dtype conversions, ``where`` masks.
   A ``where`` that masks classes becomes ``-inf`` logits (and zero soft labels); a row
@@ -65,41 +65,43 @@ _SKIP = np.int64(_INT64_MIN)
 
 # --- host side: NumPy arrays in, losses (and gradients) written into given arrays ------
 
-def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, loss: np.ndarray,
-             grad: np.ndarray | None) -> None:
-    """Losses of the rows of ``x`` into ``loss``, and their gradient into ``grad``.
+def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, g: np.ndarray | None,
+             loss: np.ndarray | None, grad: np.ndarray | None) -> None:
+    """Losses of the rows of ``x`` into ``loss`` and/or their gradient into ``grad``.
 
     ``x`` (..., C) float32/float64; ``y`` class indices (...) of int32/int64 or
     probabilities of ``x``'s shape and dtype; ``rows`` a boolean mask of the rows to
-    count, or None for all; ``grad`` None for the loss alone (else it may be ``x``'s
-    own memory: the kernels read each entry before they write it).
+    count, or None for all; ``g`` the upstream gradient of each row's loss (None: 1).
+    ``grad`` None for the loss alone; it may be ``x``'s own memory (the kernels read
+    each entry before they write it). ``loss`` None when only the gradient is wanted.
     """
+    go = 1.0 if g is None else g
     if y.dtype.kind in "iu":
-        if rows is None:
-            t = y
-        else:
-            t = np.where(rows, y, _SKIP)
+        t = y if rows is None else np.where(rows, y, _SKIP)
         if y.dtype.itemsize == 8 and y.size and y.min() == _INT64_MIN:
             _raise_bad_label(y, rows, x.shape[-1])
         try:
             if grad is None:
-                loss[...] = cross_entropy(x, t, ignore_index=_INT64_MIN, reduction="none")
+                out = cross_entropy(x, t, ignore_index=_INT64_MIN, reduction="none")
             else:
-                loss[...] = cross_entropy_and_grad(x, t, ignore_index=_INT64_MIN,
-                                                   reduction="none", grad_out=grad)[0]
+                out = cross_entropy_and_grad(x, t, ignore_index=_INT64_MIN, reduction="none",
+                                             grad_output=go, grad_out=grad)[0]
         except ValueError:
             _raise_bad_label(y, rows, x.shape[-1])
             raise
     else:
         if grad is None:
-            loss[...] = cross_entropy(x, y, reduction="none")
+            out = cross_entropy(x, y, reduction="none")
         else:
-            loss[...] = cross_entropy_and_grad(x, y, reduction="none", grad_out=grad)[0]
+            out = cross_entropy_and_grad(x, y, reduction="none", grad_output=go,
+                                         grad_out=grad)[0]
         if rows is not None:
             skipped = ~rows
-            loss[skipped] = 0
+            out[skipped] = 0
             if grad is not None:
                 grad[skipped] = 0
+    if loss is not None:
+        loss[...] = out
 
 
 def _raise_bad_label(y: np.ndarray, rows: np.ndarray | None, n: int) -> None:
@@ -114,15 +116,21 @@ def _raise_bad_label(y: np.ndarray, rows: np.ndarray | None, n: int) -> None:
                          f"it must be in [0, {n})")
 
 
-def _callback(want_grad: bool):
-    """The host function of the ``jax.pure_callback`` mechanism."""
-    def host(x: Any, y: Any, rows: Any = None) -> Any:
+def _callback(mode: str):
+    """The host function of the ``jax.pure_callback`` mechanism (modes as in _call)."""
+    def host(x: Any, y: Any, *extra: Any) -> Any:
         x, y = np.asarray(x), np.asarray(y)
-        rows = None if rows is None else np.asarray(rows)
-        loss = np.empty(x.shape[:-1], x.dtype)
-        grad = np.empty(x.shape, x.dtype) if want_grad else None
-        _compute(x, y, rows, loss, grad)
-        return (loss, grad) if want_grad else (loss,)
+        rows = g = None
+        for a in extra:
+            a = np.asarray(a)
+            if a.dtype == np.bool_:
+                rows = a
+            elif g is None:
+                g = a
+        loss = None if mode == "grad" else np.empty(x.shape[:-1], x.dtype)
+        grad = None if mode == "loss" else np.empty(x.shape, x.dtype)
+        _compute(x, y, rows, g, loss, grad)
+        return tuple(a for a in (loss, grad) if a is not None)
     return host
 
 
@@ -225,21 +233,35 @@ def _view(buf: Any, readonly: bool) -> np.ndarray:
 
 
 def _execute(frame: Any) -> None:
+    # Arguments: logits, labels, then optionally the row mask (bool) and the upstream
+    # gradient of each row (float). Results: the losses and/or the gradient, told apart
+    # by their rank.
     args, rets = frame.args, frame.rets
     for lst in (args, rets):
         if lst.size and any(lst.types[i] != _KIND_BUFFER for i in range(lst.size)):
             raise TypeError("the xent_fast FFI call takes and returns buffers only")
-    if args.size not in (2, 3) or rets.size not in (1, 2):
-        raise TypeError(f"the xent_fast FFI call takes 2 or 3 buffers and returns 1 or 2, "
+    if not 2 <= args.size <= 5 or not 1 <= rets.size <= 2:
+        raise TypeError(f"the xent_fast FFI call takes 2 to 5 buffers and returns 1 or 2, "
                         f"got {args.size} and {rets.size}")
     x = _view(args.items[0], True)
     y = _view(args.items[1], True)
-    rows = _view(args.items[2], True) if args.size == 3 else None
-    loss = _view(rets.items[0], False)
-    grad = _view(rets.items[1], False) if rets.size == 2 else None
+    rows = g = None
+    for i in range(2, args.size):
+        a = _view(args.items[i], True)
+        if a.dtype == np.bool_:
+            rows = a
+        elif g is None:
+            g = a   # a second float array only orders the call (see _call)
+    loss = grad = None
+    for i in range(rets.size):
+        r = _view(rets.items[i], False)
+        if r.ndim == x.ndim:
+            grad = r
+        else:
+            loss = r
     if grad is not None and grad.size and grad.ctypes.data == x.ctypes.data:
         x = grad  # the gradient replaces the logits (input_output_aliases)
-    _compute(x, y, rows, loss, grad)
+    _compute(x, y, rows, g, loss, grad)
 
 
 def _error(frame: Any, exc: BaseException) -> int | None:
@@ -304,9 +326,9 @@ def _register() -> str:
 
 
 _MECHANISM = _register()
-# Whether the fused call writes the gradient over the logits' buffer. XLA then needs no
-# second buffer of the logits' size when the logits die at the loss (a training step),
-# and copies them first when they do not.
+# Whether a call that writes the gradient writes it over the logits' buffer. XLA then
+# needs no second buffer of the logits' size when the logits die there (as in a
+# training step), and copies them first when they do not (logits passed to jax.jit).
 _ALIAS = True
 
 
@@ -327,46 +349,65 @@ def mechanism() -> str:
     return _MECHANISM
 
 
-def _call(x: Any, y: Any, rows: Any, want_grad: bool) -> Any:
-    """Losses (and gradient) of canonical arrays: classes last, x of its compute dtype."""
+def _call(mode: str, x: Any, y: Any, rows: Any, g: Any = None, after: Any = None) -> Any:
+    """One call of the kernels on canonical arrays (classes last, x of its compute dtype).
+
+    ``mode`` "loss" gives (losses,), "fused" (losses, gradient) and "grad" (gradient,)
+    scaled row by row by the upstream gradient ``g``. ``after``, an array the call
+    ignores, makes it run after the call that computed ``after``: when that call also
+    read ``x``, XLA can then let this one overwrite ``x`` instead of copying it first.
+    """
     loss_t = jax.ShapeDtypeStruct(x.shape[:-1], x.dtype)
-    outs = (loss_t, jax.ShapeDtypeStruct(x.shape, x.dtype)) if want_grad else (loss_t,)
-    args = (x, y) if rows is None else (x, y, rows)
+    grad_t = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    outs = {"loss": (loss_t,), "fused": (loss_t, grad_t), "grad": (grad_t,)}[mode]
+    args = tuple(a for a in (x, y, rows, g, after) if a is not None)
     if _MECHANISM == "ffi":
-        aliases = {0: 1} if want_grad and _ALIAS else None
+        aliases = {0: len(outs) - 1} if mode != "loss" and _ALIAS else None
         call = jax.ffi.ffi_call(_TARGET, outs, vmap_method="broadcast_all",
                                 input_output_aliases=aliases)
         return call(*args)
-    return jax.pure_callback(_callback(want_grad), outs, *args, vmap_method="broadcast_all")
+    return jax.pure_callback(_callback(mode), outs, *args, vmap_method="broadcast_all")
 
 
 # --- differentiation -------------------------------------------------------------------
 
 @jax.custom_vjp
 def _xent(x: Any, y: Any, rows: Any) -> Any:
-    return _call(x, y, rows, False)[0]
+    return _call("loss", x, y, rows)[0]
 
 
 def _xent_fwd(x: Any, y: Any, rows: Any) -> tuple[Any, Any]:
+    # Where the gradient is computed. Through the FFI, in the backward pass: the forward
+    # reads the logits once for the losses and keeps them; the backward reads them once
+    # more and writes the gradient, already scaled by the upstream one, over them. Two
+    # reads and a write of the logits' size, and no buffer beyond the logits'. Computing
+    # the gradient in the forward pass instead (the fused kernel) and scaling it in the
+    # backward adds a read and a write, which cost more than the second read saves.
+    # Through pure_callback, in the forward pass: each callback copies the logits.
     rows = None if rows is None else rows.value
-    # Soft labels are differentiable too: d loss / d y = -log_softmax(x). Only then are
-    # the logits kept, and only when the labels are differentiated.
-    keep_x = y.perturbed and jnp.issubdtype(y.value.dtype, jnp.floating)
+    # Soft labels are differentiable too: d loss / d y = -log_softmax(x), which needs
+    # the logits in the backward pass.
+    x_for_dy = x.value if y.perturbed and jnp.issubdtype(y.value.dtype, jnp.floating) else None
+    if x.perturbed and _MECHANISM != "ffi":
+        loss, grad = _call("fused", x.value, y.value, rows)
+        return loss, (grad, None, None, x_for_dy, rows, None)
+    loss = _call("loss", x.value, y.value, rows)[0]
     if x.perturbed:
-        loss, grad = _call(x.value, y.value, rows, True)
-    else:
-        loss, grad = _call(x.value, y.value, rows, False)[0], None
-    return loss, (grad, x.value if keep_x else None, rows)
+        return loss, (None, x.value, y.value, x_for_dy, rows, loss)
+    return loss, (None, None, None, x_for_dy, rows, None)
 
 
 def _xent_bwd(res: Any, g: Any) -> tuple[Any, Any, None]:
-    grad, x, rows = res
+    grad, x, y, x_for_dy, rows, loss = res
     if isinstance(g, SymbolicZero):
         return None, None, None
-    dx = None if grad is None else g[..., None] * grad
-    dy = None
-    if x is not None:
-        dy = -g[..., None] * jax.nn.log_softmax(x, axis=-1)
+    dx = dy = None
+    if grad is not None:
+        dx = g[..., None] * grad
+    elif x is not None:
+        dx = _call("grad", x, y, rows, g.astype(x.dtype), after=loss)[0]
+    if x_for_dy is not None:
+        dy = -g[..., None] * jax.nn.log_softmax(x_for_dy, axis=-1)
         if rows is not None:   # skipped rows: a constant 0 whatever the labels
             dy = jnp.where(rows[..., None], dy, 0)
     return dx, dy, None
