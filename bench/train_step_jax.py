@@ -9,10 +9,14 @@ The step: hidden states h (rows, H) @ W (H, V) -> logits -> mean cross-entropy o
 rows against integer labels -> gradients with respect to W and h, all in one jax.jit.
 The cases:
 
-- step: that whole step (value_and_grad of the loss wrt W and h);
-- matmuls only: the step's three matrix products with the loss's gradient given, the
-  floor that no loss can go below;
-- loss+grad, loss: the loss on given logits (a jit argument), with its gradient, and alone.
+- step: that whole step (value_and_grad of the loss wrt W and h), and its temporary
+  memory as XLA's compiled program reports it;
+- step minus matmuls: the step less its three matrix products alone (timed with the
+  loss's gradient given): the loss's share of the step;
+- loss+grad, loss: the loss on given logits (a jit argument, which the gradient may
+  not overwrite: XLA copies it first), with its gradient, and alone;
+- loss+grad, donated: the same with the logits donated to the jitted function
+  (``donate_argnums``), so that the gradient may take their buffer.
 
 Each contender gets a compile-and-warm-up call, then ``--repeat`` timed calls; contenders
 are interleaved call by call so that a busy spell of the machine hits them alike, and the
@@ -94,11 +98,14 @@ def _cases(rows: int, hidden: int, vocab: int):
     cases["step"] = (f"{rows}×{hidden} @ {hidden}×{vocab}, loss, grad wrt W and h",
                      {k: (step_of(f), (w, h, y)) for k, f in LOSSES.items()})
     matmuls = jax.jit(lambda w, h, g: (h @ w, h.T @ g, g @ w.T))
-    cases["matmuls only"] = ("the step's 3 matrix products, no loss",
-                             {"floor": (matmuls, (w, h, dlogits))})
+    cases["matmuls"] = ("", {"floor": (matmuls, (w, h, dlogits))})
     cases["loss+grad"] = (f"{rows}×{vocab} logits given, mean loss and its gradient",
                           {k: (jax.jit(jax.value_and_grad(lambda x, y, f=f: f(x, y).mean())),
                                (logits, y)) for k, f in LOSSES.items()})
+    cases["loss+grad, donated"] = (
+        "as loss+grad, with the logits donated (donate_argnums)",
+        {k: (jax.jit(jax.value_and_grad(lambda x, y, f=f: f(x, y).mean()), donate_argnums=0),
+             lambda: (jnp.array(logits, copy=True), y)) for k, f in LOSSES.items()})
     cases["loss"] = (f"{rows}×{vocab} logits given, mean loss",
                      {k: (jax.jit(lambda x, y, f=f: f(x, y).mean()), (logits, y))
                       for k, f in LOSSES.items()})
@@ -115,14 +122,26 @@ def _check(cases) -> float:
     return max(diffs)
 
 
+def _temp_mib(fn, args) -> float:
+    """MiB of temporary buffers in XLA's compiled program (beyond inputs and outputs)."""
+    return fn.lower(*args).compile().memory_analysis().temp_size_in_bytes / 2**20
+
+
+def _args(args):
+    """The arguments of one call: a tuple, or made afresh (outside the timing) by a
+    function when the call consumes them (donated buffers)."""
+    return jax.block_until_ready(args() if callable(args) else args)
+
+
 def _time(contenders, repeat: int) -> dict[str, float]:
     for fn, args in contenders.values():
-        jax.block_until_ready(fn(*args))  # compile and warm up
+        jax.block_until_ready(fn(*_args(args)))  # compile and warm up
     times: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(repeat):
         for name, (fn, args) in contenders.items():
+            a = _args(args)
             t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
+            jax.block_until_ready(fn(*a))
             times[name].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -147,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cases = _cases(rows, hidden, vocab)
     worst = _check(cases)
+    memory = {k: _temp_mib(fn, _args(args)) for k, (fn, args) in cases["step"][1].items()}
     busy0, own0 = _cpu_seconds()
     wall0 = time.monotonic()
     results = {name: (desc, _time(contenders, repeat)) for name, (desc, contenders) in cases.items()}
@@ -169,13 +189,20 @@ def main(argv: list[str] | None = None) -> int:
         "| case | what | optax | xent_fast.jax | pure_callback | optax / xent_fast.jax |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    for name, (desc, t) in results.items():
-        if "floor" in t:
-            lines.append(f"| {name} | {desc} | {_ms(t['floor'])} | | | |")
-            continue
+    floor = results.pop("matmuls")[1]["floor"]
+    desc, step = results["step"]
+    rows_out = [("step", desc, step),
+                ("step minus matmuls", f"the loss's share: the step less its 3 matrix "
+                 f"products alone ({_ms(floor)})", {k: v - floor for k, v in step.items()})]
+    rows_out += [(name, d, t) for name, (d, t) in results.items() if name != "step"]
+    for name, d, t in rows_out:
         ratio = t["optax"] / t["xent_fast.jax"]
-        lines.append(f"| {name} | {desc} | {_ms(t['optax'])} | {_ms(t['xent_fast.jax'])} "
+        lines.append(f"| {name} | {d} | {_ms(t['optax'])} | {_ms(t['xent_fast.jax'])} "
                      f"| {_ms(t.get('pure_callback'))} | {ratio:.2f}× |")
+    lines.append(f"| step memory | XLA's temporary buffers of the compiled step "
+                 f"| {memory['optax']:.0f} MiB | {memory['xent_fast.jax']:.0f} MiB "
+                 f"| {memory.get('pure_callback', 0):.0f} MiB "
+                 f"| {memory['optax'] / memory['xent_fast.jax']:.2f}× |")
     text = "\n".join(lines) + "\n"
     print(text)
     if not a.no_save and not a.quick:
