@@ -358,6 +358,31 @@ def test_class_axes_match_optax(kind, axis, rng):
            g.grad(x, y, axis=axis), F32)
 
 
+@pytest.mark.parametrize("kind", ["int", "soft"])
+def test_where_with_other_class_axes(kind, rng):
+    x = (rng.normal(size=(3, 4, 5)) * 2).astype(np.float32)
+    f, g = _fn(kind), OPTAX[_fn(kind)]
+    for axis, where in ((0, rng.random((4, 5)) > 0.3),            # the batch shape
+                        ((2, 0), rng.random((3, 4, 5)) > 0.2)):   # the logits' shape
+        axes = (axis,) if isinstance(axis, int) else axis
+        batch = tuple(n for i, n in enumerate(x.shape) if i not in axes)
+        if kind == "int":
+            y = np.zeros(batch, np.int32)      # class 0 of each example: kept included
+            if where.ndim == 3:
+                where[0, :, 0] = True
+        else:
+            y = rng.random(x.shape).astype(np.float32)
+        _close(f(x, y, axis=axis, where=where), g(x, y, axis=axis, where=where), F32)
+        _close(jax.grad(lambda x: f(x, y, axis=axis, where=where).sum())(x),
+               g.grad(x, y, axis=axis, where=where), F32)
+
+
+def test_integer_labels_broadcast_like_optax(rng):
+    x, _ = _inputs(rng, (4, 6), "int")
+    t = np.array([2], np.int32)
+    _close(INT(x, t), OPTAX[INT](x, t), F32)
+
+
 def test_axis_none_for_soft_labels(rng):
     x, _ = _inputs(rng, (3, 4), "soft")
     y = rng.random((3, 4)).astype(np.float32)
@@ -541,7 +566,8 @@ def test_an_int64_label_out_of_range_raises(mechanism):
     (lambda: INT(np.zeros((2, 3)), np.zeros(2, np.int32), axis=1.0), TypeError, "axis"),
     (lambda: INT(np.zeros((2, 3)), np.zeros(2, np.int32), where=np.ones(3, bool)), ValueError, "where"),
     (lambda: SOFT(np.zeros((2, 3)), np.zeros((2, 3)), where=np.ones((2, 2), bool)), ValueError, "where"),
-    (lambda: SOFT(np.zeros((2, 3)), np.zeros((2, 3)), axis=None, where=np.ones(2, bool)), ValueError, "where"),
+    (lambda: SOFT(np.zeros((2, 3)), np.zeros((2, 3)), axis=None, where=np.ones(2, bool)),
+     ValueError, "where"),
     (lambda: SOFT("abc", np.zeros(3)), TypeError, "logits"),
 ])
 def test_bad_arguments_raise_at_trace_time(call, exc, match):

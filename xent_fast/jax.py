@@ -113,7 +113,7 @@ def _raise_bad_label(y: np.ndarray, rows: np.ndarray | None, n: int) -> None:
         pos = np.unravel_index(int(np.argmax(bad)), y.shape)
         where = "[" + ", ".join(str(int(i)) for i in pos) + "]" if pos else ""
         raise ValueError(f"labels{where} = {y[pos]} is not a valid class index: "
-                         f"it must be in [0, {n})")
+                         f"it must be in [0, {n})") from None  # not the kernels' wording
 
 
 def _callback(mode: str):
