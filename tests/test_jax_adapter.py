@@ -146,11 +146,17 @@ def test_docstring_examples_run():
 
 # --- values and gradients ----------------------------------------------------------------
 
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+# eager calls go through the same mechanism as jitted ones: one of them is enough there
+@pytest.mark.parametrize("jit, mech", [(False, "ffi"), (True, "ffi"), (True, "callback")],
+                         ids=["eager", "jit", "jit-callback"])
 @pytest.mark.parametrize("shape", [(7,), (5, 7), (2, 3, 7), (0, 7), (3, 1)],
                          ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("kind", ["int", "soft"])
-def test_values_and_gradients_match_optax_and_reference(kind, shape, jit, mechanism, rng):
+def test_values_and_gradients_match_optax_and_reference(kind, shape, jit, mech, rng,
+                                                         monkeypatch):
+    if mech not in MECHANISMS:
+        mech = "callback"
+    monkeypatch.setattr(xfj, "_MECHANISM", mech)
     x, y = _inputs(rng, shape, kind)
     f, g = _fn(kind), OPTAX[_fn(kind)]
     value_and_grad = jax.value_and_grad(lambda x, y: (f(x, y) * w).sum())
