@@ -1,0 +1,683 @@
+"""optax's softmax cross-entropy losses for JAX, computed by xent_fast's kernels.
+
+``softmax_cross_entropy`` and ``softmax_cross_entropy_with_integer_labels`` take the
+arguments of their optax namesakes and return the same per-example losses; they are
+differentiable with ``jax.grad`` and work under ``jax.jit`` and ``jax.vmap``.
+
+Design
+------
+* Each loss is a ``jax.custom_vjp`` around opaque calls to the kernels. Its value
+  alone runs the loss-only kernel, one read of the logits. Differentiated, the backward
+  runs the fused kernel once with the upstream gradient of each example, which writes
+  the finished gradient over the logits' buffer (see _xent_fwd for why the gradient is
+  not computed in the forward pass).
+* The calls reach the kernels through XLA's typed FFI: a handler registered with
+  ``jax.ffi.register_ffi_target`` receives XLA's own buffers, and the kernels read and
+  write them in place, without a copy. The handler is a ``ctypes`` callback that
+  decodes XLA's C call frame (a stable, versioned ABI) and calls the kernels from
+  Python, so nothing is compiled against jaxlib. The fallback, ``jax.pure_callback``,
+  copies every input and output between XLA and NumPy, which on large batches costs
+  more than the loss itself; it is used when the handler cannot be registered, or on
+  request (``XENT_FAST_JAX_MECHANISM=callback``).
+* Everything else is plain ``jax.numpy`` around the call, so JAX differentiates it:
+  moving the class axes last, broadcasting, dtype conversions, ``where`` masks.
+  A ``where`` that masks classes becomes ``-inf`` logits (and zero soft labels); a row
+  with nothing to count is skipped by the kernels (loss 0, gradient 0).
+* bfloat16 and float16 are computed in float32, float64 in float64 (with
+  ``jax_enable_x64``); the loss is returned in optax's output dtype.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+import os
+import warnings
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+try:
+    import jax
+    import jax.numpy as jnp
+    from jax.custom_derivatives import SymbolicZero
+except ImportError as exc:  # pragma: no cover - exercised only without JAX
+    raise ImportError(
+        'xent_fast.jax needs JAX; install it with: pip install "xent_fast[jax]"'
+    ) from exc
+
+from ._cross_entropy import cross_entropy, cross_entropy_and_grad
+
+__all__ = [
+    "softmax_cross_entropy",
+    "softmax_cross_entropy_with_integer_labels",
+    "mechanism",
+]
+
+Axis = Union[int, Sequence[int], None]
+
+_INT64_MIN = np.iinfo(np.int64).min
+# The kernels skip rows whose class index equals ignore_index. Rows that a ``where``
+# mask leaves out get this value, which no int32 label can hold; int64 labels that hold
+# it are caught before the call (see _compute).
+_SKIP = np.int64(_INT64_MIN)
+
+
+# --- host side: NumPy arrays in, losses (and gradients) written into given arrays ------
+
+def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, g: np.ndarray | None,
+             loss: np.ndarray | None, grad: np.ndarray | None) -> None:
+    """Losses of the rows of ``x`` into ``loss`` and/or their gradient into ``grad``.
+
+    ``x`` (..., C) float32/float64; ``y`` class indices (...) of int32/int64 or
+    probabilities of ``x``'s shape and dtype; ``rows`` a boolean mask of the rows to
+    count, or None for all; ``g`` the upstream gradient of each row's loss (None: 1).
+    ``grad`` None for the loss alone; it may be ``x``'s own memory (the kernels read
+    each entry before they write it). ``loss`` None when only the gradient is wanted.
+    """
+    go = 1.0 if g is None else g
+    if y.dtype.kind in "iu":
+        t = y if rows is None else np.where(rows, y, _SKIP)
+        if y.dtype.itemsize == 8 and y.size and y.min() == _INT64_MIN:
+            _raise_bad_label(y, rows, x.shape[-1])
+        try:
+            if grad is None:
+                out = cross_entropy(x, t, ignore_index=_INT64_MIN, reduction="none")
+            else:
+                out = cross_entropy_and_grad(x, t, ignore_index=_INT64_MIN, reduction="none",
+                                             grad_output=go, grad_out=grad)[0]
+        except ValueError:
+            _raise_bad_label(y, rows, x.shape[-1])
+            raise
+    else:
+        if grad is None:
+            out = cross_entropy(x, y, reduction="none")
+        else:
+            out = cross_entropy_and_grad(x, y, reduction="none", grad_output=go,
+                                         grad_out=grad)[0]
+        if rows is not None:
+            skipped = ~rows
+            out[skipped] = 0
+            if grad is not None:
+                grad[skipped] = 0
+    if loss is not None:
+        loss[...] = out
+
+
+def _raise_bad_label(y: np.ndarray, rows: np.ndarray | None, n: int) -> None:
+    """Raise the ValueError that names the first counted label outside [0, n)."""
+    bad = (y < 0) | (y >= n)
+    if rows is not None:
+        bad &= rows
+    if bad.any():
+        pos = np.unravel_index(int(np.argmax(bad)), y.shape)
+        where = "[" + ", ".join(str(int(i)) for i in pos) + "]" if pos else ""
+        raise ValueError(f"labels{where} = {y[pos]} is not a valid class index: "
+                         f"it must be in [0, {n})") from None  # not the kernels' wording
+
+
+def _callback(mode: str):
+    """The host function of the ``jax.pure_callback`` mechanism (modes as in _call)."""
+    def host(x: Any, y: Any, *extra: Any) -> Any:
+        x, y = np.asarray(x), np.asarray(y)
+        rows = g = None
+        for a in extra:
+            a = np.asarray(a)
+            if a.dtype == np.bool_:
+                rows = a
+            elif g is None:
+                g = a
+        loss = None if mode == "grad" else np.empty(x.shape[:-1], x.dtype)
+        grad = None if mode == "loss" else np.empty(x.shape, x.dtype)
+        _compute(x, y, rows, g, loss, grad)
+        return tuple(a for a in (loss, grad) if a is not None)
+    return host
+
+
+# --- the XLA FFI handler -----------------------------------------------------------------
+# Declarations of the parts of XLA's FFI C ABI (xla/ffi/api/c_api.h, API version 0.x)
+# that the handler reads. Every struct starts with its size, which the handler checks
+# against these declarations before it reads a field.
+
+class _Ext(ctypes.Structure):
+    pass
+
+
+_Ext._fields_ = [("struct_size", ctypes.c_size_t), ("type", ctypes.c_int),
+                 ("next", ctypes.POINTER(_Ext))]
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
+                ("major", ctypes.c_int), ("minor", ctypes.c_int)]
+
+
+class _Metadata(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("api_version", _Version),
+                ("traits", ctypes.c_uint32)]
+
+
+class _MetadataExt(ctypes.Structure):
+    _fields_ = [("base", _Ext), ("metadata", ctypes.POINTER(_Metadata))]
+
+
+class _Buffer(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
+                ("dtype", ctypes.c_int), ("data", ctypes.c_void_p), ("rank", ctypes.c_int64),
+                ("dims", ctypes.POINTER(ctypes.c_int64))]
+
+
+class _List(ctypes.Structure):   # XLA_FFI_Args and XLA_FFI_Rets have one layout
+    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
+                ("size", ctypes.c_int64), ("types", ctypes.POINTER(ctypes.c_int)),
+                ("items", ctypes.POINTER(ctypes.POINTER(_Buffer)))]
+
+
+class _Attrs(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
+                ("size", ctypes.c_int64), ("types", ctypes.c_void_p),
+                ("names", ctypes.c_void_p), ("attrs", ctypes.c_void_p)]
+
+
+class _ErrorArgs(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
+                ("message", ctypes.c_char_p), ("errc", ctypes.c_int)]
+
+
+_ErrorCreate = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_ErrorArgs))
+
+
+class _Api(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
+                ("api_version", _Version), ("internal_api", ctypes.c_void_p),
+                ("error_create", _ErrorCreate)]
+
+
+class _CallFrame(ctypes.Structure):
+    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.POINTER(_Ext)),
+                ("api", ctypes.POINTER(_Api)), ("ctx", ctypes.c_void_p), ("stage", ctypes.c_int),
+                ("args", _List), ("rets", _List), ("attrs", _Attrs)]
+
+
+_EXT_METADATA, _STAGE_EXECUTE, _KIND_BUFFER = 1, 3, 1
+_ERR_INVALID_ARGUMENT, _ERR_INTERNAL = 3, 13
+# XLA_FFI_DataType -> NumPy dtype, for the types the handler is given.
+_DTYPES = {1: np.dtype(np.bool_), 4: np.dtype(np.int32), 5: np.dtype(np.int64),
+           11: np.dtype(np.float32), 12: np.dtype(np.float64)}
+# Bytes of each struct up to the last field read here.
+_FRAME_SIZE = _CallFrame.rets.offset + ctypes.sizeof(_List)
+_API_SIZE = ctypes.sizeof(_Api)
+_BUFFER_SIZE = ctypes.sizeof(_Buffer)
+
+
+class _Memory:
+    """NumPy's view of one XLA buffer (the array interface; no copy)."""
+    __slots__ = ("__array_interface__",)
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype, readonly: bool):
+        self.__array_interface__ = {"data": (ptr, readonly), "shape": shape,
+                                    "typestr": dtype.str, "version": 3}
+
+
+def _view(buf: Any, readonly: bool) -> np.ndarray:
+    b = buf.contents
+    if b.struct_size < _BUFFER_SIZE:
+        raise RuntimeError("XLA FFI buffer struct is smaller than expected")
+    dtype = _DTYPES.get(b.dtype)
+    if dtype is None:
+        raise TypeError(f"unexpected XLA data type {b.dtype}")
+    shape = tuple(b.dims[i] for i in range(b.rank))
+    if 0 in shape or not b.data:
+        return np.zeros(shape, dtype)
+    return np.asarray(_Memory(b.data, shape, dtype, readonly))
+
+
+def _execute(frame: Any) -> None:
+    # Arguments: logits, labels, then optionally the row mask (bool) and the upstream
+    # gradient of each row (float). Results: the losses and/or the gradient, told apart
+    # by their rank.
+    args, rets = frame.args, frame.rets
+    for lst in (args, rets):
+        if lst.size and any(lst.types[i] != _KIND_BUFFER for i in range(lst.size)):
+            raise TypeError("the xent_fast FFI call takes and returns buffers only")
+    if not 2 <= args.size <= 5 or not 1 <= rets.size <= 2:
+        raise TypeError(f"the xent_fast FFI call takes 2 to 5 buffers and returns 1 or 2, "
+                        f"got {args.size} and {rets.size}")
+    x = _view(args.items[0], True)
+    y = _view(args.items[1], True)
+    rows = g = None
+    for i in range(2, args.size):
+        a = _view(args.items[i], True)
+        if a.dtype == np.bool_:
+            rows = a
+        elif g is None:
+            g = a   # a second float array only orders the call (see _call)
+    loss = grad = None
+    for i in range(rets.size):
+        r = _view(rets.items[i], False)
+        if r.ndim == x.ndim:
+            grad = r
+        else:
+            loss = r
+    if grad is not None and grad.size and grad.ctypes.data == x.ctypes.data:
+        x = grad  # the gradient replaces the logits (input_output_aliases)
+    _compute(x, y, rows, g, loss, grad)
+
+
+def _error(frame: Any, exc: BaseException) -> int | None:
+    errc = _ERR_INVALID_ARGUMENT if isinstance(exc, (ValueError, TypeError)) else _ERR_INTERNAL
+    api = frame.api
+    if not api or api.contents.struct_size < _API_SIZE:
+        return None
+    message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    args = _ErrorArgs(ctypes.sizeof(_ErrorArgs), None, message.encode(), errc)
+    return api.contents.error_create(ctypes.byref(args))  # type: ignore[no-any-return]
+
+
+@ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_CallFrame))
+def _handler(frame_ptr: Any) -> int | None:
+    frame = frame_ptr.contents
+    try:
+        if frame.struct_size < _FRAME_SIZE:
+            raise RuntimeError("XLA FFI call frame is smaller than expected")
+        api = frame.api.contents
+        if api.api_version.major != 0:
+            raise RuntimeError(
+                f"XLA FFI API version {api.api_version.major}.{api.api_version.minor} is not "
+                "supported; set XENT_FAST_JAX_MECHANISM=callback")
+        ext = frame.extension_start
+        if ext and ext.contents.type == _EXT_METADATA:
+            # XLA asks which FFI version the handler speaks: the one it runs (the
+            # handler reads only fields whose size it checks), and no traits.
+            md = ctypes.cast(ext, ctypes.POINTER(_MetadataExt)).contents.metadata.contents
+            md.api_version.struct_size = ctypes.sizeof(_Version)
+            md.api_version.extension_start = None
+            md.api_version.major = api.api_version.major
+            md.api_version.minor = api.api_version.minor
+            md.traits = 0
+            return None
+        if frame.stage == _STAGE_EXECUTE:
+            _execute(frame)
+        return None
+    except BaseException as exc:  # noqa: BLE001 - a ctypes callback must not raise
+        return _error(frame, exc)
+
+
+_TARGET = "xent_fast_softmax_cross_entropy"
+
+
+def _register() -> str:
+    """Register the FFI handler; the mechanism in use ("ffi" or "callback")."""
+    wanted = os.environ.get("XENT_FAST_JAX_MECHANISM", "").strip().lower()
+    if wanted == "callback":
+        return "callback"
+    if wanted not in ("", "ffi"):
+        warnings.warn(f"XENT_FAST_JAX_MECHANISM={wanted!r} is neither 'ffi' nor 'callback'; "
+                      "using the default", RuntimeWarning, stacklevel=3)
+    try:
+        capsule = jax.ffi.pycapsule(ctypes.cast(_handler, ctypes.c_void_p).value)
+        jax.ffi.register_ffi_target(_TARGET, capsule, platform="cpu")
+    except Exception as exc:  # an older or a changed JAX: the portable path still works
+        warnings.warn(f"xent_fast.jax could not register its XLA FFI handler ({exc}); "
+                      "using jax.pure_callback, which copies every input and output",
+                      RuntimeWarning, stacklevel=3)
+        return "callback"
+    return "ffi"
+
+
+_MECHANISM = _register()
+# Whether a call that writes the gradient writes it over the logits' buffer. XLA then
+# needs no second buffer of the logits' size when the logits die there (as in a
+# training step), and copies them first when they do not (logits passed to jax.jit).
+_ALIAS = True
+
+
+def mechanism() -> str:
+    """How traced calls reach the kernels: ``"ffi"`` or ``"callback"``.
+
+    ``"ffi"`` (the default) is an XLA FFI handler that computes on XLA's own buffers;
+    ``"callback"`` is ``jax.pure_callback``, which copies the inputs and outputs and is
+    used when the handler cannot be registered or when the environment variable
+    ``XENT_FAST_JAX_MECHANISM=callback`` is set before ``xent_fast.jax`` is imported.
+
+    Examples
+    --------
+    >>> import xent_fast.jax as xfj
+    >>> xfj.mechanism() in ("ffi", "callback")
+    True
+    """
+    return _MECHANISM
+
+
+def _call(mode: str, x: Any, y: Any, rows: Any, g: Any = None, after: Any = None) -> Any:
+    """One call of the kernels on canonical arrays (classes last, x of its compute dtype).
+
+    ``mode`` "loss" gives (losses,), "fused" (losses, gradient) and "grad" (gradient,)
+    scaled row by row by the upstream gradient ``g``. ``after``, an array the call
+    ignores, makes it run after the call that computed ``after``: when that call also
+    read ``x``, XLA can then let this one overwrite ``x`` instead of copying it first.
+    """
+    loss_t = jax.ShapeDtypeStruct(x.shape[:-1], x.dtype)
+    grad_t = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    outs = {"loss": (loss_t,), "fused": (loss_t, grad_t), "grad": (grad_t,)}[mode]
+    args = tuple(a for a in (x, y, rows, g, after) if a is not None)
+    if _MECHANISM == "ffi":
+        aliases = {0: len(outs) - 1} if mode != "loss" and _ALIAS else None
+        call = jax.ffi.ffi_call(_TARGET, outs, vmap_method="broadcast_all",
+                                input_output_aliases=aliases)
+        return call(*args)
+    return jax.pure_callback(_callback(mode), outs, *args, vmap_method="broadcast_all")
+
+
+# --- differentiation -------------------------------------------------------------------
+
+@jax.custom_vjp
+def _xent(x: Any, y: Any, rows: Any) -> Any:
+    return _call("loss", x, y, rows)[0]
+
+
+def _xent_fwd(x: Any, y: Any, rows: Any) -> tuple[Any, Any]:
+    # Where the gradient is computed. Through the FFI, in the backward pass: the forward
+    # reads the logits once for the losses and keeps them; the backward reads them once
+    # more and writes the gradient, already scaled by the upstream one, over them. Two
+    # reads and a write of the logits' size, and no buffer beyond the logits'. Computing
+    # the gradient in the forward pass instead (the fused kernel) and scaling it in the
+    # backward adds a read and a write, which cost more than the second read saves.
+    # Through pure_callback, in the forward pass: each callback copies the logits.
+    rows = None if rows is None else rows.value
+    # Soft labels are differentiable too: d loss / d y = -log_softmax(x), which needs
+    # the logits in the backward pass.
+    x_for_dy = x.value if y.perturbed and jnp.issubdtype(y.value.dtype, jnp.floating) else None
+    if x.perturbed and _MECHANISM != "ffi":
+        loss, grad = _call("fused", x.value, y.value, rows)
+        return loss, (grad, None, None, x_for_dy, rows, None)
+    loss = _call("loss", x.value, y.value, rows)[0]
+    if x.perturbed:
+        return loss, (None, x.value, y.value, x_for_dy, rows, loss)
+    return loss, (None, None, None, x_for_dy, rows, None)
+
+
+def _xent_bwd(res: Any, g: Any) -> tuple[Any, Any, None]:
+    grad, x, y, x_for_dy, rows, loss = res
+    if isinstance(g, SymbolicZero):
+        return None, None, None
+    dx = dy = None
+    if grad is not None:
+        dx = g[..., None] * grad
+    elif x is not None:
+        dx = _call("grad", x, y, rows, g.astype(x.dtype), after=loss)[0]
+    if x_for_dy is not None:
+        dy = -g[..., None] * jax.nn.log_softmax(x_for_dy, axis=-1)
+        if rows is not None:   # skipped rows: a constant 0 whatever the labels
+            dy = jnp.where(rows[..., None], dy, 0)
+    return dx, dy, None
+
+
+_xent.defvjp(_xent_fwd, _xent_bwd, symbolic_zeros=True)
+
+
+# --- the optax interface -----------------------------------------------------------------
+
+def _check_logits(logits: Any) -> Any:
+    try:
+        x = jnp.asarray(logits)
+    except TypeError as exc:
+        raise TypeError(f"logits could not be converted to a JAX array: {exc}") from None
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"logits must be a floating array, got dtype {x.dtype}")
+    return x
+
+
+def _compute_dtype(dtype: Any) -> Any:
+    """float64 stays float64; every narrower float is computed in float32."""
+    return jnp.float64 if jnp.dtype(dtype).itemsize == 8 else jnp.float32
+
+
+def _class_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
+    """optax's ``axis`` as non-negative class axes, in the given order."""
+    axes: tuple[Any, ...]
+    if axis is None:
+        axes = tuple(range(ndim))
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(axis)
+    else:
+        axes = (axis,)
+    out = []
+    for a in axes:
+        try:
+            a = operator.index(a)
+        except TypeError:
+            raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}") from None
+        if not -ndim <= a < ndim:
+            raise ValueError(f"axis {a} is out of bounds for logits of dimension {ndim}")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"axis {axis!r} repeats an axis")
+    if not out:
+        raise ValueError("axis must name at least one class axis")
+    return tuple(out)
+
+
+def _classes_last(a: Any, axes: tuple[int, ...]) -> Any:
+    """``a`` with the class axes moved last (in the given order) and flattened to one."""
+    batch = tuple(i for i in range(a.ndim) if i not in axes)
+    order = batch + axes
+    if order != tuple(range(a.ndim)):
+        a = jnp.transpose(a, order)
+    if len(axes) != 1:
+        a = a.reshape(a.shape[:len(batch)] + (-1,))
+    return a
+
+
+def _masks(where: Any, axis: Axis, axes: tuple[int, ...],
+           shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """optax's ``where`` as (row mask of the batch shape or None, class mask or None)."""
+    if where is None:
+        return None, None
+    try:
+        w = jnp.asarray(where)
+    except TypeError as exc:
+        raise TypeError(f"where could not be converted to a JAX array: {exc}") from None
+    ndim = len(shape)
+    if w.ndim != ndim:  # optax: a mask of the batch shape gains the class axes
+        if axis is None or w.ndim + len(axes) != ndim:
+            raise ValueError(f"where of shape {w.shape} is neither of the logits' shape "
+                             f"{shape} nor of the batch shape")
+        w = jnp.expand_dims(w, axes)
+    try:
+        fits = jnp.broadcast_shapes(w.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"where of shape {jnp.shape(where)} does not broadcast to the "
+                         f"logits' shape {shape}")
+    w = w.astype(bool)
+    if all(w.shape[a] == 1 for a in axes):   # the same for every class: it selects examples
+        batch = tuple(shape[i] for i in range(ndim) if i not in axes)
+        return jnp.broadcast_to(_classes_last(w, axes)[..., 0], batch), None
+    w = _classes_last(jnp.broadcast_to(w, shape), axes)
+    return jnp.any(w, axis=-1), w
+
+
+def softmax_cross_entropy(
+    logits: Any,
+    labels: Any,
+    axis: Axis = -1,
+    where: Any = None,
+) -> jax.Array:
+    """Softmax cross-entropy between logits and probability labels, per example.
+
+    ``optax.softmax_cross_entropy`` computed by xent_fast's kernels: the same arguments
+    and the same per-example losses, in one pass over the logits; differentiable (the
+    gradient comes out of the same pass) and usable under ``jax.jit`` and ``jax.vmap``.
+
+    Parameters
+    ----------
+    logits : array_like of floats
+        Unnormalised log-probabilities, classes along ``axis``. bfloat16 and float16 are
+        computed in float32; float64 (with ``jax_enable_x64``) in float64. ``-inf``
+        entries are masked classes.
+    labels : array_like
+        Class probabilities (one-hot or soft), broadcastable with ``logits``. Rows need
+        not sum to 1: the loss is ``-sum(labels * log_softmax(logits))``.
+    axis : int, tuple of ints or None, default -1
+        The class axis or axes (several are flattened into one class axis; None means
+        all axes, one example).
+    where : array_like of bools, optional
+        Elements to include, of the logits' shape, or of the batch shape (one value per
+        example). Excluded classes leave the softmax; an example with nothing included
+        has loss 0 and gradient 0.
+
+    Returns
+    -------
+    jax.Array
+        One loss per example (the logits' shape without the class axes), in nats, of
+        the dtype optax returns (that of ``logits * labels``).
+
+    Notes
+    -----
+    Where a label is 0 its class adds nothing, even when its logit is ``-inf``: optax
+    gives nan there (``0 * -inf``), as ``optax.safe_softmax_cross_entropy`` does not.
+    A tiny loss keeps its digits (optax rounds a loss below about 1e-7 to 0 in float32).
+    The gradient with respect to ``labels`` is ``-log_softmax(logits)``, as in optax;
+    the logits are then kept for the backward pass, which they otherwise are not.
+    Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not supported.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> import xent_fast.jax as xfj
+    >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+    >>> labels = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    >>> print(np.asarray(xfj.softmax_cross_entropy(logits, labels)).round(4))
+    [0.2761 2.9518]
+    >>> grad = jax.grad(lambda x: xfj.softmax_cross_entropy(x, labels).mean())(logits)
+    >>> print(np.asarray(grad).round(4))          # (softmax(logits) - labels) / 2
+    [[-0.1206  0.0513  0.0693]
+     [ 0.2133 -0.4739  0.2606]]
+    """
+    x = _check_logits(logits)
+    try:
+        y = jnp.asarray(labels)
+    except TypeError as exc:
+        raise TypeError(f"labels could not be converted to a JAX array: {exc}") from None
+    if not (jnp.issubdtype(y.dtype, jnp.floating) or jnp.issubdtype(y.dtype, jnp.integer)
+            or y.dtype == jnp.bool_):
+        raise TypeError(f"labels must be real numbers (probabilities), got dtype {y.dtype}")
+    out_dtype = jnp.result_type(x.dtype, y.dtype)
+    try:
+        shape = jnp.broadcast_shapes(x.shape, y.shape)
+    except ValueError:
+        raise ValueError(f"labels of shape {y.shape} do not broadcast with logits of shape "
+                         f"{x.shape}") from None
+    ndim = len(shape)
+    if ndim == 0:
+        raise ValueError("logits must have at least one dimension (the classes)")
+    axes = _class_axes(axis, ndim)
+    if any(shape[a] == 0 for a in axes):
+        raise ValueError(f"logits must have at least one class: the class axes of shape "
+                         f"{shape} have length 0")
+    rows, cls = _masks(where, axis, axes, shape)
+    comp = _compute_dtype(x.dtype)
+    xc = _classes_last(jnp.broadcast_to(x, shape), axes).astype(comp)
+    yc = _classes_last(jnp.broadcast_to(y, shape), axes).astype(comp)
+    if cls is not None:
+        xc = jnp.where(cls, xc, -jnp.inf)
+        yc = jnp.where(cls, yc, 0)
+    return _xent(xc, yc, rows).astype(out_dtype)
+
+
+def softmax_cross_entropy_with_integer_labels(
+    logits: Any,
+    labels: Any,
+    axis: Axis = -1,
+    where: Any = None,
+) -> jax.Array:
+    """Softmax cross-entropy between logits and integer class labels, per example.
+
+    ``optax.softmax_cross_entropy_with_integer_labels`` computed by xent_fast's
+    kernels: the same arguments and per-example losses, in one pass over the logits;
+    differentiable with respect to the logits (the gradient comes out of the same
+    pass) and usable under ``jax.jit`` and ``jax.vmap``.
+
+    Parameters
+    ----------
+    logits : array_like of floats
+        Unnormalised log-probabilities, classes along ``axis``. bfloat16 and float16 are
+        computed in float32; float64 (with ``jax_enable_x64``) in float64. ``-inf``
+        entries are masked classes.
+    labels : array_like of ints
+        The class of each example, in ``[0, C)``, of the logits' shape without the
+        class axes (or broadcastable to it). With several class axes a label is a flat
+        (C-order) index into them.
+    axis : int or tuple of ints, default -1
+        The class axis or axes.
+    where : array_like of bools, optional
+        Elements to include, of the logits' shape, or of the batch shape (one value per
+        example). An example with nothing included has loss 0 and gradient 0, whatever
+        its label.
+
+    Returns
+    -------
+    jax.Array
+        One loss per example, in nats, of the logits' dtype.
+
+    Raises
+    ------
+    ValueError
+        When the computation runs, if a label of a counted example lies outside
+        ``[0, C)``: the message names the first (optax returns nan there, or, for
+        labels in ``[-C, 0)``, the loss of class ``C + label``). Under ``jax.jit``
+        the error is raised where the result is first used.
+
+    Notes
+    -----
+    A label whose class ``where`` excludes gets an infinite loss (its probability is
+    0); optax subtracts that class's logit from the masked log-sum-exp instead.
+    A tiny loss keeps its digits (optax rounds a loss below about 1e-7 to 0 in float32).
+    Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not supported.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> import xent_fast.jax as xfj
+    >>> logits = jnp.array([[1.2, -0.8, -0.5], [0.9, -1.2, 1.1]])
+    >>> labels = jnp.array([0, 1])
+    >>> print(np.asarray(xfj.softmax_cross_entropy_with_integer_labels(logits, labels)).round(4))
+    [0.2761 2.9518]
+    >>> step = jax.jit(jax.value_and_grad(
+    ...     lambda x: xfj.softmax_cross_entropy_with_integer_labels(x, labels).mean()))
+    >>> loss, grad = step(logits)
+    >>> print(np.asarray(grad).round(4))          # (softmax(logits) - onehot(labels)) / 2
+    [[-0.1206  0.0513  0.0693]
+     [ 0.2133 -0.4739  0.2606]]
+    """
+    x = _check_logits(logits)
+    try:
+        t = jnp.asarray(labels)
+    except TypeError as exc:
+        raise TypeError(f"labels could not be converted to a JAX array: {exc}") from None
+    if not jnp.issubdtype(t.dtype, jnp.integer):
+        raise TypeError(f"labels must be integer class indices, got dtype {t.dtype}")
+    if axis is None:
+        raise TypeError("axis must be an int or a tuple of ints for integer labels, got None")
+    if x.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the classes)")
+    axes = _class_axes(axis, x.ndim)
+    if any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"logits must have at least one class: the class axes of shape "
+                         f"{x.shape} have length 0")
+    rows, cls = _masks(where, axis, axes, x.shape)
+    xc = _classes_last(x, axes).astype(_compute_dtype(x.dtype))
+    batch = xc.shape[:-1]
+    try:
+        t = jnp.broadcast_to(t, batch)
+    except ValueError:
+        raise ValueError(f"labels of shape {t.shape} do not match the logits' batch shape "
+                         f"{batch}") from None
+    if t.dtype not in (jnp.int32, jnp.int64):
+        # The kernels take int32 and int64; narrower types fit in int32.
+        t = t.astype(jnp.int64 if t.dtype.itemsize == 8 else jnp.int32)
+    if cls is not None:
+        xc = jnp.where(cls, xc, -jnp.inf)
+    return _xent(xc, t, rows).astype(x.dtype)
