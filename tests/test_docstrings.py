@@ -5,9 +5,9 @@ import doctest
 import pytest
 
 import xent_fast
-from xent_fast import _binary, _config, _cross_entropy, _softmax, info
+from xent_fast import _binary, _config, _cross_entropy, _score, _softmax, info
 
-MODULES = [_softmax, _cross_entropy, _binary, info, _config]
+MODULES = [_softmax, _cross_entropy, _binary, _score, info, _config]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -175,6 +175,22 @@ def _thread_count(n_threads: Any) -> int:
     raise ValueError(f"n_threads must be None, a positive int or -1 (all cores), got {n}")
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_int64(value: Any, name: str) -> int:
+    """An int (or anything with ``__index__``, not a bool) that fits in int64."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got a bool")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise ValueError(f"{name} must fit in int64, got {v}")
+    return v
+
+
 def check_number(value: Any, name: str, low: float | None = None, high: float | None = None,
                  low_open: bool = False) -> float:
     """A finite real in [low, high] (or (low, high] with low_open)."""
