@@ -154,6 +154,11 @@ class ArrayFile:
     def ndim(self) -> int:
         return len(self.shape)
 
+    @property
+    def data_offset(self) -> int | None:
+        """Where the array's data starts in ``path``, or None if it is compressed."""
+        return None if self._stream is not None else self._offset
+
     def rows(self, start: int, stop: int, row_shape: tuple[int, ...]) -> np.ndarray:
         """Rows start..stop-1 of the array seen as ``(-1,) + row_shape`` (read-only)."""
         self._width = int(np.prod(row_shape, dtype=np.int64))
