@@ -165,7 +165,7 @@ def _progress(total: int, quiet: bool) -> Any:
     if quiet or not sys.stderr.isatty():
         return _NoProgress()
     try:
-        from tqdm import tqdm
+        from tqdm import tqdm  # type: ignore[import-untyped]
     except ImportError:
         print("(install tqdm for a progress bar: pip install 'xent_fast[cli]')",
               file=sys.stderr)
@@ -220,9 +220,10 @@ def _score(args: argparse.Namespace) -> int:
         t_shape = () if by_index else (n_classes,)
         if args.per_row:
             writer = NpzWriter(args.per_row, {
-                "loss": (batch, comp), "pred": (batch, np.int64), "target_prob": (batch, comp),
-                "in_top_k": (batch, np.bool_), "entropy": (batch, comp),
-                "confidence": (batch, comp), "counted": (batch, np.bool_)})
+                "loss": (batch, comp), "pred": (batch, np.dtype(np.int64)),
+                "target_prob": (batch, comp), "in_top_k": (batch, np.dtype(np.bool_)),
+                "entropy": (batch, comp), "confidence": (batch, comp),
+                "counted": (batch, np.dtype(np.bool_))})
 
         totals = ScoreTotals(args.k)
         bar = _progress(n_rows, args.quiet)

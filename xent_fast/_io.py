@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -38,7 +38,7 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def _read_header(fp: BinaryIO, what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+def _read_header(fp: IO[bytes], what: str) -> tuple[tuple[int, ...], bool, np.dtype]:
     try:
         version = npy_format.read_magic(fp)
         if version == (1, 0):
@@ -66,7 +66,7 @@ class ArrayFile:
         if os.path.isdir(path):
             raise InputError(f"{role} path is a directory: {path}")
         self._mm: mmap.mmap | None = None
-        self._stream: BinaryIO | None = None
+        self._stream: IO[bytes] | None = None
         self._zip: zipfile.ZipFile | None = None
         self._view: np.ndarray | None = None
         self._pos = 0
@@ -128,9 +128,8 @@ class ArrayFile:
             self._zip = None
             self._map(path)
         else:
-            self._stream = self._zip.open(info)
-            self.shape, self.fortran, self.dtype = _read_header(self._stream,
-                                                                f"{role} {self.name}")
+            stream = self._stream = self._zip.open(info)
+            self.shape, self.fortran, self.dtype = _read_header(stream, f"{role} {self.name}")
             if self.fortran and len(self.shape) > 1:
                 raise InputError(f"{role} {self.name} is compressed and stored in Fortran "
                                  "order, so it cannot be read by rows; save it in C order")

@@ -331,7 +331,7 @@ class Scores:
             if any(a.ndim == 0 for a in pieces) or len({a.shape[1:] for a in pieces}) > 1:
                 pieces = [a.reshape(-1) for a in pieces]
             arrays.append(np.concatenate(pieces))
-        return cls(*arrays, ScoreTotals.merge(p.totals for p in parts))
+        return cls(*arrays, totals=ScoreTotals.merge(p.totals for p in parts))  # type: ignore[misc, arg-type]
 
     def __len__(self) -> int:
         return int(self.loss.size)
@@ -457,7 +457,7 @@ def score(logits: Any, target: Any, *, k: int = 5, ignore_index: int = -100,
     (0.5146, 1.0)
     """
     totals, outputs = _run(logits, target, k, ignore_index, n_threads, True)
-    return Scores(*outputs, totals)  # type: ignore[misc]
+    return Scores(*outputs, totals=totals)  # type: ignore[misc]
 
 
 def score_totals(logits: Any, target: Any, *, k: int = 5, ignore_index: int = -100,
