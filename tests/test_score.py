@@ -411,3 +411,14 @@ def test_bad_targets_and_logits():
         xf.score(np.zeros((2, 0)), np.zeros(2, np.int64))
     with pytest.raises(TypeError, match="target"):
         xf.score(np.zeros((2, 3)), np.array(["a", "b"]))
+
+
+def test_exact_sums_of_losses_of_both_signs(rng):
+    # probability targets outside [0, 1] give negative losses: the sums keep their sign
+    x = rng.standard_normal((2000, 3)) * 5
+    y = rng.standard_normal((2000, 3)) * 3
+    s = xf.score(x, y)
+    assert (s.loss < 0).any() and (s.loss > 0).any()
+    assert s.summary()["loss"] == _exact_mean(s.loss)
+    halves = xf.score(x[:777], y[:777]).totals + xf.score(x[777:], y[777:]).totals
+    assert halves.summary() == s.summary()

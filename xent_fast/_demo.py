@@ -126,7 +126,7 @@ SUMMARY_LABELS = [("loss", "loss (nats)"), ("bits", "loss (bits)"), ("perplexity
 
 
 def run_scoring_demo(rows: int = 20000, classes: int = 1000, k: int = 5, seed: int = 0,
-                     repeat: int = 5, n_threads: int | None = None) -> dict[str, Any]:
+                     repeat: int = 9, n_threads: int | None = None) -> dict[str, Any]:
     """Score a synthetic batch with xent_fast and with plain NumPy, print both summaries
     and the throughputs; return the numbers."""
     logits, target = synthetic_batch(rows, classes, seed)
