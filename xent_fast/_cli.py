@@ -55,7 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="rows per chunk (default: about 32 MiB of logits)")
     s.add_argument("--threads", type=int, metavar="N",
                    help="OpenMP threads (default: OMP_NUM_THREADS or all cores; -1: all cores)")
-    s.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    s.add_argument("--json", action="store_true",
+                   help="print the summary as JSON on stdout (a NaN or infinite value is "
+                        "written NaN or Infinity, as Python's json module does)")
     s.add_argument("--per-row", metavar="OUT.npz",
                    help="save the per-row arrays (" + ", ".join(PER_ROW) + ")")
     s.add_argument("--plot", metavar="RELIABILITY.png",
