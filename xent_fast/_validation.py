@@ -60,7 +60,8 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
     if dt.itemsize > 8:
         raise TypeError(f"{name} has dtype {dt}; only float16, float32 and float64 are supported")
     if not (dt.isnative and arr.flags.c_contiguous and arr.flags.aligned):
-        return np.asarray(arr, dtype=dt.newbyteorder("="), order="C")
+        # numpy.asarray would return an unaligned array as it is: require the alignment.
+        return np.require(arr, dt.newbyteorder("="), ("C", "A"))
     return arr
 
 
@@ -82,7 +83,7 @@ def as_float_like(x: Any, name: str, dtype: np.dtype, shape: tuple[int, ...]) ->
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     if arr.dtype is not dtype or not arr.flags.c_contiguous or not arr.flags.aligned:
-        arr = np.asarray(arr, dtype=dtype, order="C")
+        arr = np.require(arr, dtype, ("C", "A"))
     return arr
 
 
@@ -104,7 +105,7 @@ def as_class_indices(t: np.ndarray, name: str, batch_shape: tuple[int, ...]) -> 
             raise ValueError(
                 f"{name}{_position(pos)} = {t[pos]} is not a valid class index"
             )
-    return np.asarray(t, dtype=_INT64 if dt.itemsize >= 4 else _INT32, order="C")
+    return np.require(t, _INT64 if dt.itemsize >= 4 else _INT32, ("C", "A"))
 
 
 def check_out(out: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
@@ -225,7 +226,7 @@ def upstream_gradient(grad_output: Any, reduction: str, loss_shape: tuple[int, .
     if g.ndim == 0:
         return float(g), None
     if reduction == "none" and g.shape == loss_shape:
-        return 1.0, np.asarray(g, dtype=dt, order="C")
+        return 1.0, np.require(g, dt, ("C", "A"))
     expected = f"a scalar or an array of shape {loss_shape}" if reduction == "none" else "a scalar"
     raise ValueError(
         f"grad_output must be {expected} for reduction={reduction!r}, got shape {g.shape}"
