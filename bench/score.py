@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import PEERS, LoadMonitor, fmt_time, machine_info, time_calls  # noqa: E402
 
 import xent_fast as xf  # noqa: E402
-from xent_fast._demo import numpy_summary, synthetic_batch  # noqa: E402
+from xent_fast._demo import numpy_summary, summarize, synthetic_batch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -43,23 +43,11 @@ SHAPES = {"1k": ((65536, 1000), (8192, 1000)), "32k": ((2048, 32000), (256, 8000
 def scipy_summary(x: np.ndarray, t: np.ndarray, k: int = K) -> dict:
     """The same summary with scipy.special (log_softmax, entr)."""
     from scipy.special import entr, log_softmax
-    n, c = x.shape
-    rows = np.arange(n)
     lsm = log_softmax(x, axis=1)
     p = np.exp(lsm)
-    loss = -lsm[rows, t]
+    loss = -lsm[np.arange(len(x)), t]
     pred = p.argmax(axis=1)
-    conf = p[rows, pred]
-    entropy = entr(p).sum(axis=1)
-    top = np.argpartition(x, c - k, axis=1)[:, c - k:]
-    hit = (top == t[:, None]).any(axis=1)
-    correct = pred == t
-    bins = np.clip(np.ceil(conf.astype(np.float64) * 15).astype(np.int64) - 1, 0, 14)
-    gap = (np.bincount(bins, weights=correct, minlength=15)
-           - np.bincount(bins, weights=conf, minlength=15))
-    return {"loss": float(loss.mean(dtype=np.float64)), "accuracy": float(correct.mean()),
-            "top_k_accuracy": float(hit.mean()), "mean_entropy": float(entropy.mean()),
-            "ece": float(np.abs(gap).sum() / n)}
+    return summarize(x, t, loss, pred, p[np.arange(len(x)), pred], entr(p).sum(axis=1), k)
 
 
 def torch_summary_fn(torch, x: np.ndarray, t: np.ndarray, k: int = K):

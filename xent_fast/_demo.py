@@ -84,17 +84,23 @@ def numpy_summary(logits: np.ndarray, target: np.ndarray, k: int = 5) -> dict[st
     """The summary of :func:`xent_fast.score` written in plain NumPy, as a user would:
     the baseline of the demo and of the benchmarks. Rows of (N, C) logits, class
     indices, no ignored rows."""
-    n, c = logits.shape
-    rows = np.arange(n)
+    rows = np.arange(len(logits))
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     s = e.sum(axis=1)
     log_s = np.log(s)
     loss = log_s - z[rows, target]
-    target_prob = e[rows, target] / s
+    target_prob = e[rows, target] / s  # noqa: F841 (computed like for like, not summarized)
     confidence = 1.0 / s                               # the max has z = 0, e = 1
     entropy = log_s - (e * z).sum(axis=1) / s
-    pred = logits.argmax(axis=1)
+    return summarize(logits, target, loss, logits.argmax(axis=1), confidence, entropy, k)
+
+
+def summarize(logits: np.ndarray, target: np.ndarray, loss: np.ndarray, pred: np.ndarray,
+              confidence: np.ndarray, entropy: np.ndarray, k: int) -> dict[str, Any]:
+    """The summary from per-row arrays, in plain NumPy (top-k by argpartition, the ECE's
+    15 bins by bincount): the reductions the NumPy and SciPy baselines share."""
+    n, c = logits.shape
     kk = min(k, c)
     top = np.argpartition(logits, c - kk, axis=1)[:, c - kk:]
     in_top_k = (top == target[:, None]).any(axis=1)
@@ -103,7 +109,6 @@ def numpy_summary(logits: np.ndarray, target: np.ndarray, k: int = 5) -> dict[st
     gap = (np.bincount(bins, weights=correct, minlength=15)
            - np.bincount(bins, weights=confidence, minlength=15))
     mean_loss = float(loss.mean(dtype=np.float64))
-    del target_prob  # computed for a like-for-like comparison, not part of the summary
     return {"rows": n, "loss": mean_loss, "bits": mean_loss / LN2,
             "perplexity": math.exp(mean_loss), "accuracy": float(correct.mean()),
             "top_k_accuracy": float(in_top_k.mean()), "k": k,
