@@ -331,6 +331,8 @@ def test_top_k_ties_count_in_the_targets_favour():
     assert s.summary()["top_k_accuracy"] == 1.0
     # k beyond the class count: every target is in
     assert xf.score(x, t, k=10).in_top_k.all()
+    huge = xf.score(x, t, k=2**70)
+    assert huge.in_top_k.all() and huge.summary()["k"] == 2**70
 
 
 @pytest.mark.parametrize("n", [2, 3, 5, 15, 30])

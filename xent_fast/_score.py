@@ -375,17 +375,18 @@ def _run(logits: Any, target: Any, k: Any, ignore_index: Any, n_threads: Any,
         flat = tuple(a.reshape(-1) if a.dtype != np.bool_ else a.reshape(-1).view(np.uint8)
                      for a in outputs)
     words = np.empty(_K.TOTALS_WORDS, np.int64)
+    k_rows = min(kk, n)         # fewer than n logits are above any one: same test, no overflow
     if by_index:
         t1 = t.reshape(-1)
         first_bad = _INDEX_KERNEL[x.dtype.num][t1.dtype.num](
-            x2, t1, kk, ignore, *flat, words, nt)
+            x2, t1, k_rows, ignore, *flat, words, nt)
         if first_bad >= 0:
             raise ValueError(
                 f"target{position_of(first_bad, batch_shape)} = {t1[first_bad]} is not a valid "
                 f"class index: it must be in [0, {n}) or equal ignore_index ({ignore})"
             )
     else:
-        _PROBS_KERNEL[x.dtype.num](x2, t.reshape(-1, n), kk, *flat, words, nt)
+        _PROBS_KERNEL[x.dtype.num](x2, t.reshape(-1, n), k_rows, *flat, words, nt)
     return ScoreTotals._from_kernel(words, kk), outputs
 
 
