@@ -37,7 +37,7 @@ from setuptools import Extension, setup
 BASELINE_MODULES = ["_runtime", "_info_kernels"]
 # The hot kernels are also compiled for wider instruction sets, from the same source,
 # as xent_fast/_<name>_kernels_<level>; xent_fast/_simd.py picks one at import.
-SIMD_MODULES = ["_softmax_kernels", "_cross_entropy_kernels", "_binary_kernels"]
+SIMD_MODULES = ["_softmax_kernels", "_cross_entropy_kernels", "_binary_kernels", "_score_kernels"]
 SIMD_LEVELS = {
     "gcc": {
         "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2"],

@@ -22,3 +22,13 @@ def rng():
 @pytest.fixture(params=[np.float16, np.float32, np.float64], ids=["f16", "f32", "f64"])
 def dtype(request):
     return np.dtype(request.param)
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests marked slow run only with XENT_FAST_SLOW=1 (or -m slow).
+    if os.environ.get("XENT_FAST_SLOW") == "1" or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: set XENT_FAST_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -269,3 +269,89 @@ def mp_softmax(row, dps=60):
     with mpmath.workdps(dps):
         lse = mp_logsumexp(row, dps)
         return np.array([float(mpmath.exp(mpmath.mpf(float(v)) - lse)) for v in row])
+
+
+# --------------------------------------------------------------------------
+# batch scoring
+# --------------------------------------------------------------------------
+
+ECE_EDGES = np.arange(16) / 15  # 15 equal-width bins (lo, hi]
+
+
+def score(logits, target, k=5, ignore_index=-100):
+    """Per-row scores (float64) as a dict of arrays of logits.shape[:-1].
+
+    Class-index targets (ignored rows: loss and target_prob nan, in_top_k False,
+    counted False) or probability targets of logits' shape (target class = argmax).
+    Rows without a softmax (NaN, +inf or only -inf) get nan loss, target_prob,
+    entropy and confidence; pred is numpy.argmax; the top-k test counts the entries
+    ranked above the target's (NaN above every number): fewer than k means a hit.
+    """
+    x2, batch = _rows(logits)
+    R, C = x2.shape
+    _, lsm, p, bad = _softmax_parts(x2)
+    target = np.asarray(target)
+    rows = np.arange(R)
+    if np.issubdtype(target.dtype, np.integer):
+        t = target.reshape(-1).astype(np.int64)
+        counted = t != ignore_index
+        if np.any(counted & ((t < 0) | (t >= C))):
+            raise ValueError("reference: target out of range")
+        tc = np.where(counted, t, 0)
+        loss = np.where(counted, -lsm[rows, tc], np.nan)
+    else:
+        y = np.asarray(target, dtype=np.float64).reshape(R, C)
+        tc = np.argmax(y, axis=1)
+        counted = np.ones(R, bool)
+        loss = -_xlogy_coef(y, lsm).sum(axis=1)
+        loss = np.where(bad, np.nan, loss)
+    xt = x2[rows, tc]
+    with np.errstate(invalid="ignore"):
+        above = (x2 > xt[:, None]) | (np.isnan(x2) & ~np.isnan(xt)[:, None])
+    in_top_k = counted & (above.sum(axis=1) < k)
+    target_prob = np.where(counted, p[rows, tc], np.nan)
+    entropy_ = -_xlogy_coef(p, lsm).sum(axis=1)
+    confidence = p.max(axis=1)
+    out = dict(loss=loss, pred=np.argmax(x2, axis=1), target_prob=target_prob,
+               in_top_k=in_top_k, entropy=np.where(bad, np.nan, entropy_),
+               confidence=np.where(bad, np.nan, confidence), counted=counted,
+               target=tc)
+    return {key: v.reshape(batch) for key, v in out.items()}
+
+
+def ece(confidence, correct, bins=ECE_EDGES):
+    """Expected calibration error: sum over bins (lo, hi] of the share of rows times
+    |accuracy - mean confidence| (confidence <= 0 falls in the first bin)."""
+    confidence = np.asarray(confidence, np.float64).reshape(-1)
+    correct = np.asarray(correct, np.float64).reshape(-1)
+    n = len(confidence)
+    if n == 0:
+        return 0.0
+    if np.isnan(confidence).any():
+        return float("nan")
+    total = 0.0
+    for b, (lo, hi) in enumerate(zip(bins[:-1], bins[1:])):
+        in_bin = (confidence > lo) & (confidence <= hi)
+        if b == 0:
+            in_bin |= confidence <= lo
+        if in_bin.any():
+            total += in_bin.sum() / n * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(total)
+
+
+def score_summary(scores, k=5):
+    """The summary dict of per-row scores (from `score`), in float64."""
+    c = scores["counted"].reshape(-1)
+    n = int(c.sum())
+    if n == 0:
+        return dict(rows=0, loss=0.0, bits=0.0, perplexity=1.0, accuracy=0.0,
+                    top_k_accuracy=0.0, k=k, mean_entropy=0.0, ece=0.0)
+    loss = float(scores["loss"].reshape(-1)[c].mean())
+    correct = (scores["pred"] == scores["target"]).reshape(-1)[c]
+    with np.errstate(over="ignore"):
+        perplexity = float(np.exp(loss))
+    return dict(rows=n, loss=loss, bits=loss / math.log(2), perplexity=perplexity,
+                accuracy=float(correct.mean()),
+                top_k_accuracy=float(scores["in_top_k"].reshape(-1)[c].mean()), k=k,
+                mean_entropy=float(scores["entropy"].reshape(-1)[c].mean()),
+                ece=ece(scores["confidence"].reshape(-1)[c], correct))

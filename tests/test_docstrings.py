@@ -5,13 +5,16 @@ import doctest
 import pytest
 
 import xent_fast
-from xent_fast import _binary, _config, _cross_entropy, _softmax, info
+import xent_fast.dask
+from xent_fast import _binary, _config, _cross_entropy, _score, _softmax, info
 
-MODULES = [_softmax, _cross_entropy, _binary, info, _config]
+MODULES = [_softmax, _cross_entropy, _binary, _score, info, _config, xent_fast.dask]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
 def test_docstring_examples_run(module):
+    if module is xent_fast.dask:
+        pytest.importorskip("dask.array")
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
     assert result.attempted > 0, f"{module.__name__} has no examples"
     assert result.failed == 0

@@ -33,6 +33,9 @@ def _every_function(n_threads):
     xf.info.entropy(y)
     xf.info.kl_divergence(y, y)
     xf.info.surprisal(y)
+    xf.score(x.astype(np.float64), y, n_threads=n_threads)
+    summary = xf.score(x, t, n_threads=n_threads).summary()
+    assert summary["loss"] == float(xf.score(x, t, n_threads=1).summary()["loss"])
     return float(xf.cross_entropy(x, t, n_threads=n_threads))
 
 

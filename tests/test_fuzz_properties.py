@@ -120,3 +120,34 @@ def test_other_functions_raise_only_type_or_value_errors(case, which):
         calls[which]()
     except (TypeError, ValueError):
         pass
+
+
+@SETTINGS
+@given(inputs(), st.sampled_from([1, 1, 2, 5, 0]))
+def test_score_raises_only_type_or_value_errors_and_matches_reference(case, k):
+    x, t, options = case
+    try:
+        s = xf.score(x, t, k=k, n_threads=options["n_threads"])
+    except (TypeError, ValueError) as exc:
+        event(f"rejected: {type(exc).__name__}")
+        return
+    event("accepted and checked against the reference")
+    assert x.dtype in (np.float16, np.float32, np.float64) and k >= 1
+    dt = np.float32 if x.dtype == np.float16 else x.dtype
+    x64 = np.asarray(x, dtype=dt).astype(np.float64)      # the values the kernel saw
+    want = ref.score(x64, t, k=k)
+    for key in ("loss", "target_prob", "entropy", "confidence"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            assert_close(getattr(s, key), want[key].astype(dt), dt, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(s.pred, want["pred"])
+    np.testing.assert_array_equal(s.in_top_k, want["in_top_k"])
+    np.testing.assert_array_equal(s.counted, want["counted"])
+    # the summary of any two halves is the summary of the whole, exactly
+    rows = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
+    if x.ndim > 1 and rows > 1:
+        x2, t2 = np.asarray(x).reshape(-1, x.shape[-1]), np.asarray(t).reshape(
+            (-1,) + t.shape[x.ndim - 1:])
+        half = rows // 2
+        parts = xf.score(x2[:half], t2[:half], k=k).totals + xf.score(x2[half:], t2[half:],
+                                                                       k=k).totals
+        assert parts == s.totals

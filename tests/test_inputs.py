@@ -506,3 +506,42 @@ def test_show_config_prints_the_config(capsys):
     assert str(cfg["simd"]) in out
     assert str(cfg["max_threads"]) in out
 
+
+
+def _unaligned(a):
+    """A copy of `a` whose data starts one byte past an aligned address."""
+    a = np.ascontiguousarray(a)
+    buf = bytearray(a.nbytes + 1)
+    out = np.frombuffer(buf, dtype=a.dtype, offset=1, count=a.size).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned or a.dtype.itemsize == 1
+    return out
+
+
+def test_unaligned_inputs_give_the_aligned_results():
+    # Arrays deserialized from a byte stream (an .npz member, a pickle frame of
+    # dask.distributed) can be unaligned: they must be copied, not read as they are
+    # (a misaligned load is undefined behaviour in the kernels' C).
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 7)).astype(np.float32)
+    t = rng.integers(0, 7, 40)
+    y = xf.softmax(x)
+    w = rng.uniform(0.5, 2, 7).astype(np.float32)
+    g = rng.standard_normal(40).astype(np.float32)
+    ux, ut, uy, uw, ug = map(_unaligned, (x, t, y, w, g))
+    from xent_fast import _validation as v
+    assert v.as_float_array(ux, "x").flags.aligned
+    assert v.as_class_indices(ut, "t", (40,)).flags.aligned
+    assert v.as_float_like(uw, "w", np.dtype(np.float32), (7,)).flags.aligned
+    assert v.upstream_gradient(ug, "none", (40,), np.dtype(np.float32))[1].flags.aligned
+    assert xf.score(ux, ut).totals == xf.score(x, t).totals
+    assert xf.score(ux, uy).totals == xf.score(x, y).totals
+    for got, want in zip(
+            xf.cross_entropy_and_grad(ux, ut, weight=uw, reduction="none", grad_output=ug),
+            xf.cross_entropy_and_grad(x, t, weight=w, reduction="none", grad_output=g)):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(xf.softmax(ux), xf.softmax(x))
+    np.testing.assert_array_equal(
+        xf.binary_cross_entropy_with_logits(ux, uy, pos_weight=uw, reduction="none"),
+        xf.binary_cross_entropy_with_logits(x, y, pos_weight=w, reduction="none"))
+    np.testing.assert_array_equal(xf.info.entropy(uy), xf.info.entropy(y))

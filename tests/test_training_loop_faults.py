@@ -29,6 +29,7 @@ def _calls(rng_seed):
         lambda: xf.cross_entropy_and_grad(x, t, reduction="none", n_threads=2),
         lambda: xf.binary_cross_entropy_with_logits_and_grad(x, y),
         lambda: xf.sigmoid_focal_loss_and_grad(x, y),
+        lambda: tuple(xf.score(x, t, k=3, n_threads=2).per_row().values()),
     ]
 
 
@@ -64,7 +65,8 @@ def _count_while(flag):
     return count
 
 
-def test_kernels_release_the_gil():
+@pytest.mark.parametrize("kernel, calls", [("cross_entropy_and_grad", 3), ("score", 8)])
+def test_kernels_release_the_gil(kernel, calls):
     # While one thread is inside long kernel calls, the main thread keeps running Python
     # code at its own speed (measured ratio ~1.0 on an idle 2-core machine, ~0.55 with
     # other processes busy on both cores). A call holding the GIL would let it count
@@ -73,12 +75,13 @@ def test_kernels_release_the_gil():
     t = np.zeros(3000, dtype=np.int64)
     inside, done = threading.Event(), threading.Event()
     span = {}
+    call = getattr(xf, kernel)
 
     def long_call():
         inside.set()
         t0 = time.perf_counter()
-        for _ in range(3):
-            xf.cross_entropy_and_grad(x, t, n_threads=1)
+        for _ in range(calls):          # long enough that a scheduler hiccup is small
+            call(x, t, n_threads=1)
         span["call"] = time.perf_counter() - t0
         done.set()
 
@@ -117,7 +120,9 @@ def test_thousands_of_calls_do_not_grow_memory():
         xf.cross_entropy(x, t, reduction="none", z_loss=1e-3, softcap=10.0)
         xf.softmax(x)
         xf.binary_cross_entropy_with_logits_and_grad(x, (x > 0).astype(np.float32))
+        xf.score(x, t).summary()
         for bad in (lambda: xf.cross_entropy(x, bad_t),
+                    lambda: xf.score(x, bad_t),
                     lambda: xf.cross_entropy_and_grad(x, bad_t),
                     lambda: xf.cross_entropy(x.astype(np.int32), t),
                     lambda: xf.softmax(x, out=g[:, :10]),

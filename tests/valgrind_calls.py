@@ -3,7 +3,7 @@
 Used by tests/valgrind.sh; also runnable on its own. Covers both target kinds and every
 option of the cross-entropy, in-place gradients, short rows (the tiled path), long rows
 (the blocked path), masked and NaN rows, the binary family, the information measures,
-and calls that raise.
+scoring, and calls that raise.
 """
 
 import numpy as np
@@ -35,10 +35,13 @@ def main() -> None:
             xf.binary_cross_entropy_and_grad(y, (y > 0.2).astype(dtype))
             xf.sigmoid_focal_loss_and_grad(x, (x > 0).astype(dtype), reduction="mean")
             xf.info.entropy(y), xf.info.kl_divergence(y, y), xf.info.surprisal(y)
+            xf.score(x, t, k=2).summary(), xf.score(x, y, k=7).summary()
+            xf.score(x, t, n_threads=2)
             bad = t.copy()
             bad[-1] = n_cls
             for call in (lambda: xf.cross_entropy_and_grad(x, bad),
                          lambda: xf.cross_entropy(x, bad, reduction="none"),
+                         lambda: xf.score(x, bad),
                          lambda: xf.binary_cross_entropy(y + 2, y)):
                 try:
                     call()

@@ -1,5 +1,6 @@
 """xent_fast: softmax, cross-entropy losses and their gradients over NumPy arrays,
-computed by compiled OpenMP kernels in one pass over each row.
+computed by compiled OpenMP kernels in one pass over each row, and batch scoring
+(``score``: loss, accuracy, top-k, entropy and calibration of a classifier's logits).
 
 Classes lie on the last axis; float32 and float64 are computed natively. See
 ``xent_fast.info`` for the information measures (surprisal, entropy, cross-entropy
@@ -17,6 +18,7 @@ from ._binary import (
 )
 from ._config import __version__, config, show_config
 from ._cross_entropy import cross_entropy, cross_entropy_and_grad
+from ._score import Scores, ScoreTotals, score
 from ._softmax import log_softmax, logsumexp, softmax
 
 __all__ = [
@@ -34,5 +36,8 @@ __all__ = [
     "binary_cross_entropy_with_logits_and_grad",
     "sigmoid_focal_loss",
     "sigmoid_focal_loss_and_grad",
+    "score",
+    "Scores",
+    "ScoreTotals",
     "info",
 ]

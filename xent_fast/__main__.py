@@ -1,14 +1,9 @@
-"""``python -m xent_fast``: the build configuration, then the seeds' worked examples."""
+"""``python -m xent_fast`` (and the ``xent-fast`` command): ``score``, ``demo`` (the
+default) and ``config``; ``--help`` tells more."""
 
-from ._config import show_config
-from ._demo import print_seed_examples
+import sys
 
-
-def main() -> None:
-    show_config()
-    print()
-    print_seed_examples()
-
+from ._cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

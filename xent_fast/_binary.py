@@ -45,7 +45,7 @@ def _broadcast_weight(w: Any, name: str, shape: tuple[int, ...], dt: np.dtype,
         raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")
     # C order first: the broadcast view then steps 0 or 1 entry along the last axis,
     # which the vectorised kernel takes, whatever the caller's layout.
-    arr = np.asarray(arr, dtype=dt, order="C")
+    arr = np.require(arr, dt, ("C", "A"))      # aligned too: numpy.asarray keeps an unaligned array
     try:
         view = np.broadcast_to(arr, shape)
     except ValueError:

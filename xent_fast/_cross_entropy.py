@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any
 
 import numpy as np
@@ -19,6 +18,7 @@ from ._validation import (
     as_class_indices,
     as_float_like,
     as_float_rows,
+    check_int64,
     check_number,
     check_out,
     check_reduction,
@@ -209,12 +209,7 @@ def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smooth
     if by_index:
         ignore = ignore_index
         if type(ignore) is not int or not _INT64_MIN <= ignore <= _INT64_MAX:
-            try:
-                ignore = operator.index(ignore_index)
-            except TypeError:
-                raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}") from None
-            if not _INT64_MIN <= ignore <= _INT64_MAX:
-                raise ValueError(f"ignore_index must fit in int64, got {ignore}")
+            ignore = check_int64(ignore_index, "ignore_index")
 
     # Optional arrays the kernels do not need are passed as None.
     grad = grad2 = g_rows = None

@@ -1,17 +1,21 @@
-"""The worked examples of the two documents xent_fast grew from, computed by the package.
-
-``python -m xent_fast`` prints them after the build configuration.
+"""``xent-fast demo``: the worked examples of the two documents xent_fast grew from,
+computed by the package, then a synthetic batch scored and timed against plain NumPy.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
+import time
+from typing import Any
 
 import numpy as np
 
 from . import info
 from ._binary import binary_cross_entropy, binary_cross_entropy_with_logits
+from ._config import config
 from ._cross_entropy import cross_entropy, cross_entropy_and_grad
+from ._score import score
 from ._softmax import softmax
 
 LN2 = math.log(2.0)
@@ -60,3 +64,108 @@ def print_seed_examples() -> None:
     print("  gradient of cross-entropy(a, b) = softmax(a) - b, a = [1, 2, 3], b = [0, 0, 1]:")
     print(f"    xent_fast: {np.array2string(grad, precision=4)}"
           f"   softmax(a) - b: {np.array2string(softmax(a) - b, precision=4)}")
+
+
+# --- the scoring demo -------------------------------------------------------------------
+
+def synthetic_batch(rows: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 logits of a plausible classifier and its true classes: noise, plus
+    evidence for the true class that varies from row to row (some rows are easy, some
+    are wrong), so every metric of the summary has something to say."""
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, classes, rows)
+    logits = rng.standard_normal((rows, classes), dtype=np.float32)
+    logits *= 1.5
+    logits[np.arange(rows), target] += rng.gamma(4.0, 1.5, rows).astype(np.float32)
+    return logits, target
+
+
+def numpy_summary(logits: np.ndarray, target: np.ndarray, k: int = 5) -> dict[str, Any]:
+    """The summary of :func:`xent_fast.score` written in plain NumPy, as a user would:
+    the baseline of the demo and of the benchmarks. Rows of (N, C) logits, class
+    indices, no ignored rows."""
+    rows = np.arange(len(logits))
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    s = e.sum(axis=1)
+    log_s = np.log(s)
+    loss = log_s - z[rows, target]
+    target_prob = e[rows, target] / s  # noqa: F841 (computed like for like, not summarized)
+    confidence = 1.0 / s                               # the max has z = 0, e = 1
+    entropy = log_s - (e * z).sum(axis=1) / s
+    return summarize(logits, target, loss, logits.argmax(axis=1), confidence, entropy, k)
+
+
+def summarize(logits: np.ndarray, target: np.ndarray, loss: np.ndarray, pred: np.ndarray,
+              confidence: np.ndarray, entropy: np.ndarray, k: int) -> dict[str, Any]:
+    """The summary from per-row arrays, in plain NumPy (top-k by argpartition, the ECE's
+    15 bins by bincount): the reductions the NumPy and SciPy baselines share."""
+    n, c = logits.shape
+    kk = min(k, c)
+    top = np.argpartition(logits, c - kk, axis=1)[:, c - kk:]
+    in_top_k = (top == target[:, None]).any(axis=1)
+    correct = pred == target
+    bins = np.clip(np.ceil(confidence.astype(np.float64) * 15).astype(np.int64) - 1, 0, 14)
+    gap = (np.bincount(bins, weights=correct, minlength=15)
+           - np.bincount(bins, weights=confidence, minlength=15))
+    mean_loss = float(loss.mean(dtype=np.float64))
+    return {"rows": n, "loss": mean_loss, "bits": mean_loss / LN2,
+            "perplexity": math.exp(mean_loss), "accuracy": float(correct.mean()),
+            "top_k_accuracy": float(in_top_k.mean()), "k": k,
+            "mean_entropy": float(entropy.mean(dtype=np.float64)),
+            "ece": float(np.abs(gap).sum() / n)}
+
+
+def _median_time(fn: Any, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+SUMMARY_LABELS = [("loss", "loss (nats)"), ("bits", "loss (bits)"), ("perplexity", "perplexity"),
+                  ("accuracy", "accuracy"), ("top_k_accuracy", "top-{k} accuracy"),
+                  ("mean_entropy", "mean entropy (nats)"), ("ece", "ECE (15 bins)")]
+
+
+def run_scoring_demo(rows: int = 20000, classes: int = 1000, k: int = 5, seed: int = 0,
+                     repeat: int = 9, n_threads: int | None = None) -> dict[str, Any]:
+    """Score a synthetic batch with xent_fast and with plain NumPy, print both summaries
+    and the throughputs; return the numbers."""
+    logits, target = synthetic_batch(rows, classes, seed)
+    mb = logits.nbytes / 1e6
+    print(f"Scoring a synthetic batch: {rows:,} rows x {classes:,} classes, float32 "
+          f"({mb:,.0f} MB), k = {k}")
+    ours = score(logits, target, k=k, n_threads=n_threads).summary()
+    theirs = numpy_summary(logits, target, k)
+    t_ours = _median_time(lambda: score(logits, target, k=k, n_threads=n_threads), repeat)
+    t_np = _median_time(lambda: numpy_summary(logits, target, k), max(1, min(repeat, 3)))
+    print(f"  {'':<22}{'xent_fast':>14}{'NumPy':>14}")
+    for key, label in SUMMARY_LABELS:
+        print(f"  {label.format(k=k):<22}{ours[key]:>14.6f}{theirs[key]:>14.6f}")
+    for label, f in (("time", lambda t: _fmt_seconds(t)),
+                     ("rows/s", lambda t: f"{rows / t:,.0f}"),
+                     ("GB/s", lambda t: f"{logits.nbytes / t / 1e9:.2f}")):
+        print(f"  {label:<22}{f(t_ours):>14}{f(t_np):>14}")
+    print(f"  xent_fast is {t_np / t_ours:.1f}x faster than NumPy on this batch "
+          f"(median of {repeat} calls; NumPy of {max(1, min(repeat, 3))}).")
+    return {"xent_fast": ours, "numpy": theirs, "seconds": {"xent_fast": t_ours, "numpy": t_np}}
+
+
+def _fmt_seconds(t: float) -> str:
+    return f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
+
+
+def run_demo(rows: int = 20000, classes: int = 1000, k: int = 5, seed: int = 0,
+             n_threads: int | None = None) -> None:
+    """``xent-fast demo``: the build in one line, the seeds' worked examples, then the
+    scoring of a synthetic batch against NumPy."""
+    cfg = config()
+    omp = f"OpenMP, {cfg['max_threads']} threads" if cfg["openmp"] else "no OpenMP"
+    print(f"xent_fast {cfg['version']} ({cfg['simd']} kernels, {omp})")
+    print()
+    print_seed_examples()
+    print()
+    run_scoring_demo(rows, classes, k, seed, n_threads=n_threads)

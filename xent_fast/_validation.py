@@ -60,7 +60,8 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
     if dt.itemsize > 8:
         raise TypeError(f"{name} has dtype {dt}; only float16, float32 and float64 are supported")
     if not (dt.isnative and arr.flags.c_contiguous and arr.flags.aligned):
-        return np.asarray(arr, dtype=dt.newbyteorder("="), order="C")
+        # numpy.asarray would return an unaligned array as it is: require the alignment.
+        return np.require(arr, dt.newbyteorder("="), ("C", "A"))
     return arr
 
 
@@ -82,7 +83,7 @@ def as_float_like(x: Any, name: str, dtype: np.dtype, shape: tuple[int, ...]) ->
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
     if arr.dtype is not dtype or not arr.flags.c_contiguous or not arr.flags.aligned:
-        arr = np.asarray(arr, dtype=dtype, order="C")
+        arr = np.require(arr, dtype, ("C", "A"))
     return arr
 
 
@@ -104,7 +105,7 @@ def as_class_indices(t: np.ndarray, name: str, batch_shape: tuple[int, ...]) -> 
             raise ValueError(
                 f"{name}{_position(pos)} = {t[pos]} is not a valid class index"
             )
-    return np.asarray(t, dtype=_INT64 if dt.itemsize >= 4 else _INT32, order="C")
+    return np.require(t, _INT64 if dt.itemsize >= 4 else _INT32, ("C", "A"))
 
 
 def check_out(out: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
@@ -175,6 +176,22 @@ def _thread_count(n_threads: Any) -> int:
     raise ValueError(f"n_threads must be None, a positive int or -1 (all cores), got {n}")
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def check_int64(value: Any, name: str) -> int:
+    """An int (or anything with ``__index__``, not a bool) that fits in int64."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, got a bool")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise ValueError(f"{name} must fit in int64, got {v}")
+    return v
+
+
 def check_number(value: Any, name: str, low: float | None = None, high: float | None = None,
                  low_open: bool = False) -> float:
     """A finite real in [low, high] (or (low, high] with low_open)."""
@@ -209,7 +226,7 @@ def upstream_gradient(grad_output: Any, reduction: str, loss_shape: tuple[int, .
     if g.ndim == 0:
         return float(g), None
     if reduction == "none" and g.shape == loss_shape:
-        return 1.0, np.asarray(g, dtype=dt, order="C")
+        return 1.0, np.require(g, dt, ("C", "A"))
     expected = f"a scalar or an array of shape {loss_shape}" if reduction == "none" else "a scalar"
     raise ValueError(
         f"grad_output must be {expected} for reduction={reduction!r}, got shape {g.shape}"

@@ -47,7 +47,7 @@ def _probabilities(p: Any, name: str, dtype: np.dtype | None = None) -> np.ndarr
         # float32 stays float32 and float16 is computed in float32, as everywhere else.
         small = arr.dtype.kind == "f" and arr.dtype.itemsize <= 4
         dtype = np.dtype(np.float32) if small else np.dtype(np.float64)
-    return np.asarray(arr, dtype=dtype, order="C")
+    return np.require(arr, dtype, ("C", "A"))   # aligned too: numpy.asarray keeps an unaligned array
 
 
 def _scale(base: Any) -> float:

@@ -1,0 +1,343 @@
+"""The ``xent-fast`` command (also ``python -m xent_fast``): ``score``, ``demo``, ``config``.
+
+``xent-fast score LOGITS.npy TARGETS.npy`` streams the files in row chunks (see
+``_io``), so the resident memory is that of one chunk whatever the files' size; the
+totals of the chunks add up exactly, so the summary is the one a single call on the
+whole arrays would give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._io import ArrayFile, InputError, NpzWriter, split_spec
+from ._score import PER_ROW, ScoreTotals, score, score_totals
+from ._validation import position_of
+
+LOGITS_KEYS = ("logits",)
+TARGET_KEYS = ("target", "targets", "labels", "label", "y")
+CHUNK_BYTES = 32 * 2**20          # default chunk: about 32 MiB of logits
+EXIT_INPUT = 1                    # a problem with the files or their contents
+EXIT_USAGE = 2                    # argparse's code for a bad command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="xent-fast",
+        description="Fast softmax cross-entropy: score a classifier's logits, run the "
+                    "demo, or show the build configuration. Without a command: the demo.")
+    sub = p.add_subparsers(dest="command", metavar="{score,demo,config}")
+
+    s = sub.add_parser(
+        "score", help="score logits against targets from .npy/.npz files",
+        description="Score LOGITS (..., C) against TARGETS: class indices of shape (...) "
+                    "or probabilities of shape (..., C). The files are memory-mapped and "
+                    "read in chunks of rows, so they may be larger than memory. An .npz "
+                    "archive is named FILE.npz:ARRAY; without :ARRAY the array 'logits' "
+                    "(for LOGITS) or 'target', 'targets', 'labels', 'label' or 'y' (for "
+                    "TARGETS) is taken, or the only one; TARGETS may be left out when LOGITS "
+                    "is an .npz that holds both.")
+    s.add_argument("logits", metavar="LOGITS", help="logits: .npy file, or FILE.npz[:ARRAY]")
+    s.add_argument("targets", metavar="TARGETS", nargs="?",
+                   help="targets: .npy file, or FILE.npz[:ARRAY]")
+    s.add_argument("--k", type=int, default=5, help="k of the top-k accuracy (default 5)")
+    s.add_argument("--ignore-index", type=int, default=-100,
+                   help="class-index target of rows left out (default -100)")
+    s.add_argument("--chunk-rows", type=int, metavar="N",
+                   help="rows per chunk (default: about 32 MiB of logits)")
+    s.add_argument("--threads", type=int, metavar="N",
+                   help="OpenMP threads (default: OMP_NUM_THREADS or all cores; -1: all cores)")
+    s.add_argument("--json", action="store_true",
+                   help="print the summary as JSON on stdout (a NaN or infinite value is "
+                        "written NaN or Infinity, as Python's json module does)")
+    s.add_argument("--per-row", metavar="OUT.npz",
+                   help="save the per-row arrays (" + ", ".join(PER_ROW) + ")")
+    s.add_argument("--plot", metavar="RELIABILITY.png",
+                   help="draw a reliability diagram (needs matplotlib)")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+
+    d = sub.add_parser("demo", help="the seeds' worked examples, then a synthetic batch "
+                                    "scored and timed against NumPy (the default)")
+    d.add_argument("--rows", type=int, default=20000, help="rows of the synthetic batch")
+    d.add_argument("--classes", type=int, default=1000, help="classes of the synthetic batch")
+    d.add_argument("--k", type=int, default=5, help="k of the top-k accuracy (default 5)")
+    d.add_argument("--seed", type=int, default=0, help="random seed of the batch")
+    d.add_argument("--threads", type=int, metavar="N", help="OpenMP threads")
+
+    sub.add_parser("config", help="the build configuration (what show_config() prints)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "score":
+            return _score(args)
+        if args.command == "config":
+            from ._config import show_config
+            show_config()
+            return 0
+        from ._demo import run_demo
+        if args.command is None:
+            run_demo()
+            return 0
+        if args.rows < 1 or args.classes < 1:
+            _error("--rows and --classes must be at least 1")
+            return EXIT_USAGE
+        run_demo(args.rows, args.classes, args.k, args.seed, args.threads)
+        return 0
+    except InputError as exc:
+        _error(str(exc))
+        return EXIT_INPUT
+    except (ValueError, TypeError) as exc:    # bad option values, bad targets
+        _error(str(exc))
+        return EXIT_INPUT
+    except OSError as exc:                     # unreadable or unwritable files
+        _error(str(exc))
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:                    # e.g. piped into head
+        sys.stderr.close()
+        return 0
+
+
+def _error(message: str) -> None:
+    print(f"xent-fast: error: {message}", file=sys.stderr)
+
+
+# --- score -------------------------------------------------------------------------------
+
+def _open_inputs(args: argparse.Namespace) -> tuple[ArrayFile, ArrayFile]:
+    logits = ArrayFile(args.logits, "LOGITS", LOGITS_KEYS)
+    try:
+        if args.targets is None:
+            path, _ = split_spec(args.logits)
+            if not path.lower().endswith(".npz"):
+                raise InputError("TARGETS is missing (it may be left out only when LOGITS "
+                                 "is an .npz archive that holds the targets too)")
+            target = ArrayFile(path, "TARGETS", TARGET_KEYS)
+        else:
+            target = ArrayFile(args.targets, "TARGETS", TARGET_KEYS)
+    except BaseException:
+        logits.close()
+        raise
+    return logits, target
+
+
+def _check_inputs(logits: ArrayFile, target: ArrayFile) -> bool:
+    """Raise InputError on wrong dtypes or shapes; return True for class indices."""
+    if logits.dtype.kind != "f" or logits.dtype.itemsize not in (2, 4, 8):
+        raise InputError(f"LOGITS {logits.name} has dtype {logits.dtype}: logits must be "
+                         "float16, float32 or float64")
+    if logits.ndim == 0 or logits.shape[-1] == 0:
+        raise InputError(f"LOGITS {logits.name} has shape {logits.shape}: it needs a class "
+                         "axis (the last) of length >= 1")
+    batch = logits.shape[:-1]
+    kind = target.dtype.kind
+    if kind in "iu":
+        if target.shape != batch:
+            raise InputError(f"TARGETS {target.name} has shape {target.shape}, but class "
+                             f"indices for LOGITS of shape {logits.shape} need shape {batch}")
+        return True
+    if kind == "f":
+        if target.shape != logits.shape:
+            hint = (" (class indices must be integers)" if target.shape == batch else "")
+            raise InputError(f"TARGETS {target.name} has dtype {target.dtype} and shape "
+                             f"{target.shape}: probabilities need the logits' shape "
+                             f"{logits.shape}{hint}")
+        return False
+    raise InputError(f"TARGETS {target.name} has dtype {target.dtype}: targets must be "
+                     "integer class indices or floating probabilities")
+
+
+def _progress(total: int, quiet: bool) -> Any:
+    """A tqdm progress bar on stderr; a stand-in that does nothing when it is hidden
+    (--quiet, stderr not a terminal) or tqdm is not installed."""
+    if quiet or not sys.stderr.isatty():
+        return _NoProgress()
+    try:
+        from tqdm import tqdm  # type: ignore[import-untyped]
+    except ImportError:
+        print("(install tqdm for a progress bar: pip install 'xent_fast[cli]')",
+              file=sys.stderr)
+        return _NoProgress()
+    return tqdm(total=total, unit="rows", unit_scale=True, file=sys.stderr,
+                desc="scoring", dynamic_ncols=True)
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bad_target_message(t: np.ndarray, n_classes: int, ignore: int, row0: int,
+                        batch: tuple[int, ...]) -> str:
+    t64 = t.astype(np.int64, copy=False)
+    bad = (t64 != ignore) & ((t64 < 0) | (t64 >= n_classes))
+    i = int(np.argmax(bad))
+    return (f"TARGETS{position_of(row0 + i, batch)} = {t[i]} is not a valid class index: "
+            f"it must be in [0, {n_classes}) or equal --ignore-index ({ignore})")
+
+
+def _score(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise InputError(f"--k must be at least 1, got {args.k}")
+    if args.chunk_rows is not None and args.chunk_rows < 1:
+        raise InputError(f"--chunk-rows must be at least 1, got {args.chunk_rows}")
+    if args.threads is not None and (args.threads == 0 or args.threads < -1):
+        raise InputError(f"--threads must be a positive count or -1, got {args.threads}")
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InputError("--plot needs matplotlib, which is not installed: "
+                             "pip install matplotlib (or pip install 'xent_fast[plot]')") from None
+    for option, out in (("--plot", args.plot), ("--per-row", args.per_row)):
+        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            raise InputError(f"{option}: the folder of {out} does not exist")
+
+    logits, target = _open_inputs(args)
+    writer = None
+    try:
+        by_index = _check_inputs(logits, target)
+        n_classes = logits.shape[-1]
+        batch = logits.shape[:-1]
+        n_rows = int(np.prod(batch, dtype=np.int64))
+        comp = np.dtype(np.float32) if logits.dtype.itemsize == 2 else logits.dtype
+        chunk = args.chunk_rows or max(1, CHUNK_BYTES // (n_classes * comp.itemsize))
+        t_shape = () if by_index else (n_classes,)
+        if args.per_row:
+            writer = NpzWriter(args.per_row, {
+                "loss": (batch, comp), "pred": (batch, np.dtype(np.int64)),
+                "target_prob": (batch, comp), "in_top_k": (batch, np.dtype(np.bool_)),
+                "entropy": (batch, comp), "confidence": (batch, comp),
+                "counted": (batch, np.dtype(np.bool_))})
+
+        totals = ScoreTotals(args.k)
+        bar = _progress(n_rows, args.quiet)
+        t0 = time.perf_counter()
+        try:
+            for start in range(0, n_rows, chunk):
+                stop = min(start + chunk, n_rows)
+                x = logits.rows(start, stop, (n_classes,))
+                t = target.rows(start, stop, t_shape)
+                logits.prefetch(stop, stop + chunk)
+                target.prefetch(stop, stop + chunk)
+                try:
+                    if writer is not None:
+                        s = score(x, t, k=args.k, ignore_index=args.ignore_index,
+                                  n_threads=args.threads)
+                        writer.write(s.per_row())
+                        part = s.totals
+                    else:
+                        part = score_totals(x, t, k=args.k, ignore_index=args.ignore_index,
+                                            n_threads=args.threads)
+                except ValueError as exc:
+                    if by_index and "is not a valid class index" in str(exc):
+                        raise InputError(_bad_target_message(
+                            np.asarray(t), n_classes, args.ignore_index, start, batch)) from None
+                    raise
+                totals += part
+                del x, t
+                logits.release(start, stop)
+                target.release(start, stop)
+                bar.update(stop - start)
+        finally:
+            bar.close()
+        seconds = time.perf_counter() - t0
+        summary = totals.summary()
+        if writer is not None:
+            writer.close()
+            writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+        logits.close()
+        target.close()
+
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(_table(args, logits, target, n_rows, summary, seconds))
+    if args.plot:
+        draw_reliability(totals, args.plot, title=os.path.basename(logits.name))
+        if not args.json:
+            print(f"reliability diagram: {args.plot}")
+    return 0
+
+
+def _table(args: argparse.Namespace, logits: ArrayFile, target: ArrayFile, n_rows: int,
+           s: dict[str, Any], seconds: float) -> str:
+    shape = " x ".join(f"{d:,}" for d in logits.shape)
+    ignored = n_rows - s["rows"]
+    rows = f"{s['rows']:,}" + (f" (of {n_rows:,}; {ignored:,} ignored)" if ignored else "")
+    gb = n_rows * logits.shape[-1] * logits.dtype.itemsize / 1e9
+    speed = (f"{seconds:.2f} s, {n_rows / seconds:,.0f} rows/s, {gb / seconds:.2f} GB/s"
+             if seconds > 0 else f"{seconds:.2f} s")
+    lines = [
+        f"logits   {logits.name}  ({shape}, {logits.dtype})",
+        f"targets  {target.name}  ({' x '.join(f'{d:,}' for d in target.shape) or 'scalar'}, "
+        f"{target.dtype})",
+        "",
+        f"  {'rows':<20}{rows}",
+        f"  {'loss':<20}{s['loss']:.6f} nats  ({s['bits']:.6f} bits)",
+        f"  {'perplexity':<20}{s['perplexity']:.6g}",
+        f"  {'accuracy':<20}{s['accuracy']:.6f}",
+        f"  {'top-' + str(s['k']) + ' accuracy':<20}{s['top_k_accuracy']:.6f}",
+        f"  {'mean entropy':<20}{s['mean_entropy']:.6f} nats",
+        f"  {'ECE (15 bins)':<20}{s['ece']:.6f}",
+        "",
+        f"  scored in {speed}",
+    ]
+    return "\n".join(lines)
+
+
+def draw_reliability(totals: ScoreTotals, path: str, title: str = "") -> None:
+    """A reliability diagram: accuracy against mean confidence per bin, the diagonal of
+    perfect calibration, and the share of rows per bin below."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r = totals.reliability()
+    s = totals.summary()
+    edges, rows = r["edges"], r["rows"]
+    centers = (edges[:-1] + edges[1:]) / 2
+    width = edges[1] - edges[0]
+    filled = rows > 0
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), dpi=110, sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(centers[filled], r["accuracy"][filled], width=width * 0.95, color="#4c72b0",
+            edgecolor="black", linewidth=0.5, label="accuracy of the bin")
+    top.plot(r["confidence"][filled], r["accuracy"][filled], "o", color="#c44e52",
+             markersize=4, label="(mean confidence, accuracy)")
+    top.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="perfect calibration",
+             zorder=3)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    ece = s["ece"]
+    top.set_title(f"{title}\nECE {ece:.4f}, accuracy {s['accuracy']:.4f}, "
+                  f"{s['rows']:,} rows" if not math.isnan(ece) else title, fontsize=9)
+    top.legend(loc="upper left", fontsize=8)
+    share = rows / max(1, int(rows.sum()))
+    bottom.bar(centers, share, width=width * 0.95, color="#8c8c8c")
+    bottom.set_xlim(0, 1)
+    bottom.set_xlabel("confidence (largest softmax probability)")
+    bottom.set_ylabel("share of rows")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
