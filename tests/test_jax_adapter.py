@@ -129,7 +129,7 @@ def test_readme_jax_example_runs():
     # Fenced as ```py so that test_readme.py, which runs the ```python blocks without
     # JAX, leaves it to this test.
     text = README.read_text()
-    section = text[text.index("\n## JAX\n"):]
+    section = text[text.index("\n## In a JAX training step\n"):]
     section = section[:section.index("\n## ", 1)]
     blocks = re.findall(r"```py\n(.*?)```", section, re.S)
     assert blocks
