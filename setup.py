@@ -13,6 +13,9 @@ Environment switches (all off by default):
     Turn Cython's bounds and wraparound checks back on, for debugging.
 ``XENT_FAST_CFLAGS``
     Extra compiler flags appended to the defaults (for sanitizer builds, say).
+``XENT_FAST_BUILD_JOBS``
+    Extensions compiled at once (default: the CPU count), also under ``pip install``
+    and ``python -m build``, which cannot pass ``build_ext -j``.
 
 ``-march=native`` and ``-ffast-math`` are never used: the first makes a wheel crash on
 older CPUs, the second breaks inf/nan handling that the kernels rely on.
@@ -30,6 +33,7 @@ import warnings
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 # One extension module per family of kernels: a public function in xent_fast/_<name>.py
 # calls into xent_fast/_<name>_kernels, built from src/_<name>_kernels.pyx.
@@ -183,4 +187,14 @@ def _extensions():
     )
 
 
-setup(ext_modules=_extensions())
+class _ParallelBuildExt(build_ext):
+    """build_ext that compiles the extensions in parallel unless told otherwise (-j)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            jobs = os.environ.get("XENT_FAST_BUILD_JOBS", "").strip()
+            self.parallel = int(jobs) if jobs else (os.cpu_count() or 1)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": _ParallelBuildExt})
