@@ -13,12 +13,16 @@ Environment switches (all off by default):
     Turn Cython's bounds and wraparound checks back on, for debugging.
 ``XENT_FAST_CFLAGS``
     Extra compiler flags appended to the defaults (for sanitizer builds, say).
+``XENT_FAST_BUILD_JOBS``
+    Extensions compiled at once (default: the CPU count), also under ``pip install``
+    and ``python -m build``, which cannot pass ``build_ext -j``.
 
 ``-march=native`` and ``-ffast-math`` are never used: the first makes a wheel crash on
 older CPUs, the second breaks inf/nan handling that the kernels rely on.
 """
 
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,11 +30,10 @@ import sysconfig
 import tempfile
 import warnings
 
-import platform
-
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 # One extension module per family of kernels: a public function in xent_fast/_<name>.py
 # calls into xent_fast/_<name>_kernels, built from src/_<name>_kernels.pyx.
@@ -83,7 +86,11 @@ def _compiles_with_openmp(cc, cflags, ldflags):
         src = os.path.join(tmp, "check.c")
         with open(src, "w") as f:
             f.write(source)
-        cmd = cc.split() + cflags + [src, "-o", os.path.join(tmp, "check")] + ldflags
+        # The flags setuptools adds from the environment too: macOS builds find
+        # Homebrew's keg-only libomp only through CPPFLAGS/LDFLAGS.
+        env = [shlex.split(os.environ.get(v, "")) for v in ("CPPFLAGS", "CFLAGS", "LDFLAGS")]
+        cmd = (cc.split() + env[0] + env[1] + cflags + [src, "-o", os.path.join(tmp, "check")]
+               + env[2] + ldflags)
         return subprocess.run(cmd, capture_output=True).returncode == 0
     except OSError:
         return False
@@ -91,9 +98,17 @@ def _compiles_with_openmp(cc, cflags, ldflags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _target_is_x86_64():
+    """Whether the extensions are built for x86-64. The target platform, not the build
+    machine: cibuildwheel cross-builds (macOS arm64 on an Intel runner) set it through
+    _PYTHON_HOST_PLATFORM, which sysconfig.get_platform() honours; a universal2 build
+    gets no AVX flags since its arm64 half could not take them."""
+    return sysconfig.get_platform().lower().endswith(("x86_64", "amd64"))
+
+
 def _simd_levels():
     """Instruction-set levels to build beyond the baseline: x86-64 only."""
-    if _env_flag("XENT_FAST_NO_SIMD") or platform.machine().lower() not in {"x86_64", "amd64"}:
+    if _env_flag("XENT_FAST_NO_SIMD") or not _target_is_x86_64():
         return {}
     return SIMD_LEVELS["msvc" if sys.platform == "win32" else "gcc"]
 
@@ -140,7 +155,10 @@ def _extensions():
         depends=[os.path.join("src", f) for f in sorted(os.listdir("src"))
                  if f.endswith((".h", ".pxd"))],
         extra_link_args=omp_ldflags + os.environ.get("XENT_FAST_LDFLAGS", "").split(),
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        # The oldest NumPy C API the modules may use: the runtime requirement numpy>=1.25.
+        # Built against NumPy 2 headers, the modules then import under NumPy 1.25+ and 2.x.
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION"),
+                       ("NPY_TARGET_VERSION", "NPY_1_25_API_VERSION")],
         # dladdr (which OpenMP runtime is loaded) lives in libdl before glibc 2.34.
         libraries=["dl"] if sys.platform.startswith("linux") else [],
     )
@@ -169,4 +187,14 @@ def _extensions():
     )
 
 
-setup(ext_modules=_extensions())
+class _ParallelBuildExt(build_ext):
+    """build_ext that compiles the extensions in parallel unless told otherwise (-j)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            jobs = os.environ.get("XENT_FAST_BUILD_JOBS", "").strip()
+            self.parallel = int(jobs) if jobs else (os.cpu_count() or 1)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": _ParallelBuildExt})

@@ -17,9 +17,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(_OPENMP) || defined(__clang__) || defined(__GNUC__)
+#if defined(__clang__) || defined(__GNUC__)
 #define XF_PRAGMA(x) _Pragma(#x)
 #else
+/* MSVC's /openmp is OpenMP 2.0: no omp simd, no max reduction; its own vectoriser does
+ * what it can with the plain loops. */
 #define XF_PRAGMA(x)
 #endif
 /* omp simd is honoured with -fopenmp or -fopenmp-simd and ignored otherwise. */
@@ -56,7 +58,7 @@ static inline float xf_expf(float x)
     p = p * z + r + 1.0f;
     /* 2^n = 2^(n + 64) 2^-64, both normal for -150 <= n <= 0: a subnormal result is
      * rounded once, correctly. */
-    return (p * xf_f32_from_bits((ni + 127 + 64) << 23)) * 0x1p-64f;
+    return (p * xf_f32_from_bits((ni + 127 + 64) << 23)) * 5.421010862427522e-20f;  /* 2^-64 */
 }
 
 /* exp(x) for double x <= 0 (no NaN): the same reduction, Taylor to degree 13 on
@@ -84,7 +86,7 @@ static inline double xf_exp(double x)
     p = p * r * r + r + 1.0;
     /* 2^n = 2^(n + 600) 2^-600, both normal for -1077 <= n <= 0 (see xf_expf). */
     int64_t ni = xf_bits_f64(t) - xf_bits_f64(shift);
-    return (p * xf_f64_from_bits((ni + 1023 + 600) << 52)) * 0x1p-600;
+    return (p * xf_f64_from_bits((ni + 1023 + 600) << 52)) * 2.409919865102884e-181;  /* 2^-600 */
 }
 
 /* log1p(u) for 0 <= u <= 1 (what softplus needs: u = exp(-|x|)), given w = 1 + u and

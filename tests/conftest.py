@@ -14,6 +14,14 @@ settings.register_profile("xent", max_examples=60, deadline=None, database=None,
 settings.load_profile("xent")
 
 
+def pytest_configure(config):
+    # Registered here rather than only in pyproject.toml: .ci/wheel runs a copy of the
+    # tests outside the source tree, where pyproject.toml is not read.
+    config.addinivalue_line(
+        "markers", "wheel: builds, repairs and installs the wheel, then tests it (minutes; "
+        "deselected by default, run with -m wheel)")
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(20240611)

@@ -167,7 +167,7 @@ def _progress(total: int, quiet: bool) -> Any:
     if quiet or not sys.stderr.isatty():
         return _NoProgress()
     try:
-        from tqdm import tqdm  # type: ignore[import-untyped]
+        from tqdm import tqdm
     except ImportError:
         print("(install tqdm for a progress bar: pip install 'xent_fast[cli]')",
               file=sys.stderr)

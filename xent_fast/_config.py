@@ -17,12 +17,16 @@ except PackageNotFoundError:  # running from a source tree that was built in pla
 def config() -> dict[str, Any]:
     """Return the build configuration and run-time facts as a dict.
 
-    Keys: ``version``, ``openmp`` (bool: built with OpenMP), ``openmp_version`` (the
-    ``_OPENMP`` date, 0 for a serial build), ``openmp_runtime`` (path of the loaded
-    OpenMP library), ``max_threads`` (threads ``n_threads=None`` uses now),
-    ``num_procs`` (what ``n_threads=-1`` uses) and ``simd`` (the instruction set the
-    kernels run with: ``baseline``, ``avx2`` or ``avx512``; ``XENT_FAST_SIMD`` forces
-    one) and ``simd_available`` (the levels this CPU and build can run).
+    Returns
+    -------
+    dict
+        ``version``, ``openmp`` (bool: built with OpenMP), ``openmp_version`` (the
+        ``_OPENMP`` date, 0 for a serial build), ``openmp_runtime`` (file name of the
+        loaded OpenMP library, None if unknown), ``max_threads`` (threads
+        ``n_threads=None`` uses now), ``num_procs`` (what ``n_threads=-1`` uses),
+        ``simd`` (the instruction set the kernels run with: ``baseline``, ``avx2`` or
+        ``avx512``; ``XENT_FAST_SIMD`` forces one) and ``simd_available`` (the levels
+        this CPU and build can run).
 
     Examples
     --------

@@ -37,7 +37,7 @@ def _kernel_tables(module: Any) -> tuple[dict[int, dict[int, Any]], dict[int, An
     """The kernels of ``module`` by NumPy type number: [logits][class indices], [logits]."""
     by_index = module.cross_entropy_index.__signatures__
     by_probs = module.cross_entropy_probs.__signatures__
-    index = {fnum: {inum: by_index[f"{fname}|int{bits}_t"] for inum, bits in INDEX_BITS.items()}
+    index: dict[int, dict[int, Any]] = {fnum: {inum: by_index[f"{fname}|int{bits}_t"] for inum, bits in INDEX_BITS.items()}
              for fnum, fname in ((_F32, "float"), (_F64, "double"))}
     return index, {_F32: by_probs["float"], _F64: by_probs["double"]}
 
@@ -175,8 +175,9 @@ def cross_entropy_and_grad(
                           z_loss, softcap, n_threads, grad_output, grad_out, True)
 
 
-def _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing,
-                   z_loss, softcap, n_threads, grad_output, grad_out, want_grad):
+def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
+                   label_smoothing: Any, z_loss: Any, softcap: Any, n_threads: Any,
+                   grad_output: Any, grad_out: Any, want_grad: bool) -> tuple[Any, Any]:
     # Small calls in training loops pay for every attribute read here: arrays that the
     # kernels take as they are skip the general conversions (kernel_type is one C call).
     x_type = kernel_type(logits)

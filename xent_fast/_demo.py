@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -145,9 +145,11 @@ def run_scoring_demo(rows: int = 20000, classes: int = 1000, k: int = 5, seed: i
     print(f"  {'':<22}{'xent_fast':>14}{'NumPy':>14}")
     for key, label in SUMMARY_LABELS:
         print(f"  {label.format(k=k):<22}{ours[key]:>14.6f}{theirs[key]:>14.6f}")
-    for label, f in (("time", lambda t: _fmt_seconds(t)),
-                     ("rows/s", lambda t: f"{rows / t:,.0f}"),
-                     ("GB/s", lambda t: f"{logits.nbytes / t / 1e9:.2f}")):
+    columns: list[tuple[str, Callable[[float], str]]] = [
+        ("time", _fmt_seconds),
+        ("rows/s", lambda t: f"{rows / t:,.0f}"),
+        ("GB/s", lambda t: f"{logits.nbytes / t / 1e9:.2f}")]
+    for label, f in columns:
         print(f"  {label:<22}{f(t_ours):>14}{f(t_np):>14}")
     print(f"  xent_fast is {t_np / t_ours:.1f}x faster than NumPy on this batch "
           f"(median of {repeat} calls; NumPy of {max(1, min(repeat, 3))}).")

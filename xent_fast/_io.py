@@ -42,9 +42,9 @@ def _read_header(fp: IO[bytes], what: str) -> tuple[tuple[int, ...], bool, np.dt
     try:
         version = npy_format.read_magic(fp)
         if version == (1, 0):
-            return npy_format.read_array_header_1_0(fp)  # type: ignore[no-any-return]
+            return npy_format.read_array_header_1_0(fp)
         if version == (2, 0):
-            return npy_format.read_array_header_2_0(fp)  # type: ignore[no-any-return]
+            return npy_format.read_array_header_2_0(fp)
         return npy_format._read_array_header(fp, version)  # type: ignore[attr-defined, no-any-return]
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{what} is not a valid .npy array: {exc}") from None

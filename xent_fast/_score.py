@@ -40,7 +40,7 @@ class _Exact(NamedTuple):
     pos_inf: int = 0
     neg_inf: int = 0
 
-    def __add__(self, other: Any) -> _Exact:  # type: ignore[override]
+    def __add__(self, other: Any) -> _Exact:
         return _Exact(*(a + b for a, b in zip(self, other)))
 
     @classmethod
@@ -289,6 +289,7 @@ class Scores:
 
     @property
     def k(self) -> int | None:
+        """The k of the top-k hits (None before any rows were scored)."""
         return self.totals.k
 
     def summary(self) -> dict[str, Any]:

@@ -15,7 +15,8 @@ _LOG_SOFTMAX = _k.log_softmax.__signatures__
 _LOGSUMEXP = _k.logsumexp.__signatures__
 
 
-def _rowwise(kernels: dict, logits: Any, out: Any, n_threads: Any) -> np.ndarray:
+def _rowwise(kernels: dict[str, Any], logits: Any, out: np.ndarray | None,
+             n_threads: int | None) -> np.ndarray:
     x = as_float_rows(logits, "logits")
     if out is None:
         out = np.empty(x.shape, x.dtype)
@@ -112,10 +113,10 @@ def logsumexp(logits: Any, *, out: np.ndarray | None = None, n_threads: int | No
     """
     x = as_float_rows(logits, "logits")
     batch_shape = x.shape[:-1]
-    res = out
     if out is None:
         res = np.empty(batch_shape, dtype=x.dtype)
     else:
         check_out(out, "out", batch_shape, x.dtype, ((logits, "logits", False), (x, "logits", False)))
+        res = out
     _LOGSUMEXP[CTYPE[x.dtype]](x.reshape(-1, x.shape[-1]), res.reshape(-1), check_threads(n_threads))
     return res if out is not None or res.ndim else res[()]

@@ -244,7 +244,7 @@ def loss_scalar(dt: np.dtype, value: float) -> Any:
     return dt.type(value)
 
 
-def _position(pos: tuple[int, ...]) -> str:
+def _position(pos: tuple[Any, ...]) -> str:
     return "[" + ", ".join(str(int(p)) for p in pos) + "]"
 
 

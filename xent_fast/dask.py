@@ -74,7 +74,7 @@ def score(logits: Any, target: Any, k: int = 5, *, ignore_index: int = -100,
         Class indices of shape ``logits.shape[:-1]`` or probabilities of the logits'
         shape; rechunked to the logits' row chunks if needed. NumPy arrays are accepted
         for either argument and wrapped.
-    k, ignore_index
+    k, ignore_index : int
         As in :func:`xent_fast.score`.
     n_threads : int or None, default 1
         OpenMP threads of each task. Dask already runs tasks in parallel, so each task
@@ -169,6 +169,11 @@ def from_npy(path: str, rows_per_chunk: int | None = None) -> Any:
         ``.npz`` member as ``FILE.npz:NAME``.
     rows_per_chunk : int, optional
         Length of the chunks along the first axis; by default about 128 MiB each.
+
+    Returns
+    -------
+    dask.array.Array
+        The file's array, read lazily chunk by chunk.
 
     Examples
     --------

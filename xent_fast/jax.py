@@ -116,7 +116,7 @@ def _raise_bad_label(y: np.ndarray, rows: np.ndarray | None, n: int) -> None:
                          f"it must be in [0, {n})") from None  # not the kernels' wording
 
 
-def _callback(mode: str):
+def _callback(mode: str) -> Any:
     """The host function of the ``jax.pure_callback`` mechanism (modes as in _call)."""
     def host(x: Any, y: Any, *extra: Any) -> Any:
         x, y = np.asarray(x), np.asarray(y)
@@ -339,6 +339,11 @@ def mechanism() -> str:
     ``"callback"`` is ``jax.pure_callback``, which copies the inputs and outputs and is
     used when the handler cannot be registered or when the environment variable
     ``XENT_FAST_JAX_MECHANISM=callback`` is set before ``xent_fast.jax`` is imported.
+
+    Returns
+    -------
+    str
+        ``"ffi"`` or ``"callback"``.
 
     Examples
     --------

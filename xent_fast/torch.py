@@ -52,7 +52,8 @@ _WIDENED = (torch.float16, torch.bfloat16)
 
 def _legacy_reduction(size_average: Any, reduce: Any, reduction: str) -> str:
     if size_average is not None or reduce is not None:
-        return torch.nn._reduction.legacy_get_string(size_average, reduce)
+        legacy: str = torch.nn._reduction.legacy_get_string(size_average, reduce)
+        return legacy
     return reduction
 
 
@@ -80,7 +81,13 @@ def _np(t: torch.Tensor) -> np.ndarray:
     t = t.detach()
     if t.is_conj() or t.is_neg():
         t = t.resolve_conj().resolve_neg()
-    return t.numpy()
+    view: np.ndarray = t.numpy()
+    return view
+
+
+def _apply(fn: Any, *args: Any) -> Any:
+    """``fn.apply(*args)``: autograd's entry point, untyped in PyTorch's annotations."""
+    return fn.apply(*args)
 
 
 def _optional_np(t: Any, name: str) -> np.ndarray | None:
@@ -197,7 +204,7 @@ def cross_entropy(
         Logits; float32/float64 computed natively, bfloat16/float16 in float32.
     target : torch.Tensor
         Class indices (any integer dtype) or probabilities.
-    weight, size_average, ignore_index, reduce, reduction, label_smoothing
+    weight, size_average, ignore_index, reduce, reduction, label_smoothing : optional
         As ``torch.nn.functional.cross_entropy``.
     z_loss : float, default 0.0
         Adds ``z_loss * logsumexp(row)**2`` to each counted row (PaLM's auxiliary loss).
@@ -240,9 +247,9 @@ def cross_entropy(
         raise ValueError("target holds class indices and cannot require grad")
     if inplace:
         _check_inplace(input)
-        loss, _ = _CrossEntropy.apply(input, target, options, True)  # type: ignore[no-untyped-call]
+        loss, _ = _apply(_CrossEntropy, input, target, options, True)
         return cast(torch.Tensor, loss)
-    return cast(torch.Tensor, _CrossEntropy.apply(input, target, options, False))  # type: ignore[no-untyped-call]
+    return cast(torch.Tensor, _apply(_CrossEntropy, input, target, options, False))
 
 
 def _check_inplace(input: torch.Tensor) -> None:
@@ -327,7 +334,7 @@ def binary_cross_entropy_with_logits(
         Logits of any shape; each element is one binary problem (multi-label: ``(N, C)``).
     target : torch.Tensor
         Same shape, 0/1 or soft labels.
-    weight, size_average, reduce, reduction, pos_weight
+    weight, size_average, reduce, reduction, pos_weight : optional
         As PyTorch: ``weight`` broadcasts to the input, ``pos_weight`` along the last axis.
     n_threads : int, optional
         OpenMP threads.
@@ -419,7 +426,7 @@ def _binary(kind: str, input: torch.Tensor, target: torch.Tensor,
               else _xb.sigmoid_focal_loss)
         x, t = _binary_layout(input.detach(), target.detach())
         return torch.as_tensor(fn(_np(x), _np(t), **options)).to(input.dtype)
-    return cast(torch.Tensor, _Binary.apply(input, target, kind, options))  # type: ignore[no-untyped-call]
+    return cast(torch.Tensor, _apply(_Binary, input, target, kind, options))
 
 
 class CrossEntropyLoss(_WeightedLoss):
