@@ -149,7 +149,9 @@ static inline double xf_log1p_f64(double r)
 {
     double w = 1.0 + r;
     int64_t bits = xf_bits_f64(w);
-    double k = (double)((bits >> 52) - 1023);
+    /* the exponent as a double without an int64 -> double conversion, which AVX2 lacks
+     * (the loops that call this would not vectorise): 2^52 + e, minus 2^52 + 1023 */
+    double k = xf_f64_from_bits((bits >> 52) | 0x4330000000000000LL) - 4503599627371519.0;
     double f = xf_f64_from_bits((bits & 0x000FFFFFFFFFFFFFLL) | 0x3FF0000000000000LL);
     int big = r > 1.0;
     return (big ? k * 0.6931471805599453 : 0.0) + xf_log1p_unit_f64(big ? f - 1.0 : r);
