@@ -303,29 +303,36 @@ def _handler(frame_ptr: Any) -> int | None:
         return _error(frame, exc)
 
 
-_TARGET = "xent_fast_softmax_cross_entropy"
-
-
-def _register() -> str:
-    """Register the FFI handler; the mechanism in use ("ffi" or "callback")."""
+def _register() -> tuple[str, str]:
+    """Register the FFI handler: (the mechanism in use, the handler's target name)."""
+    name = "xent_fast_softmax_cross_entropy"
     wanted = os.environ.get("XENT_FAST_JAX_MECHANISM", "").strip().lower()
     if wanted == "callback":
-        return "callback"
+        return "callback", name
     if wanted not in ("", "ffi"):
         warnings.warn(f"XENT_FAST_JAX_MECHANISM={wanted!r} is neither 'ffi' nor 'callback'; "
                       "using the default", RuntimeWarning, stacklevel=3)
-    try:
-        capsule = jax.ffi.pycapsule(ctypes.cast(_handler, ctypes.c_void_p).value)
-        jax.ffi.register_ffi_target(_TARGET, capsule, platform="cpu")
-    except Exception as exc:  # an older or a changed JAX: the portable path still works
-        warnings.warn(f"xent_fast.jax could not register its XLA FFI handler ({exc}); "
-                      "using jax.pure_callback, which copies every input and output",
-                      RuntimeWarning, stacklevel=3)
-        return "callback"
-    return "ffi"
+    # XLA keeps a handler for the life of the process, and refuses a second one under
+    # the same name. This module may be reloaded or imported afresh, which makes a new
+    # handler: it is registered under a name of its own, and no handler is ever freed
+    # (each gets a reference that is never released).
+    capsule = None
+    for target in (name, f"{name}_{id(_handler):x}"):
+        try:
+            capsule = capsule or jax.ffi.pycapsule(ctypes.cast(_handler, ctypes.c_void_p).value)
+            jax.ffi.register_ffi_target(target, capsule, platform="cpu")
+        except Exception as exc:  # an older or a changed JAX: the portable path still works
+            error = exc
+            continue
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_handler))
+        return "ffi", target
+    warnings.warn(f"xent_fast.jax could not register its XLA FFI handler ({error}); "
+                  "using jax.pure_callback, which copies every input and output",
+                  RuntimeWarning, stacklevel=3)
+    return "callback", name
 
 
-_MECHANISM = _register()
+_MECHANISM, _TARGET = _register()
 # Whether a call that writes the gradient writes it over the logits' buffer. XLA then
 # needs no second buffer of the logits' size when the logits die there (as in a
 # training step), and copies them first when they do not (logits passed to jax.jit).
