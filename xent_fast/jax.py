@@ -470,6 +470,24 @@ def _class_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+def _labels_array(labels: Any) -> Any:
+    try:
+        return jnp.asarray(labels)
+    except TypeError as exc:
+        raise TypeError(f"labels could not be converted to a JAX array: {exc}") from None
+
+
+def _nonempty_class_axes(axis: Axis, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The class axes of an array of ``shape``, which must have at least one class."""
+    if len(shape) == 0:
+        raise ValueError("logits must have at least one dimension (the classes)")
+    axes = _class_axes(axis, len(shape))
+    if any(shape[a] == 0 for a in axes):
+        raise ValueError(f"logits must have at least one class: the class axes of shape "
+                         f"{shape} have length 0")
+    return axes
+
+
 def _classes_last(a: Any, axes: tuple[int, ...]) -> Any:
     """``a`` with the class axes moved last (in the given order) and flattened to one."""
     batch = tuple(i for i in range(a.ndim) if i not in axes)
@@ -569,10 +587,7 @@ def softmax_cross_entropy(
      [ 0.2133 -0.4739  0.2606]]
     """
     x = _check_logits(logits)
-    try:
-        y = jnp.asarray(labels)
-    except TypeError as exc:
-        raise TypeError(f"labels could not be converted to a JAX array: {exc}") from None
+    y = _labels_array(labels)
     if not (jnp.issubdtype(y.dtype, jnp.floating) or jnp.issubdtype(y.dtype, jnp.integer)
             or y.dtype == jnp.bool_):
         raise TypeError(f"labels must be real numbers (probabilities), got dtype {y.dtype}")
@@ -582,13 +597,7 @@ def softmax_cross_entropy(
     except ValueError:
         raise ValueError(f"labels of shape {y.shape} do not broadcast with logits of shape "
                          f"{x.shape}") from None
-    ndim = len(shape)
-    if ndim == 0:
-        raise ValueError("logits must have at least one dimension (the classes)")
-    axes = _class_axes(axis, ndim)
-    if any(shape[a] == 0 for a in axes):
-        raise ValueError(f"logits must have at least one class: the class axes of shape "
-                         f"{shape} have length 0")
+    axes = _nonempty_class_axes(axis, shape)
     rows, cls = _masks(where, axis, axes, shape)
     comp = _compute_dtype(x.dtype)
     xc = _classes_last(jnp.broadcast_to(x, shape), axes).astype(comp)
@@ -665,20 +674,12 @@ def softmax_cross_entropy_with_integer_labels(
      [ 0.2133 -0.4739  0.2606]]
     """
     x = _check_logits(logits)
-    try:
-        t = jnp.asarray(labels)
-    except TypeError as exc:
-        raise TypeError(f"labels could not be converted to a JAX array: {exc}") from None
+    t = _labels_array(labels)
     if not jnp.issubdtype(t.dtype, jnp.integer):
         raise TypeError(f"labels must be integer class indices, got dtype {t.dtype}")
     if axis is None:
         raise TypeError("axis must be an int or a tuple of ints for integer labels, got None")
-    if x.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the classes)")
-    axes = _class_axes(axis, x.ndim)
-    if any(x.shape[a] == 0 for a in axes):
-        raise ValueError(f"logits must have at least one class: the class axes of shape "
-                         f"{x.shape} have length 0")
+    axes = _nonempty_class_axes(axis, x.shape)
     rows, cls = _masks(where, axis, axes, x.shape)
     xc = _classes_last(x, axes).astype(_compute_dtype(x.dtype))
     batch = xc.shape[:-1]
