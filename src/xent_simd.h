@@ -157,6 +157,30 @@ static inline double xf_log1p_f64(double r)
     return (big ? k * 0.6931471805599453 : 0.0) + xf_log1p_unit_f64(big ? f - 1.0 : r);
 }
 
+/* ---- prefetching ----------------------------------------------------------------------
+ * The hardware prefetchers alone leave the memory idle while a core computes exps:
+ * here a loop that reads and writes at the copy's speed, and computes for half as long
+ * again, takes their sum. Loops whose work per entry is more than a load and a store
+ * therefore ask, chunk by chunk, for the lines some way ahead of where they read (a few lines at a time: a burst of prefetches would stall on the line-fill
+ * buffers). Prefetches never fault, so reading ahead past the end of the array is safe.
+ */
+#define XF_PF_AHEAD 2048        /* entries: the next block of online_sumexp */
+#if defined(__GNUC__) || defined(__clang__)
+#define XF_PREFETCH_LINE(p) __builtin_prefetch((const void *)(p), 0, 3)
+#elif defined(_M_X64)
+#include <xmmintrin.h>
+#define XF_PREFETCH_LINE(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#else
+#define XF_PREFETCH_LINE(p) ((void)(p))
+#endif
+/* The lines of bytes [0, nbytes) from p. */
+static inline void xf_prefetch_ahead(const void *p, ptrdiff_t nbytes)
+{
+    const char *c = (const char *)p;
+    for (ptrdiff_t q = 0; q < nbytes; q += 64)
+        XF_PREFETCH_LINE(c + q);
+}
+
 /* ---- row primitives ---------------------------------------------------------------
  * max:     the largest entry, and whether any entry is NaN.
  * sumexp:  r = sum of exp(x_j - m) over the entries below the max m, plus one for each
@@ -165,22 +189,26 @@ static inline double xf_log1p_f64(double r)
  *          e_j = exp(x_j - m) (e may be x itself).
  * scale:   e_j *= a.
  */
-/* Sum of exp(x_j - m) over c0 <= j < c1 in the lanes of type ACC, leaving out the
- * entries equal to m and counting them in ties. */
-#define XF_SUMEXP_LOOP(T, ACC, EXP, STORE)                                                \
-    XF_SIMD_SUM(acc, ties)                                                                \
-    for (ptrdiff_t j = c0; j < c1; j++) {                                                 \
-        T xj = x[j];                                                                      \
+/* Sum of exp(x_j - m) over k <= j < k + XF_LANES (entries past c1 read as -inf, so
+ * they add nothing) into XF_LANES accumulators, leaving out the entries equal to m and
+ * counting them in ties. Explicit lanes keep the horizontal sums out of the chunk loop,
+ * and give the same summation order at every instruction set. */
+#define XF_LANES 16
+#define XF_SUMEXP_STEP(T, EXP, TAIL, STORE)                                               \
+    XF_SIMD                                                                               \
+    for (int l = 0; l < XF_LANES; l++) {                                                  \
+        T xj = TAIL ? (k + l < c1 ? x[k + l] : (T)-INFINITY) : x[k + l];                  \
         T v = EXP(xj - m);                                                                \
         T below = (T)(xj != m);                                                           \
-        STORE;                                                                            \
-        ties += (T)1 - below;                                                             \
-        acc += (ACC)(v * below);                                                          \
+        if (STORE && (!TAIL || k + l < c1))                                               \
+            e[k + l] = v;                                                                 \
+        ties[l] += (T)1 - below;                                                          \
+        acc[l] += v * below;                                                              \
     }
 
 /* float rows are summed in float lanes over chunks of XF_CHUNK entries (vectorisable:
- * GCC does not vectorise a float-to-double reduction), and the chunks in double, so
- * the rounding error stays that of a sum of XF_CHUNK / lanes terms. */
+ * GCC does not vectorise a float-to-double reduction), and the chunks in double lanes,
+ * so the rounding error stays that of a sum of XF_CHUNK / XF_LANES terms. */
 #define XF_CHUNK 256
 /* Rows shorter than this are done by plain scalar loops: a vector loop's set-up and
  * final horizontal reduction cost more than a few scalar iterations. */
@@ -214,18 +242,42 @@ static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, 
 {                                                                                         \
     /* sum of exp(x_j - m) over j0 <= j < j1 and x_j != m, by chunks; the count of       \
      * entries equal to m is added to *ties_out. */                                       \
-    double r = 0.0, all_ties = 0.0;                                                       \
+    double r_lane[XF_LANES], ties_lane[XF_LANES];                                         \
+    for (int l = 0; l < XF_LANES; l++)                                                    \
+        r_lane[l] = ties_lane[l] = 0.0;                                                   \
     for (ptrdiff_t c0 = j0; c0 < j1; c0 += XF_CHUNK) {                                    \
         const ptrdiff_t c1 = c0 + XF_CHUNK < j1 ? c0 + XF_CHUNK : j1;                     \
-        ACC acc = 0;                                                                      \
-        T ties = 0;                                                                       \
+        ACC acc[XF_LANES];                                                                \
+        T ties[XF_LANES];                                                                 \
+        for (int l = 0; l < XF_LANES; l++)                                                \
+            acc[l] = ties[l] = 0;                                                         \
+        ptrdiff_t k = c0;                                                                 \
+        xf_prefetch_ahead(x + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(T));        \
         if (e) {                                                                          \
-            XF_SUMEXP_LOOP(T, ACC, EXP, e[j] = v)                                         \
+            for (; k + XF_LANES <= c1; k += XF_LANES) {                                   \
+                XF_SUMEXP_STEP(T, EXP, 0, 1)                                              \
+            }                                                                             \
+            if (k < c1) {                                                                 \
+                XF_SUMEXP_STEP(T, EXP, 1, 1)                                              \
+            }                                                                             \
         } else {                                                                          \
-            XF_SUMEXP_LOOP(T, ACC, EXP, (void)0)                                          \
+            for (; k + XF_LANES <= c1; k += XF_LANES) {                                   \
+                XF_SUMEXP_STEP(T, EXP, 0, 0)                                              \
+            }                                                                             \
+            if (k < c1) {                                                                 \
+                XF_SUMEXP_STEP(T, EXP, 1, 0)                                              \
+            }                                                                             \
         }                                                                                 \
-        r += (double)acc;                                                                 \
-        all_ties += (double)ties;                                                         \
+        XF_SIMD                                                                           \
+        for (int l = 0; l < XF_LANES; l++) {                                              \
+            r_lane[l] += (double)acc[l];                                                  \
+            ties_lane[l] += (double)ties[l];                                              \
+        }                                                                                 \
+    }                                                                                     \
+    double r = 0.0, all_ties = 0.0;                                                       \
+    for (int l = 0; l < XF_LANES; l++) {                                                  \
+        r += r_lane[l];                                                                   \
+        all_ties += ties_lane[l];                                                         \
     }                                                                                     \
     *ties_out += all_ties;                                                                \
     return r;                                                                             \
