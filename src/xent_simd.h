@@ -159,10 +159,12 @@ static inline double xf_log1p_f64(double r)
 
 /* ---- prefetching ----------------------------------------------------------------------
  * The hardware prefetchers alone leave the memory idle while a core computes exps:
- * here a loop that reads and writes at the copy's speed, and computes for half as long
- * again, takes their sum. Loops whose work per entry is more than a load and a store
- * therefore ask, chunk by chunk, for the lines some way ahead of where they read (a few lines at a time: a burst of prefetches would stall on the line-fill
- * buffers). Prefetches never fault, so reading ahead past the end of the array is safe.
+ * measured here, a loop that reads and writes at the copy's speed, and computes for
+ * half as long again, takes the sum of the two times. Loops that compute more than a
+ * load and a store per entry therefore ask, chunk by chunk, for the lines some way
+ * ahead of where they read and write (a few lines at a time: a burst of prefetches
+ * stalls on the line-fill buffers). Prefetches never fault, so asking past the end
+ * of an array is safe.
  */
 #define XF_PF_AHEAD 2048        /* entries: the next block of online_sumexp */
 #if defined(__GNUC__) || defined(__clang__)
@@ -173,7 +175,8 @@ static inline double xf_log1p_f64(double r)
 #else
 #define XF_PREFETCH_LINE(p) ((void)(p))
 #endif
-/* The lines of bytes [0, nbytes) from p. */
+/* The lines of bytes [0, nbytes) from p. Also for an output: a line not in cache is
+ * read before a store can write it, and prefetched it arrives owned by this core. */
 static inline void xf_prefetch_ahead(const void *p, ptrdiff_t nbytes)
 {
     const char *c = (const char *)p;
@@ -231,6 +234,8 @@ static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, 
             acc[l] = ties[l] = 0;                                                         \
         ptrdiff_t k = c0;                                                                 \
         xf_prefetch_ahead(x + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(T));        \
+        if (e)                                                                            \
+            xf_prefetch_ahead(e + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(T));  \
         if (e) {                                                                          \
             for (; k + XF_LANES <= c1; k += XF_LANES) {                                   \
                 XF_SUMEXP_STEP(T, EXP, 0, 1)                                              \
@@ -322,6 +327,8 @@ static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1
         const ptrdiff_t c1 = c0 + XF_CHUNK < j1 ? c0 + XF_CHUNK : j1;
         __m512 acc = _mm512_setzero_ps(), ties = acc;
         xf_prefetch_ahead(x + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(float));
+        if (e)
+            xf_prefetch_ahead(e + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(float));
         for (ptrdiff_t k = c0; k < c1; k += 16) {
             __mmask16 in = k + 16 <= c1 ? (__mmask16)0xFFFF
                                         : (__mmask16)((1u << (c1 - k)) - 1u);
@@ -378,6 +385,8 @@ static inline double xf_sum_below_f64(const double *x, ptrdiff_t j0, ptrdiff_t j
         const ptrdiff_t c1 = c0 + XF_CHUNK < j1 ? c0 + XF_CHUNK : j1;
         __m512d acc_lo = _mm512_setzero_pd(), acc_hi = acc_lo, ties_lo = acc_lo, ties_hi = acc_lo;
         xf_prefetch_ahead(x + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(double));
+        if (e)
+            xf_prefetch_ahead(e + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(double));
         for (ptrdiff_t k = c0; k < c1; k += 16) {
             XF_SUM_STEP_F64(k, acc_lo, ties_lo)
             XF_SUM_STEP_F64(k + 8, acc_hi, ties_hi)
