@@ -166,7 +166,7 @@ static inline double xf_log1p_f64(double r)
  * stalls on the line-fill buffers). Prefetches never fault, so asking past the end
  * of an array is safe.
  */
-#define XF_PF_AHEAD 2048        /* entries: the next block of online_sumexp */
+#define XF_PF_AHEAD 8192        /* bytes: for float rows, the next block of online_sumexp */
 #if defined(__GNUC__) || defined(__clang__)
 #define XF_PREFETCH_LINE(p) __builtin_prefetch((const void *)(p), 0, 3)
 #elif defined(_M_X64)
@@ -175,11 +175,12 @@ static inline double xf_log1p_f64(double r)
 #else
 #define XF_PREFETCH_LINE(p) ((void)(p))
 #endif
-/* The lines of bytes [0, nbytes) from p. Also for an output: a line not in cache is
- * read before a store can write it, and prefetched it arrives owned by this core. */
+/* The lines of the nbytes bytes XF_PF_AHEAD bytes past p. Also for an output: a line
+ * not in cache is read before a store can write it; prefetched, it arrives owned by
+ * this core. */
 static inline void xf_prefetch_ahead(const void *p, ptrdiff_t nbytes)
 {
-    const char *c = (const char *)p;
+    const char *c = (const char *)p + XF_PF_AHEAD;
     for (ptrdiff_t q = 0; q < nbytes; q += 64)
         XF_PREFETCH_LINE(c + q);
 }
@@ -217,11 +218,11 @@ static inline void xf_prefetch_ahead(const void *p, ptrdiff_t nbytes)
  * final horizontal reduction cost more than a few scalar iterations. */
 #define XF_SHORT 16
 
-#define XF_SUM_BELOW(T, SUF, EXP, ACC)                                                   \
+#define XF_SUM_BELOW(T, SUF, EXP, ACC)                                                    \
 static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, T m, T *e, \
                                         double *ties_out)                                 \
 {                                                                                         \
-    /* sum of exp(x_j - m) over j0 <= j < j1 and x_j != m, by chunks; the count of       \
+    /* sum of exp(x_j - m) over j0 <= j < j1 and x_j != m, by chunks; the count of        \
      * entries equal to m is added to *ties_out. */                                       \
     double r_lane[XF_LANES], ties_lane[XF_LANES];                                         \
     for (int l = 0; l < XF_LANES; l++)                                                    \
@@ -233,9 +234,9 @@ static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, 
         for (int l = 0; l < XF_LANES; l++)                                                \
             acc[l] = ties[l] = 0;                                                         \
         ptrdiff_t k = c0;                                                                 \
-        xf_prefetch_ahead(x + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(T));        \
+        xf_prefetch_ahead(x + c0, (c1 - c0) * (ptrdiff_t)sizeof(T));                      \
         if (e)                                                                            \
-            xf_prefetch_ahead(e + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(T));  \
+            xf_prefetch_ahead(e + c0, (c1 - c0) * (ptrdiff_t)sizeof(T));                  \
         if (e) {                                                                          \
             for (; k + XF_LANES <= c1; k += XF_LANES) {                                   \
                 XF_SUMEXP_STEP(T, EXP, 0, 1)                                              \
@@ -326,9 +327,9 @@ static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1
     for (ptrdiff_t c0 = j0; c0 < j1; c0 += XF_CHUNK) {
         const ptrdiff_t c1 = c0 + XF_CHUNK < j1 ? c0 + XF_CHUNK : j1;
         __m512 acc = _mm512_setzero_ps(), ties = acc;
-        xf_prefetch_ahead(x + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(float));
+        xf_prefetch_ahead(x + c0, (c1 - c0) * (ptrdiff_t)sizeof(float));
         if (e)
-            xf_prefetch_ahead(e + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(float));
+            xf_prefetch_ahead(e + c0, (c1 - c0) * (ptrdiff_t)sizeof(float));
         for (ptrdiff_t k = c0; k < c1; k += 16) {
             __mmask16 in = k + 16 <= c1 ? (__mmask16)0xFFFF
                                         : (__mmask16)((1u << (c1 - k)) - 1u);
@@ -384,9 +385,9 @@ static inline double xf_sum_below_f64(const double *x, ptrdiff_t j0, ptrdiff_t j
     for (ptrdiff_t c0 = j0; c0 < j1; c0 += XF_CHUNK) {
         const ptrdiff_t c1 = c0 + XF_CHUNK < j1 ? c0 + XF_CHUNK : j1;
         __m512d acc_lo = _mm512_setzero_pd(), acc_hi = acc_lo, ties_lo = acc_lo, ties_hi = acc_lo;
-        xf_prefetch_ahead(x + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(double));
+        xf_prefetch_ahead(x + c0, (c1 - c0) * (ptrdiff_t)sizeof(double));
         if (e)
-            xf_prefetch_ahead(e + c0 + XF_PF_AHEAD, (c1 - c0) * (ptrdiff_t)sizeof(double));
+            xf_prefetch_ahead(e + c0, (c1 - c0) * (ptrdiff_t)sizeof(double));
         for (ptrdiff_t k = c0; k < c1; k += 16) {
             XF_SUM_STEP_F64(k, acc_lo, ties_lo)
             XF_SUM_STEP_F64(k + 8, acc_hi, ties_hi)
@@ -414,7 +415,7 @@ XF_SUM_BELOW(double, f64, xf_exp, double)
 #endif
 
 #define XF_ROW_PRIMITIVES(T, SUF, EXP, ACC)                                               \
-static inline T xf_max_##SUF(const T *x, ptrdiff_t n, int *has_nan)                      \
+static inline T xf_max_##SUF(const T *x, ptrdiff_t n, int *has_nan)                       \
 {                                                                                         \
     T m = -INFINITY;                                                                      \
     int nan = 0;                                                                          \
@@ -542,13 +543,13 @@ static inline void xf_scale_chunks_##SUF(T *e, ptrdiff_t n, const T *cmax, T m, 
  * NULL; grad may be x itself. Returns the sum of the losses (in double, by chunks).
  */
 #define XF_BCE_LOGITS(T, SUF, EXP, LOG1P)                                                 \
-static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,            \
+static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,             \
         const T *w, ptrdiff_t ws, const T *pw, ptrdiff_t pws,                             \
         const T *g, T gscale, T *loss, T *grad)                                           \
 {                                                                                         \
-    /* The loop below has no branch: absent or broadcast arrays are read from local      \
+    /* The loop below has no branch: absent or broadcast arrays are read from local       \
      * chunks of constants, unwanted outputs go to a local sink. */                       \
-    T w_fill[XF_CHUNK], pw_fill[XF_CHUNK], g_fill[XF_CHUNK];                               \
+    T w_fill[XF_CHUNK], pw_fill[XF_CHUNK], g_fill[XF_CHUNK];                              \
     T sink_loss[XF_CHUNK], sink_grad[XF_CHUNK];    /* apart: one sink for both stalls */  \
     const T w0 = w ? w[0] : (T)1, pw0 = pw ? pw[0] : (T)1;                                \
     const int fill_w = !(w && ws == 1), fill_pw = !(pw && pws == 1);                      \
@@ -569,8 +570,8 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
         const T *gc = g ? g + j0 : g_fill;                                                \
         T *lc = loss ? loss + j0 : sink_loss;                                             \
         T *dc = grad ? grad + j0 : sink_grad;                                             \
-        xf_prefetch_ahead(xc + XF_PF_AHEAD, len * (ptrdiff_t)sizeof(T));                  \
-        xf_prefetch_ahead(yc + XF_PF_AHEAD, len * (ptrdiff_t)sizeof(T));                  \
+        xf_prefetch_ahead(xc, len * (ptrdiff_t)sizeof(T));                                \
+        xf_prefetch_ahead(yc, len * (ptrdiff_t)sizeof(T));                                \
         T acc = 0;                                                                        \
         XF_SIMD_SUM(acc)                                                                  \
         for (ptrdiff_t j = 0; j < len; j++) {                                             \
@@ -614,7 +615,7 @@ static inline void xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,   
 {                                                                                         \
     T v[XF_SHORT][XF_TILE], ev[XF_SHORT][XF_TILE];                                        \
     T m[XF_TILE], acc[XF_TILE], ties[XF_TILE], nan[XF_TILE], used[XF_TILE];               \
-    double xt[XF_TILE], et[XF_TILE], sc[XF_TILE], fix[XF_TILE], rr[XF_TILE], ll[XF_TILE];  \
+    double xt[XF_TILE], et[XF_TILE], sc[XF_TILE], fix[XF_TILE], rr[XF_TILE], ll[XF_TILE]; \
     if (rows == XF_TILE) {              /* lanes across rows: strided (gather) loads */   \
         for (ptrdiff_t j = 0; j < n; j++) {                                               \
             XF_SIMD                                                                       \
