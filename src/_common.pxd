@@ -39,9 +39,10 @@ cdef extern from "xent_simd.h" nogil:
                                 double* m_out, int* has_nan)
     void xf_scale_chunks_f32(float* e, Py_ssize_t n, const float* cmax, float m, double a)
     void xf_scale_chunks_f64(double* e, Py_ssize_t n, const double* cmax, double m, double a)
-    void xf_small_ce_f32(const float* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
+    double xf_sum_tile(const double* a)
+    double xf_small_ce_f32(const float* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
                          const double* wt, const double* g, double z, double* loss, float* grad)
-    void xf_small_ce_f64(const double* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
+    double xf_small_ce_f64(const double* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
                          const double* wt, const double* g, double z, double* loss, double* grad)
     enum:
         XF_BLOCK
@@ -118,15 +119,16 @@ cdef inline void scale_chunks(floating* e, Py_ssize_t n, const floating* cmax, d
         xf_scale_chunks_f64(e, n, cmax, m, a)
 
 
-cdef inline void small_ce(const floating* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
+cdef inline double small_ce(const floating* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
                           const double* wt, const double* g, double z, double* loss,
                           floating* grad) noexcept nogil:
     """Cross-entropy of up to XF_TILE rows of n < XF_SHORT logits at once (see
-    xent_simd.h): t[i] = -1 for a row that counts for nothing."""
+    xent_simd.h): t[i] = -1 for a row that counts for nothing. Returns the sum of
+    loss[:XF_TILE]."""
     if floating is float:
-        xf_small_ce_f32(x, rows, n, t, wt, g, z, loss, grad)
+        return xf_small_ce_f32(x, rows, n, t, wt, g, z, loss, grad)
     else:
-        xf_small_ce_f64(x, rows, n, t, wt, g, z, loss, grad)
+        return xf_small_ce_f64(x, rows, n, t, wt, g, z, loss, grad)
 
 
 cdef inline void fill(floating* x, Py_ssize_t n, double value) noexcept nogil:

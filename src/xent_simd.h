@@ -608,14 +608,30 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
  */
 #define XF_TILE 16
 
+/* Sum of a tile's XF_TILE (16) values as a fixed tree: vectorised, and with no chain
+ * of dependent adds through the rows. */
+static inline double xf_sum_tile(const double *a)
+{
+    double b[8], c[4];
+    for (int l = 0; l < 8; l++)
+        b[l] = a[l] + a[l + 8];
+    for (int l = 0; l < 4; l++)
+        c[l] = b[l] + b[l + 4];
+    return (c[0] + c[2]) + (c[1] + c[3]);
+}
+
 #define XF_SMALL_CE(T, SUF, EXP)                                                          \
-static inline void xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,             \
+static inline double xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,           \
         const int64_t *t, const double *wt, const double *g, double z,                    \
         double *loss, T *grad)                                                            \
 {                                                                                         \
     T v[XF_SHORT][XF_TILE], ev[XF_SHORT][XF_TILE];                                        \
     T m[XF_TILE], acc[XF_TILE], ties[XF_TILE], nan[XF_TILE], used[XF_TILE];               \
+    T tf[XF_TILE], fixt[XF_TILE];                                                         \
     double xt[XF_TILE], et[XF_TILE], sc[XF_TILE], fix[XF_TILE], rr[XF_TILE], ll[XF_TILE]; \
+    xf_prefetch_ahead(x, rows * n * (ptrdiff_t)sizeof(T));                                \
+    if (grad)                                                                             \
+        xf_prefetch_ahead(grad, rows * n * (ptrdiff_t)sizeof(T));                         \
     if (rows == XF_TILE) {              /* lanes across rows: strided (gather) loads */   \
         for (ptrdiff_t j = 0; j < n; j++) {                                               \
             XF_SIMD                                                                       \
@@ -672,8 +688,9 @@ static inline void xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,   
         ll[i] = bad ? (double)NAN : lse;                                                  \
         xt[i] = xt[i] == mi ? 1.0 : 0.0;          /* now: is the target the max? */       \
     }                                                                                     \
+    const double total = xf_sum_tile(loss);                                               \
     if (!grad)                                                                            \
-        return;                                                                           \
+        return total;                                                                     \
     XF_SIMD                                     /* the gradient's row coefficients */     \
     for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
         double r = rr[i], lse = ll[i], wi = wt[i], gi = g[i];                             \
@@ -683,14 +700,19 @@ static inline void xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,   
                                    : gi * (-coef * rest * inv + 2.0 * z * lse);           \
         sc[i] = used[i] == 0 ? 0.0 : gi * coef * inv;   /* NaN for a bad row, via lse */  \
     }                                                                                     \
+    XF_SIMD                                     /* the target entries, as T lanes */      \
+    for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
+        tf[i] = (T)t[i];                        /* -1 past rows: no class */              \
+        fixt[i] = sc[i] == sc[i] ? (T)fix[i] : (T)NAN;                                    \
+    }                                                                                     \
+    /* Scaled, with the target entry put in by a blend: scalar stores into ev followed    \
+     * by the vector loads of the transpose would stall store forwarding. */              \
     for (ptrdiff_t j = 0; j < n; j++) {                                                   \
         XF_SIMD                                                                           \
         for (ptrdiff_t i = 0; i < XF_TILE; i++)                                           \
-            ev[j][i] = used[i] == 0 ? (T)0 : (T)(ev[j][i] * sc[i]);                       \
+            ev[j][i] = used[i] == 0 ? (T)0                                                \
+                                    : (tf[i] == (T)j ? fixt[i] : (T)(ev[j][i] * sc[i]));  \
     }                                                                                     \
-    for (ptrdiff_t i = 0; i < rows; i++)                                                  \
-        if (t[i] >= 0 && sc[i] == sc[i])                                                  \
-            ev[t[i]][i] = (T)fix[i];                                                      \
     if (rows == XF_TILE) {                                                                \
         for (ptrdiff_t j = 0; j < n; j++) {                                               \
             XF_SIMD                                                                       \
@@ -702,6 +724,7 @@ static inline void xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,   
             for (ptrdiff_t j = 0; j < n; j++)                                             \
                 grad[i * n + j] = ev[j][i];                                               \
     }                                                                                     \
+    return total;                                                                         \
 }
 
 XF_ROW_PRIMITIVES(float, f32, xf_expf, float)
