@@ -202,59 +202,94 @@ typedef struct {
     int64_t greater, first;
 } xf_row_sums;
 
+/* One step of XF_LANES entries from k; entries past c1 read as -inf (y: 0), which add
+ * nothing to any sum. */
+#define XF_SCORE_STEP(T, EXP, TAIL, WITH_Y)                                               \
+    XF_SIMD                                                                               \
+    for (int l = 0; l < XF_LANES; l++) {                                                  \
+        const int in = !TAIL || k + l < c1;                                               \
+        T xj = in ? x[k + l] : (T)-INFINITY;                                              \
+        T yj = WITH_Y && in ? y[k + l] : (T)0;                                            \
+        T d = m - xj;                                                                     \
+        T v = EXP(xj - m);                                                                \
+        T below = xj != m ? (T)1 : (T)0;                                                  \
+        acc[l] += v * below;                                                              \
+        ties[l] += (T)1 - below;                                                          \
+        h[l] += v > 0 ? v * d : (T)0;                                                     \
+        gt[l] += xj > xt ? (T)1 : (T)0;                                                   \
+        if (WITH_Y) {                                                                     \
+            g[l] += yj != 0 ? yj * d : (T)0;                                              \
+            ys[l] += yj;                                                                  \
+        }                                                                                 \
+    }
+
+#define XF_SCORE_CHUNK(T, EXP, WITH_Y)                                                    \
+    {                                                                                     \
+        ptrdiff_t k = c0;                                                                 \
+        for (; k + XF_LANES <= c1; k += XF_LANES) {                                       \
+            XF_SCORE_STEP(T, EXP, 0, WITH_Y)                                              \
+        }                                                                                 \
+        if (k < c1) {                                                                     \
+            XF_SCORE_STEP(T, EXP, 1, WITH_Y)                                              \
+        }                                                                                 \
+    }
+
 #define XF_SCORE_SWEEP(T, SUF, EXP)                                                       \
-static inline void xf_score_sweep_##SUF(const T *x, const T *y, ptrdiff_t n, T m, T xt,  \
+static inline void xf_score_sweep_##SUF(const T *x, const T *y, ptrdiff_t n, T m, T xt,   \
                                         xf_row_sums *out)                                 \
 {                                                                                         \
-    double r = 0.0, ent = 0.0, gap = 0.0, ysum = 0.0, all_ties = 0.0;                     \
-    int64_t greater = 0, first = -1;                                                      \
+    /* lanes as in xf_sum_below: no horizontal sums inside the loop over chunks */        \
+    double r_l[XF_LANES], ent_l[XF_LANES], ties_l[XF_LANES], gap_l[XF_LANES],             \
+           ysum_l[XF_LANES], gt_l[XF_LANES];                                              \
+    for (int l = 0; l < XF_LANES; l++)                                                    \
+        r_l[l] = ent_l[l] = ties_l[l] = gap_l[l] = ysum_l[l] = gt_l[l] = 0.0;             \
+    int64_t first = -1;                                                                   \
     for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_CHUNK) {                                      \
         const ptrdiff_t c1 = c0 + XF_CHUNK < n ? c0 + XF_CHUNK : n;                       \
-        T acc = 0, h = 0, ties = 0, gt = 0, g = 0, ys = 0;                                \
+        T acc[XF_LANES], h[XF_LANES], ties[XF_LANES], gt[XF_LANES], g[XF_LANES],          \
+          ys[XF_LANES];                                                                   \
+        for (int l = 0; l < XF_LANES; l++)                                                \
+            acc[l] = h[l] = ties[l] = gt[l] = g[l] = ys[l] = 0;                           \
+        xf_prefetch_ahead(x + c0, (c1 - c0) * (ptrdiff_t)sizeof(T));                      \
         if (y) {                                                                          \
-            XF_SIMD_SUM(acc, h, ties, gt, g, ys)                                          \
-            for (ptrdiff_t j = c0; j < c1; j++) {                                         \
-                T xj = x[j], yj = y[j];                                                   \
-                T d = m - xj;                                                             \
-                T v = EXP(xj - m);                                                        \
-                T below = xj != m ? (T)1 : (T)0;                                          \
-                acc += v * below;                                                         \
-                ties += (T)1 - below;                                                     \
-                h += v > 0 ? v * d : (T)0;                                                \
-                gt += xj > xt ? (T)1 : (T)0;                                              \
-                g += yj != 0 ? yj * d : (T)0;                                             \
-                ys += yj;                                                                 \
-            }                                                                             \
+            xf_prefetch_ahead(y + c0, (c1 - c0) * (ptrdiff_t)sizeof(T));                  \
+            XF_SCORE_CHUNK(T, EXP, 1)                                                     \
         } else {                                                                          \
-            XF_SIMD_SUM(acc, h, ties, gt)                                                 \
-            for (ptrdiff_t j = c0; j < c1; j++) {                                         \
-                T xj = x[j];                                                              \
-                T d = m - xj;                                                             \
-                T v = EXP(xj - m);                                                        \
-                T below = xj != m ? (T)1 : (T)0;                                          \
-                acc += v * below;                                                         \
-                ties += (T)1 - below;                                                     \
-                h += v > 0 ? v * d : (T)0;                                                \
-                gt += xj > xt ? (T)1 : (T)0;                                              \
-            }                                                                             \
+            XF_SCORE_CHUNK(T, EXP, 0)                                                     \
         }                                                                                 \
-        if (first < 0 && ties > 0) {    /* the max is in this chunk */                    \
-            for (ptrdiff_t j = c0; j < c1; j++)                                           \
-                if (x[j] == m) {                                                          \
-                    first = j;                                                            \
-                    break;                                                                \
-                }                                                                         \
+        if (first < 0) {                /* is the max in this chunk? */                   \
+            T any = 0;                                                                    \
+            for (int l = 0; l < XF_LANES; l++)                                            \
+                any += ties[l];                                                           \
+            if (any > 0)                                                                  \
+                for (ptrdiff_t j = c0; j < c1; j++)                                       \
+                    if (x[j] == m) {                                                      \
+                        first = j;                                                        \
+                        break;                                                            \
+                    }                                                                     \
         }                                                                                 \
-        r += (double)acc;                                                                 \
-        ent += (double)h;                                                                 \
-        all_ties += (double)ties;                                                         \
-        greater += (int64_t)gt;                                                           \
-        gap += (double)g;                                                                 \
-        ysum += (double)ys;                                                               \
+        XF_SIMD                                                                           \
+        for (int l = 0; l < XF_LANES; l++) {                                              \
+            r_l[l] += (double)acc[l];                                                     \
+            ent_l[l] += (double)h[l];                                                     \
+            ties_l[l] += (double)ties[l];                                                 \
+            gt_l[l] += (double)gt[l];                                                     \
+            gap_l[l] += (double)g[l];                                                     \
+            ysum_l[l] += (double)ys[l];                                                   \
+        }                                                                                 \
+    }                                                                                     \
+    double r = 0.0, ent = 0.0, all_ties = 0.0, greater = 0.0, gap = 0.0, ysum = 0.0;      \
+    for (int l = 0; l < XF_LANES; l++) {                                                  \
+        r += r_l[l];                                                                      \
+        ent += ent_l[l];                                                                  \
+        all_ties += ties_l[l];                                                            \
+        greater += gt_l[l];                                                               \
+        gap += gap_l[l];                                                                  \
+        ysum += ysum_l[l];                                                                \
     }                                                                                     \
     out->r = r + (all_ties - 1.0);                                                        \
     out->ent = ent;                                                                       \
-    out->greater = greater;                                                               \
+    out->greater = (int64_t)greater;                                                      \
     out->first = first;                                                                   \
     out->gap = gap;                                                                       \
     out->ysum = ysum;                                                                     \
