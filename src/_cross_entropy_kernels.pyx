@@ -34,7 +34,7 @@ from libc.stdlib cimport malloc, free
 
 from _common cimport (
     floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    online_sumexp, scale_chunks, small_ce, xf_sum_tile, xf_exp, XF_BLOCK, XF_MAX_CHUNKS, XF_SHORT,
+    online_sumexp, scale_chunks, small_ce, xf_exp, XF_BLOCK, XF_MAX_CHUNKS, XF_SHORT,
     XF_TILE,
     rows_per_block, effective_threads,
 )
@@ -287,16 +287,16 @@ cdef void short_rows_block(
             tile_w[k] = weight[t] if weight != NULL else 1.0
             tile_g[k] = grad_scale * grad_rows[i + k] if grad_rows != NULL else grad_scale
             counted += 1
+            if weight != NULL:      # row by row, in count_index_block's order: the
+                s.weight += tile_w[k]   # loss and the gradient share the "mean" denominator
         for k in range(rows, XF_TILE):      # a last, partial tile: lanes that count nothing
             tile_t[k] = -1
             tile_w[k] = 0.0
             tile_g[k] = 0.0
-        # Sums by tiles: a running sum through the rows would be a chain of dependent
-        # adds, as long as the arithmetic of the tile.
+        # The loss sum by tiles: a running sum through the rows would be a chain of
+        # dependent adds as long as the arithmetic of the tile.
         s.loss += small_ce(logits + i * n, rows, n, tile_t, tile_w, tile_g, o.z_loss,
                            tile_loss, grad + i * n if grad != NULL else NULL)
-        if weight != NULL:
-            s.weight += xf_sum_tile(tile_w)
         if loss_rows != NULL:
             for k in range(rows):
                 loss_rows[i + k] = <floating>tile_loss[k]

@@ -161,10 +161,11 @@ static inline double xf_log1p_f64(double r)
  * The hardware prefetchers alone leave the memory idle while a core computes exps:
  * measured here, a loop that reads and writes at the copy's speed, and computes for
  * half as long again, takes the sum of the two times. Loops that compute more than a
- * load and a store per entry therefore ask, chunk by chunk, for the lines some way
- * ahead of where they read and write (a few lines at a time: a burst of prefetches
- * stalls on the line-fill buffers). Prefetches never fault, so asking past the end
- * of an array is safe.
+ * load and a store per entry therefore ask, chunk by chunk (16 to 64 lines), for the
+ * lines XF_PF_AHEAD bytes ahead of where they read and write. A whole block's lines
+ * at once (128) made the kernels slower: the requests wait for line-fill buffers.
+ * Prefetches never fault, so asking past the end of an array is safe; the address is
+ * formed as an integer, as C allows no pointer past the end.
  */
 #define XF_PF_AHEAD 8192        /* bytes: for float rows, the next block of online_sumexp */
 #if defined(__GNUC__) || defined(__clang__)
@@ -176,13 +177,13 @@ static inline double xf_log1p_f64(double r)
 #define XF_PREFETCH_LINE(p) ((void)(p))
 #endif
 /* The lines of the nbytes bytes XF_PF_AHEAD bytes past p. Also for an output: a line
- * not in cache is read before a store can write it; prefetched, it arrives owned by
- * this core. */
+ * not in cache is read before a store can write it, and prefetched it is there when
+ * the store comes (a read prefetch: PREFETCHW is not in every x86-64). */
 static inline void xf_prefetch_ahead(const void *p, ptrdiff_t nbytes)
 {
-    const char *c = (const char *)p + XF_PF_AHEAD;
+    const uintptr_t c = (uintptr_t)p + XF_PF_AHEAD;
     for (ptrdiff_t q = 0; q < nbytes; q += 64)
-        XF_PREFETCH_LINE(c + q);
+        XF_PREFETCH_LINE(c + (uintptr_t)q);
 }
 
 /* ---- row primitives ---------------------------------------------------------------
@@ -272,12 +273,12 @@ static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, 
  * on leaving out the ties. AVX-512 does them in one (vscalef, correctly rounded into the
  * subnormals) and two (masked adds); that makes the loop, which bounds the loss-only
  * kernels, about 15% faster. Same operations in the same order as XF_SUM_BELOW, so the
- * results are bitwise those of the portable code built for AVX-512. Entries more than
+ * results are bitwise those of the portable code built for AVX-512 (for rows with a
+ * finite max and no NaN; the others' sums are discarded by every caller). Entries more than
  * 104 (float) or 746 (double) below the max give 0 by a mask, never by an underflow:
  * an underflowing vscalef takes a microcode assist (20 times slower), and masked
  * logits are common. */
 #if defined(__AVX512F__) && !defined(XF_PORTABLE)
-#define XF_SUM_BELOW_AVX512 1
 #include <immintrin.h>
 
 static inline __m512 xf_expf_x16(__m512 x)
@@ -367,10 +368,10 @@ static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1
         ptrdiff_t left = c1 - (k);                                                        \
         __mmask8 in = left >= 8 ? (__mmask8)0xFF                                          \
                                 : (__mmask8)(left > 0 ? (1u << left) - 1u : 0u);          \
-        __m512d xv = _mm512_mask_loadu_pd(ninf, in, x + (k));                             \
+        __m512d xv = _mm512_mask_loadu_pd(ninf, in, x + (left > 0 ? (k) : c0));          \
         __m512d v = xf_exp_x8(_mm512_sub_pd(xv, mv));                                     \
         __mmask8 tie = _mm512_cmp_pd_mask(xv, mv, _CMP_EQ_OQ);                            \
-        if (e)                                                                            \
+        if (e && left > 0)                                                                \
             _mm512_mask_storeu_pd(e + (k), in, v);                                        \
         acc = _mm512_mask_add_pd(acc, (__mmask8)~tie, acc, v);                            \
         ties = _mm512_mask_add_pd(ties, tie, ties, one);                                  \

@@ -618,6 +618,21 @@ def test_softcap_keeps_masked_classes_masked(kind):
     assert grad[0, 1] == 0 and grad[1, 0] == 0
 
 
+@pytest.mark.parametrize("n_classes", [3, 40])     # the short-rows tiles, the row kernel
+def test_weighted_mean_loss_and_gradient_share_one_denominator(n_classes):
+    # Weights whose sum depends on the order of the additions: 1e16 + 1 - 1e16 is 0 row
+    # by row and 1 in other orders. The loss and the gradient must divide by the same
+    # sum (here 0: nan, as for any zero sum), not by two sums taken in two orders.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, n_classes))
+    w = np.ones(n_classes)
+    w[:3] = [1e16, 1.0, -1e16]
+    t = np.array([0, 1, 2])
+    loss, grad = xf.cross_entropy_and_grad(x, t, weight=w)
+    assert np.isnan(loss) and np.isnan(xf.cross_entropy(x, t, weight=w))
+    assert not np.isfinite(grad).all()
+
+
 def test_weighted_mean_with_zero_weight_sum_is_nan_like_torch():
     x = np.random.default_rng(0).standard_normal((3, 4))
     t = np.array([0, 0, 0])
