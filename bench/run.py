@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark suite of xent_fast against the copy/read floors, NumPy, PyTorch and JAX.
 
-    python bench/run.py                  # full run (~1 min on an idle 2-core machine); judges targets
+    python bench/run.py                  # full run (~1.5 min on an idle 2-core machine); judges targets
     python bench/run.py --quick          # CI-sized run: small shapes, 3 repeats
     python bench/run.py --cases ce_grad_32k,threads --repeat 15
 
@@ -704,7 +704,7 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small shapes, 3 repeats")
     parser.add_argument("--cases", help=f"comma-separated subset of: {', '.join(CASES)}")
-    parser.add_argument("--repeat", type=int, help="timed calls per contender (default 9, quick 3)")
+    parser.add_argument("--repeat", type=int, help="timed calls per contender (default 15, quick 3)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder (bench/results)")
     args = parser.parse_args(argv)
 
@@ -712,7 +712,7 @@ def main(argv=None) -> int:
     unknown = [n for n in names if n not in CASES]
     if unknown:
         parser.error(f"unknown case(s): {', '.join(unknown)}; choose from {', '.join(CASES)}")
-    repeat = args.repeat or (3 if args.quick else 9)
+    repeat = args.repeat or (3 if args.quick else 15)
     if repeat < 1:
         parser.error("--repeat must be at least 1")
     ctx = Ctx(args.quick, repeat, np.random.default_rng(0))
