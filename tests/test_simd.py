@@ -23,7 +23,11 @@ LEVELS = _simd.available_levels()
 
 @pytest.fixture(params=LEVELS)
 def level(request, monkeypatch):
-    lvl = request.param
+    _use_level(request.param, monkeypatch)
+    return request.param
+
+
+def _use_level(lvl, monkeypatch):
     soft = _simd.kernels("_softmax_kernels", lvl)
     ce = _simd.kernels("_cross_entropy_kernels", lvl)
     binary = _simd.kernels("_binary_kernels", lvl)
@@ -34,7 +38,6 @@ def level(request, monkeypatch):
     monkeypatch.setattr(_cross_entropy, "_INDEX_KERNEL", index)
     monkeypatch.setattr(_cross_entropy, "_PROBS_KERNEL", probs)
     monkeypatch.setattr(_binary, "_KERNEL", binary.binary_loss.__signatures__)
-    return lvl
 
 
 # Row lengths around the vector widths and the 256-entry summation chunks.
@@ -98,6 +101,27 @@ def test_binary_at_every_level(level, dtype):
     loss, grad = xf.binary_cross_entropy_with_logits_and_grad(x, y, reduction="none")
     assert_close(loss, base_loss, dtype)
     assert_close(grad, base_grad, dtype)
+
+
+@pytest.mark.skipif(not {"avx2", "avx512"} <= set(LEVELS), reason="needs AVX-512")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fma_levels_agree_bitwise_on_rows_of_16_or_more(dtype, monkeypatch):
+    # The row sums run in 16 explicit lanes at every level, and the AVX-512 loop by hand
+    # does the portable loop's operations in its order: with FMA at both, AVX2 and
+    # AVX-512 give the same bits (the baseline, without FMA, rounds differently).
+    results = []
+    for lvl in ("avx2", "avx512"):
+        _use_level(lvl, monkeypatch)
+        out = []
+        for c in [16, 17, 255, 257, 1000, 4099, 70000]:
+            x = _logits(np.random.default_rng(c), 6, c, dtype)
+            x[3, ::7] = x[3].max() - 100         # exps that underflow or are subnormal
+            t = np.random.default_rng(c + 1).integers(0, c, 6)
+            out += [xf.softmax(x), xf.logsumexp(x), *xf.cross_entropy_and_grad(x, t),
+                    xf.cross_entropy(x, t, reduction="none")]
+        results.append(out)
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_levels_are_the_cpus():
