@@ -318,6 +318,24 @@ static inline __m512d xf_exp_x8(__m512d x)
     return _mm512_maskz_scalef_pd(keep, p, n);
 }
 
+/* The sum and the ties of the 16 double lanes (lo: 0-7, hi: 8-15), added in lane order
+ * as XF_SUM_BELOW does; the ties are added to *ties_out. */
+static inline double xf_lanes_total(__m512d r_lo, __m512d r_hi, __m512d t_lo, __m512d t_hi,
+                                    double *ties_out)
+{
+    double r_lane[16], ties_lane[16], r = 0.0, all_ties = 0.0;
+    _mm512_storeu_pd(r_lane, r_lo);
+    _mm512_storeu_pd(r_lane + 8, r_hi);
+    _mm512_storeu_pd(ties_lane, t_lo);
+    _mm512_storeu_pd(ties_lane + 8, t_hi);
+    for (int l = 0; l < 16; l++) {
+        r += r_lane[l];
+        all_ties += ties_lane[l];
+    }
+    *ties_out += all_ties;
+    return r;
+}
+
 /* lanes 0-15 of XF_SUM_BELOW: float in one register, double in two (lo, hi) */
 static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1, float m,
                                       float *e, double *ties_out)
@@ -349,17 +367,7 @@ static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1
         t_hi = _mm512_add_pd(t_hi, _mm512_cvtps_pd(_mm256_castpd_ps(
                                        _mm512_extractf64x4_pd(_mm512_castps_pd(ties), 1))));
     }
-    double r_lane[16], ties_lane[16], r = 0.0, all_ties = 0.0;
-    _mm512_storeu_pd(r_lane, r_lo);
-    _mm512_storeu_pd(r_lane + 8, r_hi);
-    _mm512_storeu_pd(ties_lane, t_lo);
-    _mm512_storeu_pd(ties_lane + 8, t_hi);
-    for (int l = 0; l < 16; l++) {
-        r += r_lane[l];
-        all_ties += ties_lane[l];
-    }
-    *ties_out += all_ties;
-    return r;
+    return xf_lanes_total(r_lo, r_hi, t_lo, t_hi, ties_out);
 }
 
 /* 8 entries from k into (acc, ties); entries from c1 on are masked off */
@@ -398,17 +406,7 @@ static inline double xf_sum_below_f64(const double *x, ptrdiff_t j0, ptrdiff_t j
         t_lo = _mm512_add_pd(t_lo, ties_lo);
         t_hi = _mm512_add_pd(t_hi, ties_hi);
     }
-    double r_lane[16], ties_lane[16], r = 0.0, all_ties = 0.0;
-    _mm512_storeu_pd(r_lane, r_lo);
-    _mm512_storeu_pd(r_lane + 8, r_hi);
-    _mm512_storeu_pd(ties_lane, t_lo);
-    _mm512_storeu_pd(ties_lane + 8, t_hi);
-    for (int l = 0; l < 16; l++) {
-        r += r_lane[l];
-        all_ties += ties_lane[l];
-    }
-    *ties_out += all_ties;
-    return r;
+    return xf_lanes_total(r_lo, r_hi, t_lo, t_hi, ties_out);
 }
 #else
 XF_SUM_BELOW(float, f32, xf_expf, float)

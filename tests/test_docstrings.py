@@ -22,9 +22,13 @@ def _import(name):
     """The module, or a skip reason when an optional dependency of it is missing."""
     try:
         return importlib.import_module(name), None
-    except ModuleNotFoundError as exc:
-        if exc.name and not exc.name.startswith("xent_fast"):
-            return None, f"{name} needs {exc.name}, which is not installed"
+    except ImportError as exc:
+        # the adapters raise their own ImportError (with an install hint) from the
+        # ModuleNotFoundError of the framework they need
+        missing = exc if isinstance(exc, ModuleNotFoundError) else exc.__cause__
+        if (isinstance(missing, ModuleNotFoundError) and missing.name
+                and not missing.name.startswith("xent_fast")):
+            return None, f"{name} needs {missing.name}, which is not installed"
         raise
 
 
