@@ -6,6 +6,7 @@
 # vectorised loops behind them are in xent_simd.h. Every sum is accumulated in double,
 # also for float32 rows: it is what keeps tiny losses accurate (see sum_exp_below_max).
 
+cimport numpy as cnp
 from libc.math cimport INFINITY, NAN, isfinite
 from libc.stdint cimport int32_t, int64_t
 
@@ -165,3 +166,60 @@ cdef inline int effective_threads(int n_threads, Py_ssize_t n_tasks,
     if nt > n_tasks:
         nt = <int>n_tasks
     return nt if nt > 0 else 1
+
+
+# --- arrays passed to a kernel ---------------------------------------------------------
+# Entry points that small calls go through take ndarrays and check them here with a few
+# C-API reads: a typed memoryview costs a buffer acquisition per array, about a tenth of
+# a 32x10 call. The Python layer has already made every array kernel-ready, so a failed
+# check is a bug there; it raises rather than read or write out of bounds.
+
+cdef inline int kernel_error(str what) except -1:
+    raise ValueError(f"internal error: {what} passed to a kernel")
+
+
+cdef inline char* array_data(object a, int type_num, Py_ssize_t d0, Py_ssize_t d1,
+                             bint writable) except? NULL:
+    """The data of ``a``: an aligned, C-contiguous, native ndarray of NumPy type
+    ``type_num`` and shape (d0,), or (d0, d1) if d1 >= 0, writable if ``writable``."""
+    if not cnp.PyArray_Check(a):
+        kernel_error("a non-array")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int nd = 1 if d1 < 0 else 2
+    if (cnp.PyArray_TYPE(arr) != type_num or cnp.PyArray_NDIM(arr) != nd
+            or not (cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_ISNOTSWAPPED(arr))):
+        kernel_error("an array of the wrong type, rank or layout")
+    if cnp.PyArray_DIMS(arr)[0] != d0 or (nd == 2 and cnp.PyArray_DIMS(arr)[1] != d1):
+        kernel_error("an array of the wrong shape")
+    if writable and not cnp.PyArray_ISWRITEABLE(arr):
+        kernel_error("a read-only output")
+    return cnp.PyArray_BYTES(arr)
+
+
+cdef inline char* optional_data(object a, int type_num, Py_ssize_t d0, Py_ssize_t d1,
+                                bint writable) except? NULL:
+    """array_data, or NULL for None (an optional array left out)."""
+    if a is None:
+        return NULL
+    return array_data(a, type_num, d0, d1, writable)
+
+
+cdef inline int float_type(object a, int nd) except -1:
+    """NumPy type number of ``a``, an ndarray of rank ``nd``, float32 or float64."""
+    if not cnp.PyArray_Check(a) or cnp.PyArray_NDIM(<cnp.ndarray>a) != nd:
+        kernel_error("a non-array or an array of the wrong rank")
+    cdef int tn = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if tn != cnp.NPY_FLOAT32 and tn != cnp.NPY_FLOAT64:
+        kernel_error("a non-float array")
+    return tn
+
+
+cdef inline int index_type(object a) except -1:
+    """NumPy type number of ``a``, an ndarray of 32- or 64-bit signed integers."""
+    if not cnp.PyArray_Check(a):
+        kernel_error("a non-array")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if not cnp.PyArray_ISSIGNED(arr) or (cnp.PyArray_ITEMSIZE(arr) != 4
+                                         and cnp.PyArray_ITEMSIZE(arr) != 8):
+        kernel_error("class indices that are not int32 or int64")
+    return cnp.PyArray_TYPE(arr)

@@ -29,15 +29,18 @@
 
 from cython.parallel cimport prange, threadid
 from libc.math cimport log1p, tanh, NAN, INFINITY
-from libc.stdint cimport int64_t
+cimport numpy as cnp
+from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport malloc, free
 
 from _common cimport (
     floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
     online_sumexp, scale_chunks, small_ce, xf_exp, XF_BLOCK, XF_MAX_CHUNKS, XF_SHORT,
     XF_TILE,
-    rows_per_block, effective_threads,
+    rows_per_block, effective_threads, array_data, optional_data, float_type, index_type,
 )
+
+cnp.import_array()
 
 
 cdef struct CEOptions:
@@ -379,21 +382,6 @@ cdef inline void add_sums(BlockSums* total, const BlockSums* sums, Py_ssize_t n_
             total.first_bad = sums[b].first_bad
 
 
-cdef inline Py_ssize_t length(const floating[::1] a):
-    return -1 if a is None else a.shape[0]
-
-
-cdef object check_shapes(Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t target_len,
-                         Py_ssize_t weight_len, Py_ssize_t loss_len, Py_ssize_t grad_rows,
-                         Py_ssize_t grad_cols, Py_ssize_t grad_rows_len):
-    # The Python layer guarantees these (-1: the optional array is absent); checked again
-    # because a mistake here would be an out-of-bounds access, not a wrong number.
-    if (target_len != n_rows or weight_len not in (-1, n) or loss_len not in (-1, n_rows)
-            or not (grad_rows == -1 or (grad_rows == n_rows and grad_cols == n))
-            or grad_rows_len not in (-1, n_rows)):
-        raise ValueError("internal error: inconsistent array shapes passed to a kernel")
-
-
 cdef CEOptions make_options(Py_ssize_t n, const floating* weight, int64_t ignore_index,
                             double label_smoothing, double z_loss, double softcap) noexcept nogil:
     cdef CEOptions o
@@ -419,30 +407,56 @@ cdef void* alloc_or_raise(size_t size) except NULL:
 
 
 def cross_entropy_index(
-    const floating[:, ::1] logits,      # IN  (n_rows, n_classes)
-    const index_t[::1] target,          # IN  (n_rows,) class indices
-    const floating[::1] weight,         # IN  (n_classes,) or None: no weights
-    floating[::1] loss_rows,            # OUT (n_rows,) per-row loss, or None
-    floating[:, ::1] grad,              # OUT (n_rows, n_classes) gradient, or None
-    const floating[::1] grad_rows,      # IN  (n_rows,) per-row upstream gradient, or None
+    object logits,                      # IN  (n_rows, n_classes) float32 or float64
+    object target,                      # IN  (n_rows,) int32 or int64 class indices
+    object weight,                      # IN  (n_classes,) or None: no weights
+    object loss_rows,                   # OUT (n_rows,) per-row loss, or None
+    object grad,                        # OUT (n_rows, n_classes) gradient, or None
+    object grad_rows,                   # IN  (n_rows,) per-row upstream gradient, or None
     double grad_output,                 # IN  scalar upstream gradient
     bint mean,                          # the gradient is of the "mean" of the losses
     int64_t ignore_index, double label_smoothing, double z_loss, double softcap,
     int n_threads,
 ):
-    """Return (loss sum, sum of w[target], counted rows, first invalid row or -1)."""
-    cdef Py_ssize_t n_rows = logits.shape[0], n = logits.shape[1]
-    check_shapes(n_rows, n, target.shape[0], length(weight), length(loss_rows),
-                 -1 if grad is None else grad.shape[0], -1 if grad is None else grad.shape[1],
-                 length(grad_rows))
+    """Return (loss sum, sum of w[target], counted rows, first invalid row or -1).
+    The float arrays all have the logits' dtype."""
+    cdef int ft = float_type(logits, 2), it = index_type(target)
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIMS(<cnp.ndarray>logits)[0]
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(<cnp.ndarray>logits)[1]
+    cdef char* x = array_data(logits, ft, n_rows, n, False)
+    cdef char* t = array_data(target, it, n_rows, -1, False)
+    cdef char* w = optional_data(weight, ft, n, -1, False)
+    cdef char* lr = optional_data(loss_rows, ft, n_rows, -1, True)
+    cdef char* gp = optional_data(grad, ft, n_rows, n, True)
+    cdef char* gr = optional_data(grad_rows, ft, n_rows, -1, False)
+    cdef bint t32 = cnp.PyArray_ITEMSIZE(<cnp.ndarray>target) == 4
+    if ft == cnp.NPY_FLOAT32 and t32:
+        return index_rows(<const float*>x, <const int32_t*>t, <const float*>w, <float*>lr,
+                          <float*>gp, <const float*>gr, n_rows, n, grad_output, mean,
+                          ignore_index, label_smoothing, z_loss, softcap, n_threads)
+    if ft == cnp.NPY_FLOAT32:
+        return index_rows(<const float*>x, <const int64_t*>t, <const float*>w, <float*>lr,
+                          <float*>gp, <const float*>gr, n_rows, n, grad_output, mean,
+                          ignore_index, label_smoothing, z_loss, softcap, n_threads)
+    if t32:
+        return index_rows(<const double*>x, <const int32_t*>t, <const double*>w, <double*>lr,
+                          <double*>gp, <const double*>gr, n_rows, n, grad_output, mean,
+                          ignore_index, label_smoothing, z_loss, softcap, n_threads)
+    return index_rows(<const double*>x, <const int64_t*>t, <const double*>w, <double*>lr,
+                      <double*>gp, <const double*>gr, n_rows, n, grad_output, mean,
+                      ignore_index, label_smoothing, z_loss, softcap, n_threads)
+
+
+cdef object index_rows(
+    const floating* logits, const index_t* target, const floating* w, floating* lr,
+    floating* gp, const floating* gr, Py_ssize_t n_rows, Py_ssize_t n, double grad_output,
+    bint mean, int64_t ignore_index, double label_smoothing, double z_loss, double softcap,
+    int n_threads,
+):
     if n_rows == 0:
         return 0.0, 0.0, 0, -1
     cdef Py_ssize_t rpb = rows_per_block(n), n_blocks = (n_rows + rpb - 1) // rpb, b
     cdef int nt = effective_threads(n_threads, n_blocks, n_rows * n)
-    cdef const floating* w = &weight[0] if weight is not None and n > 0 else NULL
-    cdef const floating* gr = &grad_rows[0] if grad_rows is not None else NULL
-    cdef floating* lr = &loss_rows[0] if loss_rows is not None else NULL
-    cdef floating* gp = &grad[0, 0] if grad is not None else NULL
     cdef CEOptions o = make_options(n, w, ignore_index, label_smoothing, z_loss, softcap)
     cdef BlockSums total
     cdef BlockSums few_sums[16]         # small calls need no heap allocation
@@ -463,22 +477,22 @@ def cross_entropy_index(
         if mean and gp != NULL:
             if nt == 1:
                 for b in range(n_blocks):
-                    count_index_block(&target[0], w, &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+                    count_index_block(target, w, &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
             else:
                 for b in prange(n_blocks, schedule="static", num_threads=nt):
-                    count_index_block(&target[0], w, &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
+                    count_index_block(target, w, &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
             add_sums(&total, sums, n_blocks)
             grad_scale = grad_output / total.weight if total.count > 0 else 0.0
         if total.first_bad >= 0:
             pass
         elif nt == 1:           # no parallel region (small calls, forked children)
             for b in range(n_blocks):
-                ce_index_block(&logits[0, 0], &target[0], w, gr, grad_scale, lr, gp, scratch,
+                ce_index_block(logits, target, w, gr, grad_scale, lr, gp, scratch,
                                &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
             add_sums(&total, sums, n_blocks)
         else:
             for b in prange(n_blocks, schedule="static", num_threads=nt):
-                ce_index_block(&logits[0, 0], &target[0], w, gr, grad_scale, lr, gp,
+                ce_index_block(logits, target, w, gr, grad_scale, lr, gp,
                                scratch + threadid() * 2 * n if scratch != NULL else NULL,
                                &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
             add_sums(&total, sums, n_blocks)
@@ -489,31 +503,44 @@ def cross_entropy_index(
 
 
 def cross_entropy_probs(
-    const floating[:, ::1] logits,      # IN  (n_rows, n_classes)
-    const floating[:, ::1] target,      # IN  (n_rows, n_classes) probabilities
-    const floating[::1] weight,         # IN  (n_classes,) or None: no weights
-    floating[::1] loss_rows,            # OUT (n_rows,) per-row loss, or None
-    floating[:, ::1] grad,              # OUT (n_rows, n_classes) gradient, or None
-    const floating[::1] grad_rows,      # IN  (n_rows,) per-row upstream gradient, or None
+    object logits,                      # IN  (n_rows, n_classes) float32 or float64
+    object target,                      # IN  (n_rows, n_classes) probabilities
+    object weight,                      # IN  (n_classes,) or None: no weights
+    object loss_rows,                   # OUT (n_rows,) per-row loss, or None
+    object grad,                        # OUT (n_rows, n_classes) gradient, or None
+    object grad_rows,                   # IN  (n_rows,) per-row upstream gradient, or None
     double grad_scale,                  # IN  scalar upstream gradient (already / n_rows for "mean")
     double label_smoothing, double z_loss, double softcap,
     int n_threads,
 ):
-    """Return the sum of the row losses."""
-    cdef Py_ssize_t n_rows = logits.shape[0], n = logits.shape[1]
-    check_shapes(n_rows, n, target.shape[0], length(weight), length(loss_rows),
-                 -1 if grad is None else grad.shape[0], -1 if grad is None else grad.shape[1],
-                 length(grad_rows))
-    if target.shape[1] != n:
-        raise ValueError("internal error: inconsistent array shapes passed to a kernel")
+    """Return the sum of the row losses. The arrays all have the logits' dtype."""
+    cdef int ft = float_type(logits, 2)
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIMS(<cnp.ndarray>logits)[0]
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(<cnp.ndarray>logits)[1]
+    cdef char* x = array_data(logits, ft, n_rows, n, False)
+    cdef char* y = array_data(target, ft, n_rows, n, False)
+    cdef char* w = optional_data(weight, ft, n, -1, False)
+    cdef char* lr = optional_data(loss_rows, ft, n_rows, -1, True)
+    cdef char* gp = optional_data(grad, ft, n_rows, n, True)
+    cdef char* gr = optional_data(grad_rows, ft, n_rows, -1, False)
+    if ft == cnp.NPY_FLOAT32:
+        return probs_rows(<const float*>x, <const float*>y, <const float*>w, <float*>lr,
+                          <float*>gp, <const float*>gr, n_rows, n, grad_scale,
+                          label_smoothing, z_loss, softcap, n_threads)
+    return probs_rows(<const double*>x, <const double*>y, <const double*>w, <double*>lr,
+                      <double*>gp, <const double*>gr, n_rows, n, grad_scale,
+                      label_smoothing, z_loss, softcap, n_threads)
+
+
+cdef object probs_rows(
+    const floating* logits, const floating* target, const floating* w, floating* lr,
+    floating* gp, const floating* gr, Py_ssize_t n_rows, Py_ssize_t n, double grad_scale,
+    double label_smoothing, double z_loss, double softcap, int n_threads,
+):
     if n_rows == 0:
         return 0.0
     cdef Py_ssize_t rpb = rows_per_block(n), n_blocks = (n_rows + rpb - 1) // rpb, b
     cdef int nt = effective_threads(n_threads, n_blocks, n_rows * n)
-    cdef const floating* w = &weight[0] if weight is not None and n > 0 else NULL
-    cdef const floating* gr = &grad_rows[0] if grad_rows is not None else NULL
-    cdef floating* lr = &loss_rows[0] if loss_rows is not None else NULL
-    cdef floating* gp = &grad[0, 0] if grad is not None else NULL
     cdef CEOptions o = make_options(n, w, -1, label_smoothing, z_loss, softcap)
     cdef BlockSums total
     cdef BlockSums few_sums[16]         # small calls need no heap allocation
@@ -530,11 +557,11 @@ def cross_entropy_probs(
     with nogil:
         if nt == 1:             # no parallel region (small calls, forked children)
             for b in range(n_blocks):
-                ce_probs_block(&logits[0, 0], &target[0, 0], w, gr, grad_scale, lr, gp, scratch,
+                ce_probs_block(logits, target, w, gr, grad_scale, lr, gp, scratch,
                                &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
         else:
             for b in prange(n_blocks, schedule="static", num_threads=nt):
-                ce_probs_block(&logits[0, 0], &target[0, 0], w, gr, grad_scale, lr, gp,
+                ce_probs_block(logits, target, w, gr, grad_scale, lr, gp,
                                scratch + threadid() * 2 * n if scratch != NULL else NULL,
                                &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
         add_sums(&total, sums, n_blocks)

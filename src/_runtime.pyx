@@ -3,6 +3,8 @@
 # numpy.may_share_memory on the hot path of a small call).
 
 cimport numpy as cnp
+from libc.float cimport FLT_MAX
+from libc.math cimport INFINITY, copysign, fabs, ldexp
 from libc.stdint cimport uintptr_t
 
 from _common cimport xf_omp_max_threads, xf_omp_num_procs, xf_omp_library, XF_OPENMP_VERSION
@@ -48,6 +50,28 @@ def kernel_type(object a):
     if not (cnp.PyArray_ISCARRAY_RO(arr) and cnp.PyArray_ISNOTSWAPPED(arr)):
         return -1
     return cnp.PyArray_TYPE(arr)
+
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
+
+cdef cnp.dtype _F32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT32)
+cdef cnp.dtype _F64 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT64)
+
+
+def float_scalar(double value, int type_num):
+    """``value`` as a NumPy scalar of type number ``type_num`` (float32 or float64), at a
+    fraction of the cost of calling ``numpy.float32``. Rounded to nearest: past float32's
+    range that is inf, without NumPy's overflow warning."""
+    cdef float f
+    if type_num == cnp.NPY_FLOAT64:
+        return PyArray_Scalar(&value, _F64, None)
+    if type_num != cnp.NPY_FLOAT32:
+        raise ValueError(f"type_num {type_num} is neither float32 nor float64")
+    # Halfway between FLT_MAX and the next power of two rounds (to even) up to inf;
+    # converting a value out of float's range would be undefined behaviour in C.
+    f = <float>copysign(INFINITY, value) if fabs(value) >= FLT_MAX + ldexp(1.0, 103) else <float>value
+    return PyArray_Scalar(&f, _F32, None)
 
 
 def memory_relation(cnp.ndarray a, cnp.ndarray b):

@@ -34,9 +34,8 @@ def _use_level(lvl, monkeypatch):
     monkeypatch.setattr(_softmax, "_SOFTMAX", soft.softmax.__signatures__)
     monkeypatch.setattr(_softmax, "_LOG_SOFTMAX", soft.log_softmax.__signatures__)
     monkeypatch.setattr(_softmax, "_LOGSUMEXP", soft.logsumexp.__signatures__)
-    index, probs = _cross_entropy._kernel_tables(ce)
-    monkeypatch.setattr(_cross_entropy, "_INDEX_KERNEL", index)
-    monkeypatch.setattr(_cross_entropy, "_PROBS_KERNEL", probs)
+    monkeypatch.setattr(_cross_entropy, "_INDEX_KERNEL", ce.cross_entropy_index)
+    monkeypatch.setattr(_cross_entropy, "_PROBS_KERNEL", ce.cross_entropy_probs)
     monkeypatch.setattr(_binary, "_KERNEL", binary.binary_loss.__signatures__)
 
 

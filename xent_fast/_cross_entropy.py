@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _validation as _v
 from ._simd import kernels
-from ._runtime import kernel_type
+from ._runtime import float_scalar, kernel_type
 from ._validation import (
     _FLOAT_NUMS,
     _INDEX_NUMS,
@@ -28,21 +28,11 @@ from ._validation import (
     _asarray,
 )
 
-_F32, _F64 = np.dtype(np.float32).num, np.dtype(np.float64).num
-_SCALAR = {_F32: np.float32, _F64: np.float64}
-_F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _kernel_tables(module: Any) -> tuple[dict[int, dict[int, Any]], dict[int, Any]]:
-    """The kernels of ``module`` by NumPy type number: [logits][class indices], [logits]."""
-    by_index = module.cross_entropy_index.__signatures__
-    by_probs = module.cross_entropy_probs.__signatures__
-    index: dict[int, dict[int, Any]] = {fnum: {inum: by_index[f"{fname}|int{bits}_t"] for inum, bits in INDEX_BITS.items()}
-             for fnum, fname in ((_F32, "float"), (_F64, "double"))}
-    return index, {_F32: by_probs["float"], _F64: by_probs["double"]}
-
-
-_INDEX_KERNEL, _PROBS_KERNEL = _kernel_tables(kernels("_cross_entropy_kernels"))
+# Kernels take the arrays as they are and check them in C (cheaper than typed memoryviews).
+_k = kernels("_cross_entropy_kernels")
+_INDEX_KERNEL, _PROBS_KERNEL = _k.cross_entropy_index, _k.cross_entropy_probs
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -238,7 +228,7 @@ def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, red
     mean = reduction == "mean"
 
     if by_index:
-        total, denom, count, first_bad = _INDEX_KERNEL[x_type][t_type](
+        total, denom, count, first_bad = _INDEX_KERNEL(
             x2, t1, w, loss1, grad2, g_rows, g_scalar, mean, ignore, eps, z, cap, nt)
         if first_bad >= 0:
             raise ValueError(
@@ -248,7 +238,7 @@ def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, red
     else:
         denom = count = n_rows
         scale = g_scalar / n_rows if (mean and n_rows) else g_scalar
-        total = _PROBS_KERNEL[x_type](x2, t1, w, loss1, grad2, g_rows, scale, eps, z, cap, nt)
+        total = _PROBS_KERNEL(x2, t1, w, loss1, grad2, g_rows, scale, eps, z, cap, nt)
 
     if loss_rows is not None:
         return (loss_rows if loss_rows.ndim else loss_rows[()]), grad
@@ -256,9 +246,7 @@ def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, red
         # "mean": 0 when nothing is counted (PyTorch: nan); counted rows whose weights
         # sum to 0 give nan, as in PyTorch.
         total = total / denom if denom else (math.nan if count else 0.0)
-    if x_type == _F32 and abs(total) > _F32_MAX:     # inf, without NumPy's overflow warning
-        total = math.copysign(math.inf, total)
-    return _SCALAR[x_type](total), grad
+    return float_scalar(total, x_type), grad
 
 
 def _as_target(target: Any, x: np.ndarray, batch_shape: tuple[int, ...]) -> tuple[bool, np.ndarray]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ._runtime import kernel_type, memory_relation
+from ._runtime import float_scalar, kernel_type, memory_relation
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)
@@ -233,15 +233,10 @@ def upstream_gradient(grad_output: Any, reduction: str, loss_shape: tuple[int, .
     )
 
 
-_F32_MAX = float(np.finfo(np.float32).max)
-
-
 def loss_scalar(dt: np.dtype, value: float) -> Any:
     """``value`` as a NumPy scalar of ``dt``; beyond float32's range that is inf, without
     NumPy's overflow warning."""
-    if dt == F32 and abs(value) > _F32_MAX:
-        value = math.copysign(math.inf, value)
-    return dt.type(value)
+    return float_scalar(value, dt.num)
 
 
 def _position(pos: tuple[Any, ...]) -> str:

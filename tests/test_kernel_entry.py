@@ -1,0 +1,146 @@
+"""The compiled entry points' own checks, and the scalar they return through.
+
+The cross-entropy kernels take ndarrays and check them in C instead of acquiring typed
+memoryviews (cheaper for small calls). The Python layer always hands them kernel-ready
+arrays, so these checks only catch a bug there, but they are all that stands between
+such a bug and a read or write out of bounds: every kind of wrong array must raise
+``ValueError`` and leave the outputs untouched.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from xent_fast import _simd
+from xent_fast._runtime import float_scalar
+
+LEVELS = _simd.available_levels()
+R, C = 5, 7
+
+
+def _index_args(dt=np.float32):
+    """Valid arguments of cross_entropy_index: loss rows and gradient wanted."""
+    rng = np.random.default_rng(0)
+    return dict(logits=rng.standard_normal((R, C)).astype(dt),
+                target=np.arange(R, dtype=np.int64) % C,
+                weight=np.ones(C, dt), loss_rows=np.zeros(R, dt), grad=np.zeros((R, C), dt),
+                grad_rows=np.ones(R, dt))
+
+
+def _call_index(kernels, a):
+    return kernels.cross_entropy_index(a["logits"], a["target"], a["weight"], a["loss_rows"],
+                                       a["grad"], a["grad_rows"], 1.0, False, -100, 0.0, 0.0,
+                                       0.0, 1)
+
+
+def _call_probs(kernels, a):
+    return kernels.cross_entropy_probs(a["logits"], a["target"], a["weight"], a["loss_rows"],
+                                       a["grad"], a["grad_rows"], 1.0, 0.0, 0.0, 0.0, 1)
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+# (argument, how it is spoiled): each must be refused.
+SPOILED = [
+    ("logits", lambda a: a.astype(np.float16)),
+    ("logits", lambda a: a.astype(np.int64)),
+    ("logits", lambda a: a[:, :-1]),                     # strided view
+    ("logits", lambda a: a.reshape(-1)),                 # wrong rank
+    ("logits", lambda a: a.astype(a.dtype.newbyteorder(">"))),
+    ("logits", lambda a: [list(r) for r in a]),          # not an ndarray
+    ("target", lambda a: a[:-1]),
+    ("target", lambda a: a.astype(np.float64)),
+    ("target", lambda a: a.astype(np.uint64)),
+    ("target", lambda a: a.astype(np.int16)),
+    ("target", lambda a: a.reshape(-1, 1)),
+    ("target", lambda a: None),
+    ("weight", lambda a: a[:-1]),
+    ("weight", lambda a: a.astype(np.float64) if a.dtype == np.float32 else a.astype(np.float32)),
+    ("loss_rows", lambda a: a[:-1]),
+    ("loss_rows", _read_only),
+    ("grad", lambda a: a[:, :-1].copy()),
+    ("grad", lambda a: a[::-1]),                          # negative strides
+    ("grad", _read_only),
+    ("grad", lambda a: np.zeros((C, R), a.dtype)),
+    ("grad_rows", lambda a: np.ones(R + 1, a.dtype)),
+    ("grad_rows", lambda a: a.reshape(1, -1)),
+]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("name, spoil", SPOILED)
+def test_index_kernel_refuses_a_wrong_array(level, dt, name, spoil):
+    kernels = _simd.kernels("_cross_entropy_kernels", level)
+    a = _index_args(dt)
+    a[name] = spoil(a[name])
+    with pytest.raises(ValueError, match="internal error"):
+        _call_index(kernels, a)
+    for out in ("loss_rows", "grad"):
+        if isinstance(a[out], np.ndarray):
+            assert not a[out].any(), f"{out} was written before the check"
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("name, spoil", [s for s in SPOILED if s[0] != "target"]
+                         + [("target", lambda a: a[:, :-1]), ("target", lambda a: a[:-1]),
+                            ("target", lambda a: a.astype(np.float16))])
+def test_probs_kernel_refuses_a_wrong_array(level, name, spoil):
+    kernels = _simd.kernels("_cross_entropy_kernels", level)
+    a = _index_args(np.float32)
+    a["target"] = np.full((R, C), 1.0 / C, np.float32)
+    a[name] = spoil(a[name])
+    with pytest.raises(ValueError, match="internal error"):
+        _call_probs(kernels, a)
+    if isinstance(a["grad"], np.ndarray):
+        assert not a["grad"].any(), "grad was written before the check"
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("t_dtype", [np.int32, np.int64, np.intc, np.int_, np.longlong])
+def test_index_kernel_takes_every_c_integer_of_32_or_64_bits(level, t_dtype):
+    kernels = _simd.kernels("_cross_entropy_kernels", level)
+    a = _index_args(np.float64)
+    want = _call_index(kernels, a)
+    a["target"] = a["target"].astype(t_dtype)
+    a["loss_rows"][:] = 0
+    assert _call_index(kernels, a) == want
+
+
+def test_optional_arrays_may_be_left_out():
+    kernels = _simd.kernels("_cross_entropy_kernels")
+    a = _index_args()
+    full = _call_index(kernels, a)
+    for name in ("weight", "loss_rows", "grad", "grad_rows"):
+        a[name] = None
+    assert _call_index(kernels, a)[0] == pytest.approx(full[0], rel=1e-6)
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+HALF_ULP = 2.0 ** 103        # half of float32's last ulp below inf
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1.5, 1e-46, -1e-40, 1 / 3, F32_MAX,
+                                   F32_MAX + HALF_ULP / 2, F32_MAX + HALF_ULP,
+                                   -(F32_MAX + HALF_ULP), 1e300, -1e300, np.inf, -np.inf,
+                                   np.nan])
+def test_float_scalar_rounds_like_numpy(value):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)    # NumPy's overflow warning
+        want32 = np.float32(value)
+    got32, got64 = (
+        float_scalar(value, np.dtype(np.float32).num), float_scalar(value, np.dtype(np.float64).num))
+    assert type(got32) is np.float32 and type(got64) is np.float64
+    np.testing.assert_array_equal(got32, want32)
+    assert np.signbit(got32) == np.signbit(want32)
+    np.testing.assert_array_equal(got64, np.float64(value))
+
+
+def test_float_scalar_refuses_other_types():
+    with pytest.raises(ValueError, match="neither float32 nor float64"):
+        float_scalar(1.0, np.dtype(np.int64).num)
