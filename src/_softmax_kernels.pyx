@@ -7,13 +7,17 @@
 # across threads with a static prange and the result is the same for every thread count. A row whose max is not finite, or that holds a NaN,
 # gives NaN (logsumexp returns +-inf where that is the exact answer).
 
+cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport log1p, INFINITY, NAN
 
 from _common cimport (
     floating, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
     online_sumexp, scale_chunks, effective_threads, XF_BLOCK, XF_MAX_CHUNKS,
+    array_data, float_type,
 )
+
+cnp.import_array()
 
 
 cdef inline void softmax_row(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
@@ -66,49 +70,63 @@ cdef inline double logsumexp_row(const floating* x, Py_ssize_t n) noexcept nogil
     return mx.value + log_s
 
 
-def softmax(const floating[:, ::1] logits,   # IN
-            floating[:, ::1] out,            # OUT, may be logits itself
+cdef enum Kind:
+    SOFTMAX
+    LOG_SOFTMAX
+    LOGSUMEXP
+
+
+cdef inline void one_row(Kind kind, const floating* x, floating* out, Py_ssize_t i,
+                         Py_ssize_t n) noexcept nogil:
+    if kind == SOFTMAX:
+        softmax_row(x + i * n, out + i * n, n)
+    elif kind == LOG_SOFTMAX:
+        log_softmax_row(x + i * n, out + i * n, n)
+    else:
+        out[i] = <floating>logsumexp_row(x + i * n, n)
+
+
+cdef void rows(Kind kind, const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n,
+               int n_threads) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef int nt = effective_threads(n_threads, n_rows, n_rows * n)
+    if nt == 1:                 # no parallel region (small calls, forked children)
+        for i in range(n_rows):
+            one_row(kind, x, out, i, n)
+    else:
+        for i in prange(n_rows, schedule="static", num_threads=nt):
+            one_row(kind, x, out, i, n)
+
+
+cdef object run(Kind kind, object logits, object out, int n_threads):
+    # The arrays are checked in C (cheaper than typed memoryviews for small calls).
+    cdef int ft = float_type(logits, 2)
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIMS(<cnp.ndarray>logits)[0]
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(<cnp.ndarray>logits)[1]
+    cdef char* x = array_data(logits, ft, n_rows, n, False)
+    cdef char* o = array_data(out, ft, n_rows, -1 if kind == LOGSUMEXP else n, True)
+    if n_rows == 0:
+        return
+    with nogil:
+        if ft == cnp.NPY_FLOAT32:
+            rows(kind, <const float*>x, <float*>o, n_rows, n, n_threads)
+        else:
+            rows(kind, <const double*>x, <double*>o, n_rows, n, n_threads)
+
+
+def softmax(object logits,      # IN  (n_rows, n_classes) float32 or float64
+            object out,         # OUT (n_rows, n_classes) of the same dtype, may be logits
             int n_threads):
-    cdef Py_ssize_t i, n_rows = logits.shape[0], n = logits.shape[1]
-    cdef int nt = effective_threads(n_threads, n_rows, n_rows * n)
-    if n_rows == 0:
-        return
-    with nogil:
-        if nt == 1:
-            for i in range(n_rows):
-                softmax_row(&logits[i, 0], &out[i, 0], n)
-        else:
-            for i in prange(n_rows, schedule="static", num_threads=nt):
-                softmax_row(&logits[i, 0], &out[i, 0], n)
+    run(SOFTMAX, logits, out, n_threads)
 
 
-def log_softmax(const floating[:, ::1] logits,   # IN
-                floating[:, ::1] out,            # OUT, may be logits itself
+def log_softmax(object logits,  # IN  (n_rows, n_classes) float32 or float64
+                object out,     # OUT (n_rows, n_classes) of the same dtype, may be logits
                 int n_threads):
-    cdef Py_ssize_t i, n_rows = logits.shape[0], n = logits.shape[1]
-    cdef int nt = effective_threads(n_threads, n_rows, n_rows * n)
-    if n_rows == 0:
-        return
-    with nogil:
-        if nt == 1:
-            for i in range(n_rows):
-                log_softmax_row(&logits[i, 0], &out[i, 0], n)
-        else:
-            for i in prange(n_rows, schedule="static", num_threads=nt):
-                log_softmax_row(&logits[i, 0], &out[i, 0], n)
+    run(LOG_SOFTMAX, logits, out, n_threads)
 
 
-def logsumexp(const floating[:, ::1] logits,   # IN
-              floating[::1] out,               # OUT, one value per row
+def logsumexp(object logits,    # IN  (n_rows, n_classes) float32 or float64
+              object out,       # OUT (n_rows,) of the same dtype
               int n_threads):
-    cdef Py_ssize_t i, n_rows = logits.shape[0], n = logits.shape[1]
-    cdef int nt = effective_threads(n_threads, n_rows, n_rows * n)
-    if n_rows == 0:
-        return
-    with nogil:
-        if nt == 1:
-            for i in range(n_rows):
-                out[i] = <floating>logsumexp_row(&logits[i, 0], n)
-        else:
-            for i in prange(n_rows, schedule="static", num_threads=nt):
-                out[i] = <floating>logsumexp_row(&logits[i, 0], n)
+    run(LOGSUMEXP, logits, out, n_threads)

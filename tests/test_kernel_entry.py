@@ -144,3 +144,33 @@ def test_float_scalar_rounds_like_numpy(value):
 def test_float_scalar_refuses_other_types():
     with pytest.raises(ValueError, match="neither float32 nor float64"):
         float_scalar(1.0, np.dtype(np.int64).num)
+
+
+SOFTMAX_SPOILED = [s for s in SPOILED if s[0] == "logits"] + [
+    ("out", lambda a: a[:-1]),
+    ("out", lambda a: a[::-1]),
+    ("out", _read_only),
+    ("out", lambda a: a.astype(np.float64) if a.dtype == np.float32 else a.astype(np.float32)),
+    ("out", lambda a: None),
+]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("kernel", ["softmax", "log_softmax", "logsumexp"])
+@pytest.mark.parametrize("name, spoil", SOFTMAX_SPOILED)
+def test_softmax_kernels_refuse_a_wrong_array(level, kernel, name, spoil):
+    f = getattr(_simd.kernels("_softmax_kernels", level), kernel)
+    x = np.random.default_rng(1).standard_normal((R, C)).astype(np.float32)
+    a = {"logits": x, "out": np.zeros(R if kernel == "logsumexp" else (R, C), np.float32)}
+    a[name] = spoil(a[name])
+    with pytest.raises(ValueError, match="internal error"):
+        f(a["logits"], a["out"], 1)
+    if isinstance(a["out"], np.ndarray):
+        assert not a["out"].any(), "out was written before the check"
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "log_softmax"])
+def test_softmax_kernels_refuse_an_out_of_logsumexp_shape(kernel):
+    f = getattr(_simd.kernels("_softmax_kernels"), kernel)
+    with pytest.raises(ValueError, match="internal error"):
+        f(np.zeros((R, C), np.float32), np.zeros(R, np.float32), 1)
