@@ -21,11 +21,17 @@
 # each block is summed serially and the blocks in order, so a total is bitwise the same
 # for any thread count, and a 1-D input of a million elements is still split.
 
+cimport numpy as cnp
 from cython.parallel cimport prange
 from libc.math cimport exp, log, log1p, pow, fabs, fmax
 from libc.stdlib cimport malloc, free
 
-from _common cimport floating, BLOCK_ELEMS, effective_threads
+from _common cimport (
+    floating, BLOCK_ELEMS, effective_threads, array_data, optional_data, strided_data,
+    float_type,
+)
+
+cnp.import_array()
 
 cdef enum Loss:
     BCE_PROBS = 0
@@ -110,105 +116,130 @@ cdef inline double bce_logits_segment(
 # --- one block of flat elements --------------------------------------------------------
 
 cdef void binary_block(
-    const floating[:, ::1] x, const floating[:, ::1] y,         # IN  input, target
-    const floating[:, :] w, const floating[:, :] pw,            # IN  broadcast views, or (0, 0)
-    const floating[:, ::1] g_elems,                             # IN  per-element upstream grad, or (0, 0)
-    floating[:, ::1] loss_out, floating[:, ::1] grad,           # OUT or (0, 0)
-    const Options* o, Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
+    const floating* x, const floating* y,                       # IN  input, target
+    const floating* w, Py_ssize_t w0, Py_ssize_t w1,            # IN  weight view and its
+    const floating* pw, Py_ssize_t pw0, Py_ssize_t pw1,         #     strides, pos_weight's, or NULL
+    const floating* g_elems,                                    # IN  per-element upstream grad, or NULL
+    floating* loss_out, floating* grad,                         # OUT or NULL
+    Py_ssize_t n, const Options* o, Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
 ) noexcept nogil:
-    cdef Py_ssize_t n = x.shape[1], k = start, i, j, j_end
-    cdef bint has_w = w.shape[0] > 0, has_pw = pw.shape[0] > 0
-    cdef bint want_loss = loss_out.shape[0] > 0, want_grad = grad.shape[0] > 0
-    cdef bint has_g = g_elems.shape[0] > 0
+    # x, y, g_elems, loss_out and grad are C-contiguous (n_rows, n); w and pw are strided
+    # views broadcast to that shape (strides in elements).
+    cdef Py_ssize_t k = start, i, j, j_end, e
+    cdef bint has_w = w != NULL, has_pw = pw != NULL
     cdef double v, d, xi, yi
-    # strides of the broadcast views, in elements: 0 (one value) or 1 take the
-    # vectorised path of xent_simd.h
-    cdef Py_ssize_t ws = w.strides[1] // sizeof(floating) if has_w else 0
-    cdef Py_ssize_t pws = pw.strides[1] // sizeof(floating) if has_pw else 0
-    cdef bint vector_path = o.loss == BCE_LOGITS and ws in (0, 1) and pws in (0, 1)
+    # A row's weights with stride 0 (one value) or 1 take the vectorised path of
+    # xent_simd.h.
+    cdef bint vector_path = o.loss == BCE_LOGITS and w1 in (0, 1) and pw1 in (0, 1)
     s.loss = 0.0
     s.first_bad = -1
     if vector_path and not has_w and not has_pw:
         # nothing varies by row: the block is one contiguous run
         s.loss = bce_logits_segment(
-            &x[0, 0] + start, &y[0, 0] + start, stop - start, NULL, 0, NULL, 0,
-            &g_elems[0, 0] + start if has_g else NULL, o.grad_scale,
-            &loss_out[0, 0] + start if want_loss else NULL,
-            &grad[0, 0] + start if want_grad else NULL)
+            x + start, y + start, stop - start, NULL, 0, NULL, 0,
+            g_elems + start if g_elems != NULL else NULL, o.grad_scale,
+            loss_out + start if loss_out != NULL else NULL,
+            grad + start if grad != NULL else NULL)
         return
     while k < stop:
         # the part of row i that lies in this block
         i = k // n
         j = k - i * n
         j_end = min(n, j + (stop - k))
-        k += j_end - j
         if vector_path:
             s.loss += bce_logits_segment(
-                &x[i, j], &y[i, j], j_end - j,
-                &w[i, j] if has_w else NULL, ws, &pw[i, j] if has_pw else NULL, pws,
-                &g_elems[i, j] if has_g else NULL, o.grad_scale,
-                &loss_out[i, j] if want_loss else NULL, &grad[i, j] if want_grad else NULL)
+                x + k, y + k, j_end - j,
+                w + i * w0 + j * w1 if has_w else NULL, w1,
+                pw + i * pw0 + j * pw1 if has_pw else NULL, pw1,
+                g_elems + k if g_elems != NULL else NULL, o.grad_scale,
+                loss_out + k if loss_out != NULL else NULL, grad + k if grad != NULL else NULL)
+            k += j_end - j
             continue
         while j < j_end:
-            xi = x[i, j]
-            yi = y[i, j]
+            e = i * n + j
+            xi = x[e]
+            yi = y[e]
             if o.loss == BCE_PROBS:
                 if not (0.0 <= xi <= 1.0):
                     if s.first_bad < 0:
-                        s.first_bad = i * n + j
+                        s.first_bad = e
                     v = 0.0
                     d = 0.0
                 else:
                     v = bce_probs_elem(xi, yi, &d)
             elif o.loss == BCE_LOGITS:
-                v = bce_logits_elem(xi, yi, pw[i, j] if has_pw else 1.0, &d)
+                v = bce_logits_elem(xi, yi, pw[i * pw0 + j * pw1] if has_pw else 1.0, &d)
             else:
                 v = focal_elem(xi, yi, o.alpha, o.gamma, &d)
             if has_w:
-                v = v * w[i, j]
-                d = d * w[i, j]
+                v = v * w[i * w0 + j * w1]
+                d = d * w[i * w0 + j * w1]
             s.loss += v
-            if want_loss:
-                loss_out[i, j] = <floating>v
-            if want_grad:
-                grad[i, j] = <floating>(d * (o.grad_scale * g_elems[i, j] if has_g else o.grad_scale))
+            if loss_out != NULL:
+                loss_out[e] = <floating>v
+            if grad != NULL:
+                grad[e] = <floating>(d * (o.grad_scale * g_elems[e] if g_elems != NULL
+                                          else o.grad_scale))
             j += 1
-
-
-cdef inline bint same_shape(Py_ssize_t* shape, Py_ssize_t n_rows, Py_ssize_t n,
-                            bint may_be_absent) noexcept:
-    if may_be_absent and shape[0] == 0 and shape[1] == 0:
-        return True
-    return shape[0] == n_rows and shape[1] == n
+        k = i * n + j_end
 
 
 def binary_loss(
-    int loss,                                   # which Loss
-    const floating[:, ::1] x,                   # IN  probabilities or logits
-    const floating[:, ::1] y,                   # IN  targets in [0, 1]
-    const floating[:, :] w,                     # IN  weight broadcast to x, or (0, 0)
-    const floating[:, :] pw,                    # IN  pos_weight broadcast to x, or (0, 0)
-    floating[:, ::1] loss_out,                  # OUT elementwise loss, or (0, 0)
-    floating[:, ::1] grad,                      # OUT gradient, may be x itself, or (0, 0)
-    const floating[:, ::1] g_elems,             # IN  per-element upstream gradient, or (0, 0)
+    int loss,               # which Loss
+    object x,               # IN  (n_rows, n_cols) probabilities or logits, float32 or float64
+    object y,               # IN  targets in [0, 1]
+    object w,               # IN  weight broadcast to x (any strides), or None
+    object pw,              # IN  pos_weight broadcast to x (any strides), or None
+    object loss_out,        # OUT elementwise loss, or None
+    object grad,            # OUT gradient, may be x itself, or None
+    object g_elems,         # IN  per-element upstream gradient, or None
     double grad_scale, double alpha, double gamma, int n_threads,
 ):
-    """Return (sum of the elementwise losses, flat position of the first bad probability or -1)."""
-    cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1], size = n_rows * n, b
-    if not (same_shape(y.shape, n_rows, n, False) and same_shape(w.shape, n_rows, n, True)
-            and same_shape(pw.shape, n_rows, n, True) and same_shape(loss_out.shape, n_rows, n, True)
-            and same_shape(grad.shape, n_rows, n, True) and same_shape(g_elems.shape, n_rows, n, True)):
-        raise ValueError("internal error: inconsistent array shapes passed to a kernel")
+    """Return (sum of the elementwise losses, flat position of the first bad probability or
+    -1). Every array has x's shape and dtype; all but w and pw are C-contiguous."""
+    # The arrays are checked in C (cheaper than typed memoryviews for small calls).
+    cdef int ft = float_type(x, 2)
+    cdef Py_ssize_t n_rows = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
+    cdef Py_ssize_t n = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
+    cdef Py_ssize_t w0, w1, pw0, pw1
+    cdef char* xp = array_data(x, ft, n_rows, n, False)
+    cdef char* yp = array_data(y, ft, n_rows, n, False)
+    cdef char* wp = strided_data(w, ft, n_rows, n, &w0, &w1)
+    cdef char* pwp = strided_data(pw, ft, n_rows, n, &pw0, &pw1)
+    cdef char* lp = optional_data(loss_out, ft, n_rows, n, True)
+    cdef char* gp = optional_data(grad, ft, n_rows, n, True)
+    cdef char* gep = optional_data(g_elems, ft, n_rows, n, False)
+    if loss not in (BCE_PROBS, BCE_LOGITS, FOCAL):
+        raise ValueError(f"internal error: loss kind {loss} passed to a kernel")
+    if ft == cnp.NPY_FLOAT32:
+        return run(loss, <const float*>xp, <const float*>yp, <const float*>wp, w0, w1,
+                   <const float*>pwp, pw0, pw1, <const float*>gep, <float*>lp, <float*>gp,
+                   n_rows, n, grad_scale, alpha, gamma, n_threads)
+    return run(loss, <const double*>xp, <const double*>yp, <const double*>wp, w0, w1,
+               <const double*>pwp, pw0, pw1, <const double*>gep, <double*>lp, <double*>gp,
+               n_rows, n, grad_scale, alpha, gamma, n_threads)
+
+
+cdef object run(
+    int loss, const floating* x, const floating* y, const floating* w, Py_ssize_t w0,
+    Py_ssize_t w1, const floating* pw, Py_ssize_t pw0, Py_ssize_t pw1,
+    const floating* g_elems, floating* loss_out, floating* grad, Py_ssize_t n_rows,
+    Py_ssize_t n, double grad_scale, double alpha, double gamma, int n_threads,
+):
+    cdef Py_ssize_t size = n_rows * n, b
     if size == 0:
         return 0.0, -1
     cdef Py_ssize_t n_blocks = (size + BLOCK_ELEMS - 1) // BLOCK_ELEMS
     cdef int nt = effective_threads(n_threads, n_blocks, size)
     cdef Options o
-    cdef BlockSums* sums = <BlockSums*>malloc(n_blocks * sizeof(BlockSums))
+    cdef BlockSums few_sums[16]         # small calls need no heap allocation
+    cdef BlockSums* sums = &few_sums[0]
     cdef double total = 0.0
     cdef Py_ssize_t first_bad = -1
-    if sums == NULL:
-        raise MemoryError()
+    if n_blocks > 16:
+        sums = <BlockSums*>malloc(n_blocks * sizeof(BlockSums))
+        if sums == NULL:
+            raise MemoryError()
     o.loss = loss
     o.alpha = alpha
     o.gamma = gamma
@@ -217,11 +248,12 @@ def binary_loss(
         # One call site: a second, serial one made GCC compile the block loop ~25% slower.
         # (A one-thread region is safe in a forked child too: libgomp then starts no pool.)
         for b in prange(n_blocks, schedule="static", num_threads=nt):
-            binary_block(x, y, w, pw, g_elems, loss_out, grad, &o,
+            binary_block(x, y, w, w0, w1, pw, pw0, pw1, g_elems, loss_out, grad, n, &o,
                          b * BLOCK_ELEMS, min(b * BLOCK_ELEMS + BLOCK_ELEMS, size), &sums[b])
         for b in range(n_blocks):
             total += sums[b].loss
             if first_bad < 0:
                 first_bad = sums[b].first_bad
-    free(sums)
+    if sums != &few_sums[0]:
+        free(sums)
     return total, first_bad

@@ -196,6 +196,29 @@ cdef inline char* array_data(object a, int type_num, Py_ssize_t d0, Py_ssize_t d
     return cnp.PyArray_BYTES(arr)
 
 
+cdef inline char* strided_data(object a, int type_num, Py_ssize_t d0, Py_ssize_t d1,
+                               Py_ssize_t* s0, Py_ssize_t* s1) except? NULL:
+    """The data of ``a``, an aligned, native ndarray of NumPy type ``type_num`` and shape
+    (d0, d1) with any strides (0 where it broadcasts), or NULL for None; s0 and s1
+    receive its strides in elements. Indices within the shape stay within its memory."""
+    s0[0] = s1[0] = 0
+    if a is None:
+        return NULL
+    if not cnp.PyArray_Check(a):
+        kernel_error("a non-array")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef Py_ssize_t size = cnp.PyArray_ITEMSIZE(arr)
+    if (cnp.PyArray_TYPE(arr) != type_num or cnp.PyArray_NDIM(arr) != 2
+            or not (cnp.PyArray_ISALIGNED(arr) and cnp.PyArray_ISNOTSWAPPED(arr))
+            or cnp.PyArray_STRIDES(arr)[0] % size or cnp.PyArray_STRIDES(arr)[1] % size):
+        kernel_error("an array of the wrong type, rank or layout")
+    if cnp.PyArray_DIMS(arr)[0] != d0 or cnp.PyArray_DIMS(arr)[1] != d1:
+        kernel_error("an array of the wrong shape")
+    s0[0] = cnp.PyArray_STRIDES(arr)[0] // size
+    s1[0] = cnp.PyArray_STRIDES(arr)[1] // size
+    return cnp.PyArray_BYTES(arr)
+
+
 cdef inline char* optional_data(object a, int type_num, Py_ssize_t d0, Py_ssize_t d1,
                                 bint writable) except? NULL:
     """array_data, or NULL for None (an optional array left out)."""

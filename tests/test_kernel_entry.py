@@ -174,3 +174,82 @@ def test_softmax_kernels_refuse_an_out_of_logsumexp_shape(kernel):
     f = getattr(_simd.kernels("_softmax_kernels"), kernel)
     with pytest.raises(ValueError, match="internal error"):
         f(np.zeros((R, C), np.float32), np.zeros(R, np.float32), 1)
+
+
+def _binary_args(dt=np.float32):
+    rng = np.random.default_rng(2)
+    return dict(x=rng.standard_normal((R, C)).astype(dt), y=rng.random((R, C)).astype(dt),
+                w=np.broadcast_to(np.ones(C, dt), (R, C)), pw=np.full((R, C), 2.0, dt),
+                loss_out=np.zeros((R, C), dt), grad=np.zeros((R, C), dt),
+                g_elems=np.ones((R, C), dt))
+
+
+def _unaligned(a):
+    buf = np.zeros(a.size * a.itemsize + 1, np.uint8)
+    out = buf[1:].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+BINARY_SPOILED = [
+    ("x", lambda a: a[:, :-1]),
+    ("x", lambda a: a.astype(np.float16)),
+    ("x", lambda a: a.reshape(-1)),
+    ("y", lambda a: a[:-1]),
+    ("y", lambda a: a[:, ::2].repeat(2, axis=1)[:, :C] if C % 2 else a[:, ::2]),
+    ("y", lambda a: np.asfortranarray(a)),
+    ("y", lambda a: None),
+    ("w", lambda a: a[:-1]),
+    ("w", lambda a: a.astype(np.float64)),
+    ("w", lambda a: a.astype(a.dtype.newbyteorder(">"))),
+    ("w", _unaligned),
+    ("pw", lambda a: a.reshape(-1)),
+    ("pw", lambda a: a.T),
+    ("loss_out", _read_only),
+    ("loss_out", lambda a: a[::-1]),
+    ("grad", _read_only),
+    ("grad", lambda a: a[:, :-1]),
+    ("g_elems", lambda a: np.asfortranarray(a)),
+    ("g_elems", lambda a: a.astype(np.float64)),
+]
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("name, spoil", BINARY_SPOILED)
+def test_binary_kernel_refuses_a_wrong_array(level, name, spoil):
+    f = _simd.kernels("_binary_kernels", level).binary_loss
+    a = _binary_args()
+    a[name] = spoil(a[name])
+    with pytest.raises(ValueError, match="internal error"):
+        f(1, a["x"], a["y"], a["w"], a["pw"], a["loss_out"], a["grad"], a["g_elems"],
+          1.0, -1.0, 2.0, 1)
+    for out in ("loss_out", "grad"):
+        if isinstance(a[out], np.ndarray) and a[out].flags.writeable:
+            assert not a[out].any(), f"{out} was written before the check"
+
+
+@pytest.mark.parametrize("kind", [-1, 3])
+def test_binary_kernel_refuses_an_unknown_loss(kind):
+    f = _simd.kernels("_binary_kernels").binary_loss
+    a = _binary_args()
+    with pytest.raises(ValueError, match="internal error"):
+        f(kind, a["x"], a["y"], None, None, None, a["grad"], None, 1.0, -1.0, 2.0, 1)
+    assert not a["grad"].any()
+
+
+@pytest.mark.parametrize("kind", [0, 1, 2])
+def test_binary_kernel_reads_weights_through_any_strides(kind):
+    # A weight view with stride 0 along rows, a reversed one and a transposed copy's view
+    # give the answer of the same weights made contiguous (to rounding: odd strides take
+    # the element-by-element path, contiguous ones the vectorised one).
+    f = _simd.kernels("_binary_kernels").binary_loss
+    a = _binary_args(np.float64)
+    a["x"] = np.clip(a["x"], 0.0, 1.0) if kind == 0 else a["x"]
+    base = np.random.default_rng(3).uniform(0.5, 2.0, (C, R))
+    for w in (np.broadcast_to(base[:, 0], (R, C)), base.T, base.T[::-1, ::-1]):
+        got = np.zeros((R, C))
+        want = np.zeros((R, C))
+        f(kind, a["x"], a["y"], w, None, got, None, None, 1.0, 0.25, 2.0, 1)
+        f(kind, a["x"], a["y"], np.ascontiguousarray(w), None, want, None, None, 1.0, 0.25,
+          2.0, 1)
+        np.testing.assert_allclose(got, want, rtol=1e-15, atol=0)

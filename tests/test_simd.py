@@ -36,7 +36,7 @@ def _use_level(lvl, monkeypatch):
     monkeypatch.setattr(_softmax, "_LOGSUMEXP", soft.logsumexp)
     monkeypatch.setattr(_cross_entropy, "_INDEX_KERNEL", ce.cross_entropy_index)
     monkeypatch.setattr(_cross_entropy, "_PROBS_KERNEL", ce.cross_entropy_probs)
-    monkeypatch.setattr(_binary, "_KERNEL", binary.binary_loss.__signatures__)
+    monkeypatch.setattr(_binary, "_KERNEL", binary.binary_loss)
 
 
 # Row lengths around the vector widths and the 256-entry summation chunks.

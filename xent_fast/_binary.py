@@ -14,7 +14,6 @@ import numpy as np
 
 from ._simd import kernels
 from ._validation import (
-    CTYPE,
     as_float_array,
     as_float_like,
     check_number,
@@ -27,9 +26,8 @@ from ._validation import (
     _asarray,
 )
 
-_k = kernels("_binary_kernels")
-_KERNEL = _k.binary_loss.__signatures__
-_NONE_2D = {dt: np.empty((0, 0), dt) for dt in CTYPE}
+# The kernel takes the arrays as they are and checks them in C; None is an absent one.
+_KERNEL = kernels("_binary_kernels").binary_loss
 _BCE_PROBS, _BCE_LOGITS, _FOCAL = 0, 1, 2
 
 
@@ -69,12 +67,11 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
 
     t = as_float_like(target, "target", dt, shape)
 
-    none2 = _NONE_2D[dt]
-    w2 = none2 if weight is None else _broadcast_weight(weight, "weight", shape, dt, n_rows, n_cols)
-    pw2 = none2 if pos_weight is None else _broadcast_weight(
+    w2 = None if weight is None else _broadcast_weight(weight, "weight", shape, dt, n_rows, n_cols)
+    pw2 = None if pos_weight is None else _broadcast_weight(
         pos_weight, "pos_weight", shape, dt, n_rows, n_cols)
 
-    grad = none2
+    grad = None
     g_scalar, g_elems = 1.0, None
     if want_grad:
         if grad_out is None:
@@ -85,15 +82,15 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
                 (t, "target", False), (weight, "weight", False), (pos_weight, "pos_weight", False),
                 (grad_output, "grad_output", False)))
         g_scalar, g_elems = upstream_gradient(grad_output, reduction, shape, dt)
-    g2 = none2 if g_elems is None else _as_2d(g_elems, n_rows, n_cols)
+    g2 = None if g_elems is None else _as_2d(g_elems, n_rows, n_cols)
     if reduction == "mean":
         g_scalar = g_scalar / size if size else 0.0
 
-    loss = np.empty(shape, dt) if reduction == "none" else none2
-    total, first_bad = _KERNEL[CTYPE[dt]](
+    loss = np.empty(shape, dt) if reduction == "none" else None
+    total, first_bad = _KERNEL(
         kind, _as_2d(x, n_rows, n_cols), _as_2d(t, n_rows, n_cols), w2, pw2,
-        loss if reduction != "none" else _as_2d(loss, n_rows, n_cols),
-        grad if not want_grad else _as_2d(grad, n_rows, n_cols), g2,
+        None if loss is None else _as_2d(loss, n_rows, n_cols),
+        None if grad is None else _as_2d(grad, n_rows, n_cols), g2,
         g_scalar, alpha, gamma, nt)
     if first_bad >= 0:
         raise ValueError(
@@ -101,13 +98,13 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
             "probability: binary_cross_entropy takes probabilities in [0, 1] (use "
             "binary_cross_entropy_with_logits for logits)"
         )
-    if reduction == "none":
+    if loss is not None:
         result = loss if loss.ndim else loss[()]
     elif reduction == "mean":
         result = loss_scalar(dt, total / size if size else 0.0)
     else:
         result = loss_scalar(dt, total)
-    return result, grad if want_grad else None
+    return result, grad
 
 
 def binary_cross_entropy(probs: Any, target: Any, *, weight: Any = None, reduction: str = "mean",

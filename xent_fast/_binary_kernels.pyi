@@ -1,14 +1,19 @@
-# Compiled kernels of the binary family (src/_binary_kernels.pyx), fused over
-# float32/float64; ``__signatures__`` maps "float"/"double" to the specialisation.
-from typing import Any, Callable, Protocol
+# Compiled kernels of the binary family (src/_binary_kernels.pyx). They take ndarrays
+# and check them in C: every array has x's shape (n_rows, n_cols) and float32 or float64
+# dtype; all but w and pw (strided views broadcast to x) are C-contiguous, aligned and
+# native; an absent one is None. A wrong array raises ValueError("internal error ...").
+from typing import Any
 
-class _Fused(Protocol):
-    """A Cython fused function: ``__signatures__`` maps a type string to one specialisation."""
-    __signatures__: dict[str, Callable[..., Any]]
-    def __call__(self, *args: Any) -> Any: ...
+import numpy as np
+import numpy.typing as npt
 
-# def binary_loss(loss: int, x, y, w, pw, loss_out, grad, g_elems, grad_scale: float,
-#                 alpha: float, gamma: float, n_threads: int) -> tuple[float, int]:
-#     """(sum of the elementwise losses, flat position of the first bad probability or -1);
-#     arrays are (n_rows, n_cols), w and pw strided broadcast views, absent ones (0, 0)."""
-binary_loss: _Fused
+_F = npt.NDArray[np.floating[Any]]
+
+def binary_loss(
+    loss: int, x: _F, y: _F, w: _F | None, pw: _F | None, loss_out: _F | None,
+    grad: _F | None, g_elems: _F | None, grad_scale: float, alpha: float, gamma: float,
+    n_threads: int,
+) -> tuple[float, int]:
+    """(sum of the elementwise losses, flat position of the first bad probability or -1);
+    loss is 0 for probabilities, 1 for logits, 2 for the focal loss."""
+    ...
