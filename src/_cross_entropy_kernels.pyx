@@ -241,7 +241,7 @@ cdef void count_index_block(
     Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
 ) noexcept nogil:
     # The "mean" denominator and the validity of the targets, without touching logits.
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, counted = 0
     cdef int64_t t
     clear_sums(s)
     for i in range(start, stop):
@@ -252,8 +252,12 @@ cdef void count_index_block(
             if s.first_bad < 0:
                 s.first_bad = i
             continue
-        s.weight += weight[t] if weight != NULL else 1.0
-        s.count += 1
+        if weight != NULL:
+            s.weight += weight[t]
+        counted += 1
+    s.count = counted
+    if weight == NULL:          # an integer count: no chain of dependent float adds
+        s.weight = <double>counted
 
 
 cdef void short_rows_block(
