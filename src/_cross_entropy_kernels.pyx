@@ -241,9 +241,21 @@ cdef void count_index_block(
     Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
 ) noexcept nogil:
     # The "mean" denominator and the validity of the targets, without touching logits.
-    cdef Py_ssize_t i, counted = 0
-    cdef int64_t t
+    cdef Py_ssize_t i, counted = 0, bad = 0
+    cdef int64_t t, ignore = o.ignore_index, n = o.n_classes
     clear_sums(s)
+    if weight == NULL:
+        # Branch-free (it vectorises): count, and only look for the first invalid index
+        # if there is one. An integer count, with no chain of dependent float adds.
+        for i in range(start, stop):
+            t = target[i]
+            counted += (t != ignore) & (t >= 0) & (t < n)
+            bad += (t != ignore) & ((t < 0) | (t >= n))
+        s.count = counted
+        s.weight = <double>counted
+        if bad == 0:
+            return
+    counted = 0
     for i in range(start, stop):
         t = target[i]
         if t == o.ignore_index:
@@ -256,7 +268,7 @@ cdef void count_index_block(
             s.weight += weight[t]
         counted += 1
     s.count = counted
-    if weight == NULL:          # an integer count: no chain of dependent float adds
+    if weight == NULL:
         s.weight = <double>counted
 
 
