@@ -12,15 +12,18 @@ from typing import Any
 
 import numpy as np
 
+from . import _validation as _v
+from ._runtime import float_scalar, kernel_type
 from ._simd import kernels
 from ._validation import (
+    _FLOAT_NUMS,
+    REDUCTIONS,
     as_float_array,
     as_float_like,
     check_number,
     check_out,
     check_reduction,
     check_threads,
-    loss_scalar,
     position_of,
     upstream_gradient,
     _asarray,
@@ -56,16 +59,23 @@ def _broadcast_weight(w: Any, name: str, shape: tuple[int, ...], dt: np.dtype,
 def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_weight: Any,
             reduction: str, alpha: float, gamma: float, n_threads: Any, grad_output: Any,
             grad_out: Any, want_grad: bool) -> tuple[Any, np.ndarray | None]:
-    x = as_float_array(x_in, x_name)
+    # Small calls pay for every attribute read: kernel-ready arrays skip the conversions.
+    x_type = kernel_type(x_in)
+    x = x_in if x_type in _FLOAT_NUMS else as_float_array(x_in, x_name)
     dt = x.dtype
     shape = x.shape
+    two_d = len(shape) == 2
     n_cols = shape[-1] if shape else 1
-    n_rows = math.prod(shape[:-1]) if shape else 1
-    size = x.size
-    reduction = check_reduction(reduction)
-    nt = check_threads(n_threads)
+    n_rows = shape[0] if two_d else (math.prod(shape[:-1]) if shape else 1)
+    size = n_rows * n_cols
+    if type(reduction) is not str or reduction not in REDUCTIONS:
+        check_reduction(reduction)
+    nt = check_threads(n_threads) if n_threads is not None or _v._forked_child else 0
 
-    t = as_float_like(target, "target", dt, shape)
+    if kernel_type(target) == dt.num and target.shape == shape:
+        t = target
+    else:
+        t = as_float_like(target, "target", dt, shape)
 
     w2 = None if weight is None else _broadcast_weight(weight, "weight", shape, dt, n_rows, n_cols)
     pw2 = None if pos_weight is None else _broadcast_weight(
@@ -81,29 +91,36 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
                 (x_in, x_name, True), (x, x_name, True), (target, "target", False),
                 (t, "target", False), (weight, "weight", False), (pos_weight, "pos_weight", False),
                 (grad_output, "grad_output", False)))
-        g_scalar, g_elems = upstream_gradient(grad_output, reduction, shape, dt)
+        if type(grad_output) is float:
+            g_scalar = grad_output
+        else:
+            g_scalar, g_elems = upstream_gradient(grad_output, reduction, shape, dt)
     g2 = None if g_elems is None else _as_2d(g_elems, n_rows, n_cols)
     if reduction == "mean":
         g_scalar = g_scalar / size if size else 0.0
 
     loss = np.empty(shape, dt) if reduction == "none" else None
-    total, first_bad = _KERNEL(
-        kind, _as_2d(x, n_rows, n_cols), _as_2d(t, n_rows, n_cols), w2, pw2,
-        None if loss is None else _as_2d(loss, n_rows, n_cols),
-        None if grad is None else _as_2d(grad, n_rows, n_cols), g2,
-        g_scalar, alpha, gamma, nt)
+    if two_d:
+        total, first_bad = _KERNEL(kind, x, t, w2, pw2, loss, grad, g2, g_scalar, alpha, gamma, nt)
+    else:
+        total, first_bad = _KERNEL(
+            kind, _as_2d(x, n_rows, n_cols), _as_2d(t, n_rows, n_cols), w2, pw2,
+            None if loss is None else _as_2d(loss, n_rows, n_cols),
+            None if grad is None else _as_2d(grad, n_rows, n_cols), g2,
+            g_scalar, alpha, gamma, nt)
     if first_bad >= 0:
         raise ValueError(
             f"{x_name}{position_of(first_bad, shape)} = {x.reshape(-1)[first_bad]} is not a "
             "probability: binary_cross_entropy takes probabilities in [0, 1] (use "
             "binary_cross_entropy_with_logits for logits)"
         )
+    result: Any
     if loss is not None:
         result = loss if loss.ndim else loss[()]
     elif reduction == "mean":
-        result = loss_scalar(dt, total / size if size else 0.0)
+        result = float_scalar(total / size if size else 0.0, dt.num)
     else:
-        result = loss_scalar(dt, total)
+        result = float_scalar(total, dt.num)
     return result, grad
 
 

@@ -233,12 +233,6 @@ def upstream_gradient(grad_output: Any, reduction: str, loss_shape: tuple[int, .
     )
 
 
-def loss_scalar(dt: np.dtype, value: float) -> Any:
-    """``value`` as a NumPy scalar of ``dt``; beyond float32's range that is inf, without
-    NumPy's overflow warning."""
-    return float_scalar(value, dt.num)
-
-
 def _position(pos: tuple[Any, ...]) -> str:
     return "[" + ", ".join(str(int(p)) for p in pos) + "]"
 
