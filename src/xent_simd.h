@@ -714,7 +714,7 @@ static inline double xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, 
 {                                                                                         \
     T v[XF_SHORT][XF_TILE], ev[XF_SHORT][XF_TILE];                                        \
     T m[XF_TILE], acc[XF_TILE], ties[XF_TILE], nan[XF_TILE], used[XF_TILE];               \
-    T tf[XF_TILE], fixt[XF_TILE];                                                         \
+    T tf[XF_TILE], fixt[XF_TILE], scf[XF_TILE];                                           \
     double xt[XF_TILE], et[XF_TILE], sc[XF_TILE], fix[XF_TILE], rr[XF_TILE], ll[XF_TILE]; \
     xf_prefetch_ahead(x, rows * n * (ptrdiff_t)sizeof(T));                                \
     if (grad)                                                                             \
@@ -781,14 +781,16 @@ static inline double xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, 
     for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
         tf[i] = (T)t[i];                        /* -1 past rows: no class */              \
         fixt[i] = sc[i] == sc[i] ? (T)fix[i] : (T)NAN;                                    \
+        scf[i] = (T)sc[i];                                                                \
     }                                                                                     \
-    /* Scaled, with the target entry put in by a blend: scalar stores into ev followed    \
-     * by the vector loads of the transpose would stall store forwarding. */              \
+    /* Scaled in T, as the long rows are (a product in double would convert every lane    \
+     * there and back), with the target entry put in by a blend: scalar stores into ev    \
+     * followed by the vector loads of the transpose would stall store forwarding. */     \
     for (ptrdiff_t j = 0; j < n; j++) {                                                   \
         XF_SIMD                                                                           \
         for (ptrdiff_t i = 0; i < XF_TILE; i++)                                           \
             ev[j][i] = used[i] == 0 ? (T)0                                                \
-                                    : (tf[i] == (T)j ? fixt[i] : (T)(ev[j][i] * sc[i]));  \
+                                    : (tf[i] == (T)j ? fixt[i] : ev[j][i] * scf[i]);      \
     }                                                                                     \
     xf_tile_out_##SUF(ev, rows, n, grad);                                                 \
     return total;                                                                         \
