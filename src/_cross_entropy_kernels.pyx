@@ -281,8 +281,8 @@ cdef void short_rows_block(
     # Rows of < XF_SHORT classes without smoothing or softcap, XF_TILE at a time: here
     # the bookkeeping (ignored and invalid rows, weights, upstream gradients, sums),
     # in small_ce the arithmetic, vectorised across the rows of a tile.
-    cdef Py_ssize_t i, k, rows, n = o.n_classes
-    cdef int64_t t
+    cdef Py_ssize_t i, k, rows, n = o.n_classes, ok, bad, tile_count
+    cdef int64_t t, ignore = o.ignore_index
     cdef int64_t tile_t[XF_TILE]
     cdef double tile_w[XF_TILE]
     cdef double tile_g[XF_TILE]
@@ -291,6 +291,23 @@ cdef void short_rows_block(
     i = start
     while i < stop:
         rows = min(<Py_ssize_t>XF_TILE, stop - i)
+        if rows == XF_TILE and weight == NULL:
+            # The common case, branch-free (it vectorises); a tile with an invalid
+            # index is done again below, row by row.
+            bad = 0
+            tile_count = 0
+            for k in range(XF_TILE):
+                t = target[i + k]
+                ok = (t != ignore) & (t >= 0) & (t < n)
+                bad += (t != ignore) & ((t < 0) | (t >= n))
+                tile_count += ok
+                tile_t[k] = t if ok else -1
+                tile_w[k] = 1.0 if ok else 0.0
+                tile_g[k] = ((grad_scale * grad_rows[i + k] if grad_rows != NULL else grad_scale)
+                             if ok else 0.0)
+            if bad == 0:
+                counted += tile_count
+                rows = 0        # nothing left to set up
         for k in range(rows):
             t = target[i + k]
             tile_t[k] = -1
@@ -308,6 +325,8 @@ cdef void short_rows_block(
             counted += 1
             if weight != NULL:      # row by row, in count_index_block's order: the
                 s.weight += tile_w[k]   # loss and the gradient share the "mean" denominator
+        if rows == 0:
+            rows = XF_TILE
         for k in range(rows, XF_TILE):      # a last, partial tile: lanes that count nothing
             tile_t[k] = -1
             tile_w[k] = 0.0

@@ -639,3 +639,37 @@ def test_weighted_mean_with_zero_weight_sum_is_nan_like_torch():
     w = np.array([0.0, 1.0, 1.0, 1.0])
     assert np.isnan(xf.cross_entropy(x, t, weight=w))
     assert np.isnan(xf.cross_entropy(x, t, weight=w, label_smoothing=0.1))
+
+
+@pytest.mark.parametrize("n_classes", [5, 40])      # the short-rows tiles, the row kernel
+@pytest.mark.parametrize("bad_rows", [[3], [20], [20, 3], [39, 17]])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_first_invalid_index_is_reported_in_every_tile(n_classes, bad_rows, reduction, weighted):
+    # Full tiles of short rows are set up branch-free and done again row by row when they
+    # hold an invalid index: whichever path, the first invalid row is the one named, and
+    # a "mean" gradient (whose targets are checked first) leaves grad_out untouched.
+    rng = np.random.default_rng(len(bad_rows))
+    x, t = _case(rng, (40, n_classes), np.float32, n_ignored=6)
+    for row, value in zip(bad_rows, [n_classes, -5]):
+        t[row] = value
+    w = rng.uniform(0.5, 2.0, n_classes) if weighted else None
+    first = min(bad_rows)
+    for call in (lambda: xf.cross_entropy(x, t, weight=w, reduction=reduction),
+                 lambda: xf.cross_entropy_and_grad(x, t, weight=w, reduction=reduction,
+                                                   grad_out=g)):
+        g = np.zeros_like(x)
+        with pytest.raises(ValueError, match=rf"target\[{first}\] = {t[first]} is not a valid"):
+            call()
+        assert reduction != "mean" or not g.any()
+
+
+@pytest.mark.parametrize("n_rows", [16, 17, 48])
+def test_short_rows_with_ignored_rows_in_full_tiles(n_rows):
+    rng = np.random.default_rng(n_rows)
+    x, t = _case(rng, (n_rows, 7), np.float64, n_ignored=5)
+    for reduction in REDUCTIONS:
+        loss, grad = xf.cross_entropy_and_grad(x, t, reduction=reduction)
+        r_loss, r_grad = ref.cross_entropy_and_grad(x, t, reduction=reduction)
+        assert_close(loss, r_loss, np.float64)
+        assert_close(grad, r_grad, np.float64)
