@@ -68,9 +68,13 @@ def float_scalar(double value, int type_num):
         return PyArray_Scalar(&value, _F64, None)
     if type_num != cnp.NPY_FLOAT32:
         raise ValueError(f"type_num {type_num} is neither float32 nor float64")
-    # Halfway between FLT_MAX and the next power of two rounds (to even) up to inf;
-    # converting a value out of float's range would be undefined behaviour in C.
-    f = <float>copysign(INFINITY, value) if fabs(value) >= FLT_MAX + ldexp(1.0, 103) else <float>value
+    # From FLT_MAX + half an ulp on, a value rounds (to even) to inf. C leaves the
+    # conversion of a value outside float's range undefined unless the platform follows
+    # IEEE 754 (Annex F); the explicit branch makes it defined everywhere.
+    if fabs(value) >= FLT_MAX + ldexp(1.0, 103):
+        f = <float>copysign(INFINITY, value)
+    else:
+        f = <float>value
     return PyArray_Scalar(&f, _F32, None)
 
 

@@ -476,6 +476,35 @@ def test_bad_input(exc, match, build):
         assert _same(np.asarray(a), b), f"array argument {i} was modified"
 
 
+def _other_float_dtypes():
+    """Float dtypes (kind "f") other than float16/32/64: long double where it is wider
+    than double, and the float8 types of ml_dtypes (JAX's dependency) when installed."""
+    dts = [np.dtype(np.longdouble)] if np.dtype(np.longdouble).itemsize > 8 else []
+    try:
+        import ml_dtypes
+    except ImportError:
+        return dts
+    return dts + [np.dtype(ml_dtypes.float8_e5m2), np.dtype(ml_dtypes.float8_e4m3fn)]
+
+
+@pytest.mark.parametrize("dt", _other_float_dtypes(), ids=str)
+@pytest.mark.parametrize("call", [
+    lambda x: xf.cross_entropy(x, [0, 1]),
+    lambda x: xf.cross_entropy_and_grad(x, [0, 1]),
+    lambda x: xf.softmax(x),
+    lambda x: xf.logsumexp(x),
+    lambda x: xf.binary_cross_entropy_with_logits(x, np.zeros((2, 3))),
+    lambda x: xf.binary_cross_entropy(x, np.zeros((2, 3))),
+], ids=["cross_entropy", "cross_entropy_and_grad", "softmax", "logsumexp", "bce_logits",
+        "bce"])
+def test_other_float_dtypes_are_a_type_error(dt, call):
+    # kind "f" but not a type the kernels compute in: refused by name, never passed on.
+    x = np.zeros((2, 3)).astype(dt)
+    with pytest.raises(TypeError, match=rf"dtype {dt}\b") as e:
+        call(x)
+    assert "logits" in str(e.value) or "probs" in str(e.value)
+
+
 def test_case_table_is_complete():
     assert len(CASE_IDS) == len(set(CASE_IDS)), "duplicate case ids"
     funcs, names = set(), set()

@@ -1,7 +1,7 @@
 """The compiled entry points' own checks, and the scalar they return through.
 
-The cross-entropy kernels take ndarrays and check them in C instead of acquiring typed
-memoryviews (cheaper for small calls). The Python layer always hands them kernel-ready
+The cross-entropy, softmax and binary kernels take ndarrays and check them in C instead
+of acquiring typed memoryviews (cheaper for small calls). The Python layer always hands them kernel-ready
 arrays, so these checks only catch a bug there, but they are all that stands between
 such a bug and a read or write out of bounds: every kind of wrong array must raise
 ``ValueError`` and leave the outputs untouched.
@@ -45,6 +45,20 @@ def _read_only(a):
     return a
 
 
+def _unaligned(a):
+    buf = np.zeros(a.size * a.itemsize + 1, np.uint8)
+    out = buf[1:].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
+def _odd_row_stride(a):
+    """A 2-D view whose row stride is not a multiple of the item size."""
+    row = a.shape[1] * a.itemsize + 1
+    buf = np.zeros(a.shape[0] * row + a.itemsize, np.uint8)
+    return np.ndarray(a.shape, a.dtype, buf, 0, (row, a.itemsize))
+
+
 # (argument, how it is spoiled): each must be refused.
 SPOILED = [
     ("logits", lambda a: a.astype(np.float16)),
@@ -53,6 +67,10 @@ SPOILED = [
     ("logits", lambda a: a.reshape(-1)),                 # wrong rank
     ("logits", lambda a: a.astype(a.dtype.newbyteorder(">"))),
     ("logits", lambda a: [list(r) for r in a]),          # not an ndarray
+    ("logits", _unaligned),
+    ("logits", np.asfortranarray),
+    ("target", _unaligned),
+    ("target", lambda a: a.astype(a.dtype.newbyteorder(">"))),
     ("target", lambda a: a[:-1]),
     ("target", lambda a: a.astype(np.float64)),
     ("target", lambda a: a.astype(np.uint64)),
@@ -184,13 +202,6 @@ def _binary_args(dt=np.float32):
                 g_elems=np.ones((R, C), dt))
 
 
-def _unaligned(a):
-    buf = np.zeros(a.size * a.itemsize + 1, np.uint8)
-    out = buf[1:].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
-
-
 BINARY_SPOILED = [
     ("x", lambda a: a[:, :-1]),
     ("x", lambda a: a.astype(np.float16)),
@@ -203,6 +214,7 @@ BINARY_SPOILED = [
     ("w", lambda a: a.astype(np.float64)),
     ("w", lambda a: a.astype(a.dtype.newbyteorder(">"))),
     ("w", _unaligned),
+    ("w", _odd_row_stride),
     ("pw", lambda a: a.reshape(-1)),
     ("pw", lambda a: a.T),
     ("loss_out", _read_only),
@@ -253,3 +265,23 @@ def test_binary_kernel_reads_weights_through_any_strides(kind):
         f(kind, a["x"], a["y"], np.ascontiguousarray(w), None, want, None, None, 1.0, 0.25,
           2.0, 1)
         np.testing.assert_allclose(got, want, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_kernels_take_rows_of_no_classes(level, dt):
+    # The Python layer refuses logits without classes; called directly, the kernels
+    # must still neither crash nor write anything.
+    ce = _simd.kernels("_cross_entropy_kernels", level)
+    x = np.zeros((3, 0), dt)
+    g = np.zeros((3, 0), dt)
+    loss = np.full(3, 5.0, dt)
+    for w in (None, np.zeros(0, dt)):
+        ce.cross_entropy_index(x, np.full(3, -100), w, loss, g, None, 1.0, True, -100, 0.1,
+                               0.0, 0.0, 1)
+        ce.cross_entropy_probs(x, np.zeros((3, 0), dt), w, None, g, None, 1.0, 0.0, 0.0, 2.0, 1)
+    soft = _simd.kernels("_softmax_kernels", level)
+    soft.softmax(x, g, 1)
+    soft.logsumexp(x, np.zeros(3, dt), 1)
+    _simd.kernels("_binary_kernels", level).binary_loss(1, x, x, None, None, None, g, None,
+                                                         1.0, -1.0, 2.0, 1)

@@ -94,10 +94,14 @@ def test_short_rows_tiles_at_every_level(level, dtype, n_rows):
         x = (rng.standard_normal((n_rows, c)) * 4).astype(dtype)
         t = rng.integers(0, c, n_rows)
         t[n_rows // 2] = -100                       # an ignored row in the tile
+        for kw in ({"reduction": "none"}, {"reduction": "mean", "weight": rng.uniform(0.5, 2, c)},
+                   {"reduction": "sum", "z_loss": 1e-3}):
+            r_loss, r_grad = ref.cross_entropy_and_grad(x, t, **kw)
+            for tt in (t, t.astype(np.int32)):
+                loss, grad = xf.cross_entropy_and_grad(x, tt, **kw)
+                assert_close(loss, r_loss, dtype)
+                assert_close(grad, r_grad, dtype)
         r_loss, r_grad = ref.cross_entropy_and_grad(x, t, reduction="none")
-        loss, grad = xf.cross_entropy_and_grad(x, t, reduction="none")
-        assert_close(loss, r_loss, dtype)
-        assert_close(grad, r_grad, dtype)
         guard = np.full((n_rows + 2, c), 7.0, dtype)   # rows before and after stay as they were
         guard[1:-1] = x
         inner = guard[1:-1]
@@ -127,18 +131,20 @@ def test_binary_at_every_level(level, dtype):
 
 @pytest.mark.skipif(not {"avx2", "avx512"} <= set(LEVELS), reason="needs AVX-512")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fma_levels_agree_bitwise_on_rows_of_16_or_more(dtype, monkeypatch):
+def test_fma_levels_agree_bitwise(dtype, monkeypatch):
     # The row sums run in 16 explicit lanes at every level, and the AVX-512 loop by hand
-    # does the portable loop's operations in its order: with FMA at both, AVX2 and
-    # AVX-512 give the same bits (the baseline, without FMA, rounds differently).
+    # does the portable loop's operations in its order; short rows go through the same
+    # tile arithmetic (only the transpose out differs, and it moves values exactly):
+    # with FMA at both, AVX2 and AVX-512 give the same bits (the baseline, without FMA,
+    # rounds differently).
     results = []
     for lvl in ("avx2", "avx512"):
         _use_level(lvl, monkeypatch)
         out = []
-        for c in [16, 17, 255, 257, 1000, 4099, 70000]:
-            x = _logits(np.random.default_rng(c), 6, c, dtype)
+        for c in [1, 3, 10, 15, 16, 17, 255, 257, 1000, 4099, 70000]:
+            x = _logits(np.random.default_rng(c), 37 if c < 16 else 6, c, dtype)
             x[3, ::7] = x[3].max() - 100         # exps that underflow or are subnormal
-            t = np.random.default_rng(c + 1).integers(0, c, 6)
+            t = np.random.default_rng(c + 1).integers(0, c, len(x))
             out += [xf.softmax(x), xf.logsumexp(x), *xf.cross_entropy_and_grad(x, t),
                     xf.cross_entropy(x, t, reduction="none")]
         results.append(out)

@@ -13,7 +13,6 @@ from ._runtime import float_scalar, kernel_type
 from ._validation import (
     _FLOAT_NUMS,
     _INDEX_NUMS,
-    INDEX_BITS,
     REDUCTIONS,
     as_class_indices,
     as_float_like,
@@ -27,8 +26,6 @@ from ._validation import (
     upstream_gradient,
     _asarray,
 )
-
-
 
 # Kernels take the arrays as they are and check them in C (cheaper than typed memoryviews).
 _k = kernels("_cross_entropy_kernels")
@@ -189,7 +186,6 @@ def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, red
         by_index, t = True, target
     else:
         by_index, t = _as_target(target, x, batch_shape)
-        t_type = t.dtype.num
     t1 = t if t.ndim == (1 if by_index else 2) else t.reshape((-1,) if by_index else (-1, n))
 
     w = None if weight is None else as_float_like(weight, "weight", dt, (n,))

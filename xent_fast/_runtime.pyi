@@ -14,7 +14,8 @@ def kernel_type(a: Any) -> int:
     """NumPy's type number of ``a`` if the kernels can take it as it is, else -1."""
     ...
 def float_scalar(value: float, type_num: int) -> np.floating[Any]:
-    """``value`` as a float32 or float64 NumPy scalar (float32: inf past its range)."""
+    """``value`` as a float32 or float64 NumPy scalar, rounded as ``numpy.float32(value)``
+    rounds (inf from FLT_MAX + half an ulp on), without NumPy's overflow warning."""
     ...
 def memory_relation(a: np.ndarray, b: np.ndarray) -> int:
     """0 disjoint, 1 the same memory, 2 partial overlap."""

@@ -8,7 +8,6 @@ attribute reads, because small calls in training loops pay for every microsecond
 
 from __future__ import annotations
 
-import math
 import operator
 import os
 from typing import Any
@@ -23,6 +22,8 @@ _KERNEL_FLOATS = (F32, F64)
 _INT64 = np.dtype(np.int64)
 _INT32 = np.dtype(np.int32)
 _FLOAT_NUMS = frozenset((F32.num, F64.num))
+_F16_NUM = np.dtype(np.float16).num
+_LONGDOUBLE_NUM = np.dtype(np.longdouble).num
 # NumPy type numbers of the integer types the kernels take: C int, long and long long,
 # whichever are 32 or 64 bits here (int64 is 'long' on Linux, 'long long' on Windows).
 INDEX_BITS = {np.dtype(c).num: np.dtype(c).itemsize * 8 for c in "ilq"
@@ -55,9 +56,12 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
             f"{name} must be a floating array (float32 or float64; float16 is computed "
             f"in float32), got dtype {dt}"
         )
-    if dt.itemsize == 2:
+    if dt.num == _F16_NUM:
         return np.asarray(arr, dtype=F32, order="C")  # C order whatever the input's
-    if dt.itemsize > 8:
+    if dt.num not in _FLOAT_NUMS:
+        if dt.num == _LONGDOUBLE_NUM and dt.itemsize == 8:   # long double is double (MSVC)
+            return np.asarray(arr, dtype=F64, order="C")
+        # extended long double, and float types of other packages (float8, ...)
         raise TypeError(f"{name} has dtype {dt}; only float16, float32 and float64 are supported")
     if not (dt.isnative and arr.flags.c_contiguous and arr.flags.aligned):
         # numpy.asarray would return an unaligned array as it is: require the alignment.
