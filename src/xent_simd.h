@@ -37,8 +37,10 @@ static inline double xf_f64_from_bits(int64_t i) { xf_f64_bits u; u.i = i; retur
 static inline int64_t xf_bits_f64(double f) { xf_f64_bits u; u.f = f; return u.i; }
 
 /* exp(x) for float x <= 0 (every caller's argument is a logit minus a max; no NaN).
- * exp(x) = 2^n exp(r), n = round(x / ln 2), with a degree-7 polynomial for exp(r) on
- * |r| <= ln(2)/2 (Cephes' expf coefficients). */
+ * exp(x) = 2^n exp(r), n = round(x / ln 2), with exp(r) = 1 + r + r^2 q(r) on
+ * |r| <= ln(2)/2, q of degree 4 fitted for the least maximum relative error of exp(r)
+ * (3.1e-9, a twentieth of an ulp). Over every float in [-103, 0] the result is within
+ * 1.01 ulp, as with Cephes' degree-7 polynomial, and one FMA cheaper. */
 static inline float xf_expf(float x)
 {
     const float shift = 12582912.0f;                      /* 1.5 * 2^23: rounds to int */
@@ -49,12 +51,11 @@ static inline float xf_expf(float x)
     float r = x - n * 0.693359375f;                       /* ln 2 = hi + lo, hi exact in n * hi */
     r = r - n * -2.12194440e-4f;
     float z = r * r;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
+    float p = 1.38146046e-3f;
+    p = p * r + 8.36871099e-3f;
+    p = p * r + 4.16683890e-2f;
+    p = p * r + 1.66665211e-1f;
+    p = p * r + 4.99999940e-1f;
     p = p * z + r + 1.0f;
     /* 2^n = 2^(n + 64) 2^-64, both normal for -150 <= n <= 0: a subnormal result is
      * rounded once, correctly. */
@@ -290,12 +291,11 @@ static inline __m512 xf_expf_x16(__m512 x)
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
     __m512 z = _mm512_mul_ps(r, r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    __m512 p = _mm512_set1_ps(1.38146046e-3f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.36871099e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.16683890e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.66665211e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.99999940e-1f));
     p = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0f));
     return _mm512_maskz_scalef_ps(keep, p, n);
 }
