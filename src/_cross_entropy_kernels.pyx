@@ -288,9 +288,11 @@ cdef void short_rows_block(
     cdef double tile_g[XF_TILE]
     cdef double tile_loss[XF_TILE]
     cdef Py_ssize_t counted = 0
+    cdef bint ready
     i = start
     while i < stop:
         rows = min(<Py_ssize_t>XF_TILE, stop - i)
+        ready = False
         if rows == XF_TILE and weight == NULL:
             # The common case, branch-free (it vectorises); a tile with an invalid
             # index is done again below, row by row.
@@ -307,8 +309,8 @@ cdef void short_rows_block(
                              if ok else 0.0)
             if bad == 0:
                 counted += tile_count
-                rows = 0        # nothing left to set up
-        for k in range(rows):
+                ready = True
+        for k in range(0 if ready else rows):
             t = target[i + k]
             tile_t[k] = -1
             tile_w[k] = 0.0
@@ -325,8 +327,6 @@ cdef void short_rows_block(
             counted += 1
             if weight != NULL:      # row by row, in count_index_block's order: the
                 s.weight += tile_w[k]   # loss and the gradient share the "mean" denominator
-        if rows == 0:
-            rows = XF_TILE
         for k in range(rows, XF_TILE):      # a last, partial tile: lanes that count nothing
             tile_t[k] = -1
             tile_w[k] = 0.0

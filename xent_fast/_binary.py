@@ -60,8 +60,7 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
             reduction: str, alpha: float, gamma: float, n_threads: Any, grad_output: Any,
             grad_out: Any, want_grad: bool) -> tuple[Any, np.ndarray | None]:
     # Small calls pay for every attribute read: kernel-ready arrays skip the conversions.
-    x_type = kernel_type(x_in)
-    x = x_in if x_type in _FLOAT_NUMS else as_float_array(x_in, x_name)
+    x = x_in if kernel_type(x_in) in _FLOAT_NUMS else as_float_array(x_in, x_name)
     dt = x.dtype
     shape = x.shape
     two_d = len(shape) == 2

@@ -6,39 +6,24 @@ from typing import Any
 
 import numpy as np
 
-from . import _validation as _v
-from ._runtime import kernel_type
 from ._simd import kernels
-from ._validation import _FLOAT_NUMS, as_float_rows, check_out, check_threads
+from ._validation import as_float_rows, check_out, check_threads
 
 # The kernels take the arrays as they are and check them in C.
 _k = kernels("_softmax_kernels")
 _SOFTMAX, _LOG_SOFTMAX, _LOGSUMEXP = _k.softmax, _k.log_softmax, _k.logsumexp
 
 
-def _rows(logits: Any) -> np.ndarray:
-    # Small calls pay for every attribute read: a kernel-ready array skips the checks.
-    if kernel_type(logits) in _FLOAT_NUMS and logits.ndim and logits.shape[-1]:
-        return logits  # type: ignore[no-any-return]
-    return as_float_rows(logits, "logits")
-
-
-def _threads(n_threads: int | None) -> int:
-    return check_threads(n_threads) if n_threads is not None or _v._forked_child else 0
-
-
 def _rowwise(kernel: Any, logits: Any, out: np.ndarray | None,
              n_threads: int | None) -> np.ndarray:
-    x = _rows(logits)
+    x = as_float_rows(logits, "logits")
     if out is None:
         out = np.empty(x.shape, x.dtype)
     else:
         check_out(out, "out", x.shape, x.dtype, ((logits, "logits", True), (x, "logits", True)))
-    if x.ndim == 2:
-        kernel(x, out, _threads(n_threads))
-    else:
-        n = x.shape[-1]
-        kernel(x.reshape(-1, n), out.reshape(-1, n), _threads(n_threads))
+    n = x.shape[-1]
+    x2, out2 = (x, out) if x.ndim == 2 else (x.reshape(-1, n), out.reshape(-1, n))
+    kernel(x2, out2, check_threads(n_threads))
     return out
 
 
@@ -126,12 +111,12 @@ def logsumexp(logits: Any, *, out: np.ndarray | None = None, n_threads: int | No
     >>> float(xf.logsumexp(np.array([1000.0, 1000.0])))
     1000.6931471805599
     """
-    x = _rows(logits)
+    x = as_float_rows(logits, "logits")
     batch_shape = x.shape[:-1]
     if out is None:
         res = np.empty(batch_shape, dtype=x.dtype)
     else:
         check_out(out, "out", batch_shape, x.dtype, ((logits, "logits", False), (x, "logits", False)))
         res = out
-    _LOGSUMEXP(x.reshape(-1, x.shape[-1]), res.reshape(-1), _threads(n_threads))
+    _LOGSUMEXP(x.reshape(-1, x.shape[-1]), res.reshape(-1), check_threads(n_threads))
     return res if out is not None or res.ndim else res[()]

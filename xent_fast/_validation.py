@@ -71,6 +71,8 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
 
 def as_float_rows(x: Any, name: str) -> np.ndarray:
     """:func:`as_float_array` for rows of classes: ndim >= 1 and a non-empty last axis."""
+    if kernel_type(x) in _FLOAT_NUMS and x.ndim and x.shape[-1]:
+        return x  # type: ignore[no-any-return]     # kernel-ready: no further call
     arr = as_float_array(x, name)
     if arr.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (classes on the last axis), got a 0-d array")
