@@ -43,9 +43,9 @@ BASELINE_MODULES = ["_runtime", "_info_kernels"]
 SIMD_MODULES = ["_softmax_kernels", "_cross_entropy_kernels", "_binary_kernels", "_score_kernels"]
 SIMD_LEVELS = {
     "gcc": {
-        "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2"],
+        "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mpopcnt"],
         "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
-                   "-mf16c", "-mbmi2", "-mprefer-vector-width=512"],
+                   "-mf16c", "-mbmi2", "-mpopcnt", "-mprefer-vector-width=512"],
     },
     "msvc": {"avx2": ["/arch:AVX2"], "avx512": ["/arch:AVX512"]},
 }

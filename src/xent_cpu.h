@@ -1,5 +1,6 @@
-/* Which instruction-set level this CPU (and OS) can run: 0 baseline, 1 AVX2 + FMA,
- * 2 AVX-512 (F, BW, DQ, VL). GCC's and clang's __builtin_cpu_supports also check that
+/* Which instruction-set level this CPU (and OS) can run: 0 baseline, 1 AVX2 + FMA (with
+ * F16C, BMI2 and POPCNT, which that level's modules are compiled for too; every AVX2 CPU
+ * has them), 2 AVX-512 (F, BW, DQ, VL). GCC's and clang's __builtin_cpu_supports also check that
  * the OS saves the wide registers; the MSVC path reads CPUID and XCR0 itself. Every
  * other compiler or CPU (aarch64, say) reports baseline: only x86-64 builds contain
  * wider kernels. */
@@ -14,7 +15,9 @@ static inline int xf_cpu_level(void)
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
         return 2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+        && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("bmi2")
+        && __builtin_cpu_supports("popcnt"))
         return 1;
     return 0;
 }
@@ -31,14 +34,15 @@ static inline int xf_cpu_level(void)
     if (r[0] < 7)
         return 0;
     __cpuid(r, 1);
-    /* ECX: FMA (12), OSXSAVE (27), AVX (28) */
-    if (!((r[2] >> 12) & 1) || !((r[2] >> 27) & 1) || !((r[2] >> 28) & 1))
+    /* ECX: FMA (12), POPCNT (23), OSXSAVE (27), AVX (28), F16C (29) */
+    if (!((r[2] >> 12) & 1) || !((r[2] >> 23) & 1) || !((r[2] >> 27) & 1)
+        || !((r[2] >> 28) & 1) || !((r[2] >> 29) & 1))
         return 0;
     xcr0 = _xgetbv(0);
     if ((xcr0 & 0x6) != 0x6)                 /* the OS saves XMM and YMM state */
         return 0;
     __cpuidex(r, 7, 0);
-    if (!((r[1] >> 5) & 1))                  /* EBX: AVX2 (5) */
+    if (!((r[1] >> 5) & 1) || !((r[1] >> 8) & 1))      /* EBX: AVX2 (5), BMI2 (8) */
         return 0;
     /* EBX: AVX512F (16), DQ (17), BW (30), VL (31); XCR0: opmask and ZMM state (5-7) */
     avx512 = ((r[1] >> 16) & 1) && ((r[1] >> 17) & 1) && ((r[1] >> 30) & 1)

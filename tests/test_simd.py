@@ -6,6 +6,7 @@ the narrower levels (what other machines run) are tested on this machine too.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -150,6 +151,38 @@ def test_fma_levels_agree_bitwise(dtype, monkeypatch):
         results.append(out)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+# The compiler flags of each level's modules (setup.py's SIMD_LEVELS, for GCC and clang).
+LEVEL_FLAGS = {
+    "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mpopcnt"],
+    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
+               "-mf16c", "-mbmi2", "-mpopcnt", "-mprefer-vector-width=512"],
+}
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+
+
+@pytest.mark.skipif(not (shutil.which("cc") and os.path.exists(os.path.join(SRC, "xent_simd.h"))),
+                    reason="needs a C compiler and the source tree")
+@pytest.mark.parametrize("lvl", [lvl for lvl in LEVELS if lvl != "baseline"])
+def test_hand_written_sum_loops_are_the_portable_code_bitwise(lvl, tmp_path):
+    # The exp-sum loops written with intrinsics (AVX2, AVX-512) must give the bits of the
+    # portable loops they replace, built with the same flags: tests/sum_below_check.c
+    # prints a hash of the sums, tie counts and stored exps of 6,000 rows (ties, -inf,
+    # exps with subnormal results, all tail lengths), built both ways.
+    here = os.path.dirname(os.path.abspath(__file__))
+    outputs = []
+    for extra in ([], ["-DXF_PORTABLE"]):
+        exe = str(tmp_path / ("check" + "".join(extra)))
+        subprocess.run(["cc", "-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
+                        *LEVEL_FLAGS[lvl], *extra, "-I", SRC,
+                        os.path.join(here, "sum_below_check.c"), "-o", exe, "-lm"], check=True)
+        outputs.append(subprocess.run([exe], capture_output=True, text=True,
+                                      check=True).stdout.splitlines())
+    hand, portable = outputs
+    assert len(hand) == 6000
+    differ = [a for a, b in zip(hand, portable) if a != b]
+    assert not differ, f"{len(differ)} rows differ, first: {differ[0]}"
 
 
 def test_levels_are_the_cpus():

@@ -1,0 +1,81 @@
+/* Prints, for a fixed set of rows, the bits of xf_sum_below's sum, tie count and stored
+ * exps. test_simd.py builds it twice with the same flags, once as the kernels are built
+ * and once with XF_PORTABLE (the plain loops), and expects the same output: the
+ * hand-written AVX2 and AVX-512 loops must be the portable code, bit for bit. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "xent_simd.h"
+
+static uint64_t state = 0x9E3779B97F4A7C15ULL;
+
+static double uniform(void)                     /* in [0, 1) */
+{
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    return (double)(state >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001B3ULL;
+    return h;
+}
+
+/* A row of n entries at offset j0 of its buffer: spread by `scale`, with some entries
+ * equal to the max, some -inf, and some far enough below the max that 2^n is subnormal. */
+#define FILL(T, x, n)                                                                     \
+    do {                                                                                  \
+        double scale = (double[]){0.5, 4.0, 40.0, 120.0}[(int)(uniform() * 4)];           \
+        for (ptrdiff_t j = 0; j < (n); j++) {                                             \
+            double u = uniform();                                                         \
+            (x)[j] = (T)(scale * (2.0 * uniform() - 1.0));                                \
+            if (u < 0.02)                                                                 \
+                (x)[j] = (T)-INFINITY;                                                    \
+            else if (u < 0.04)                                                            \
+                (x)[j] = (T)(-95.0 - 10.0 * uniform());                                   \
+            else if (u < 0.05)                                                            \
+                (x)[j] = (T)(-700.0 - 50.0 * uniform());                                  \
+        }                                                                                 \
+        T m_ = (T)-INFINITY;                                                              \
+        for (ptrdiff_t j = 0; j < (n); j++)                                               \
+            m_ = (x)[j] > m_ ? (x)[j] : m_;                                               \
+        if (m_ == (T)-INFINITY)                                                           \
+            (x)[0] = m_ = 0;                                                              \
+        for (ptrdiff_t j = 0; j < (n); j++)                                               \
+            if (uniform() < 0.03)                                                         \
+                (x)[j] = m_;                                                              \
+    } while (0)
+
+#define CHECK(T, SUF)                                                                     \
+    for (int row = 0; row < 3000; row++) {                                                \
+        ptrdiff_t n = row < 2000 ? 1 + (ptrdiff_t)(uniform() * 300)                       \
+                                 : 1 + (ptrdiff_t)(uniform() * 5000);                     \
+        ptrdiff_t j0 = (ptrdiff_t)(uniform() * 40);                                       \
+        T *x = malloc((size_t)(j0 + n) * sizeof(T)), *e = malloc((size_t)(j0 + n) * sizeof(T)); \
+        FILL(T, x + j0, n);                                                               \
+        T m = (T)-INFINITY;                                                               \
+        for (ptrdiff_t j = j0; j < j0 + n; j++)                                           \
+            m = x[j] > m ? x[j] : m;                                                      \
+        double ties = 0.0, ties_e = 0.0;                                                  \
+        double r = xf_sum_below_##SUF(x, j0, j0 + n, m, NULL, &ties);                     \
+        double r_e = xf_sum_below_##SUF(x, j0, j0 + n, m, e, &ties_e);                    \
+        uint64_t h = fnv(0xCBF29CE484222325ULL, &r, sizeof r);                            \
+        h = fnv(h, &ties, sizeof ties);                                                   \
+        h = fnv(h, &r_e, sizeof r_e);                                                     \
+        h = fnv(h, &ties_e, sizeof ties_e);                                               \
+        h = fnv(h, e + j0, (size_t)n * sizeof(T));                                        \
+        printf(#SUF " %d %016llx\n", row, (unsigned long long)h);                         \
+        free(x);                                                                          \
+        free(e);                                                                          \
+    }
+
+int main(void)
+{
+    CHECK(float, f32)
+    CHECK(double, f64)
+    return 0;
+}
