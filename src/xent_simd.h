@@ -907,6 +907,58 @@ static inline void xf_tile_out_f32(float v[XF_SHORT][XF_TILE], ptrdiff_t rows, p
 XF_TILE_OUT(float, f32)
 #endif
 
+/* A tile's exps: ev[j][i] = exp(v[j][i] - m[i]), their sums below the max into acc[i]
+ * and the ties into ties[i]. */
+#define XF_TILE_EXPS(T, SUF, EXP)                                                         \
+static inline void xf_tile_exps_##SUF(T v[XF_SHORT][XF_TILE], ptrdiff_t n, const T *m,    \
+                                      T ev[XF_SHORT][XF_TILE], T *acc, T *ties)           \
+{                                                                                         \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
+        XF_SIMD                                                                           \
+        for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                         \
+            T a = v[j][i];                                                                \
+            T below = a != m[i] ? (T)1 : (T)0;                                            \
+            T ex = EXP(a - m[i]);                                                         \
+            ev[j][i] = ex;                                                                \
+            acc[i] += ex * below;                                                         \
+            ties[i] += (T)1 - below;                                                      \
+        }                                                                                 \
+    }                                                                                     \
+}
+
+XF_TILE_EXPS(double, f64, xf_exp)
+#if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__) && !defined(XF_PORTABLE)
+/* By hand with AVX2, as the exp-sum loop is (XF_SUM_BELOW_AVX2): the same bits. */
+static inline void xf_tile_exps_f32(float v[XF_SHORT][XF_TILE], ptrdiff_t n, const float *m,
+                                    float ev[XF_SHORT][XF_TILE], float *acc, float *ties)
+{
+    const __m256 m0 = _mm256_loadu_ps(m), m1 = _mm256_loadu_ps(m + 8);
+    const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(-87.0f);
+    __m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8);
+    __m256 t0 = _mm256_loadu_ps(ties), t1 = _mm256_loadu_ps(ties + 8);
+    for (ptrdiff_t j = 0; j < n; j++) {
+        const __m256 x0 = _mm256_loadu_ps(v[j]), x1 = _mm256_loadu_ps(v[j] + 8);
+        const __m256 d0 = _mm256_sub_ps(x0, m0), d1 = _mm256_sub_ps(x1, m1);
+        const __m256 low = _mm256_cmp_ps(_mm256_min_ps(d0, d1), lim, _CMP_LT_OQ);
+        const int normal = _mm256_testz_ps(low, low);
+        const __m256 e0 = xf_expf_x8(d0, normal), e1 = xf_expf_x8(d1, normal);
+        const __m256 q0 = _mm256_cmp_ps(x0, m0, _CMP_EQ_OQ), q1 = _mm256_cmp_ps(x1, m1, _CMP_EQ_OQ);
+        _mm256_storeu_ps(ev[j], e0);
+        _mm256_storeu_ps(ev[j] + 8, e1);
+        a0 = _mm256_add_ps(a0, _mm256_andnot_ps(q0, e0));
+        a1 = _mm256_add_ps(a1, _mm256_andnot_ps(q1, e1));
+        t0 = _mm256_add_ps(t0, _mm256_and_ps(q0, one));
+        t1 = _mm256_add_ps(t1, _mm256_and_ps(q1, one));
+    }
+    _mm256_storeu_ps(acc, a0);
+    _mm256_storeu_ps(acc + 8, a1);
+    _mm256_storeu_ps(ties, t0);
+    _mm256_storeu_ps(ties + 8, t1);
+}
+#else
+XF_TILE_EXPS(float, f32, xf_expf)
+#endif
+
 #define XF_SMALL_CE(T, SUF, EXP)                                                          \
 static inline double xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,           \
         const int64_t *t, const double *wt, const double *g, double z,                    \
@@ -935,17 +987,7 @@ static inline double xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, 
             nan[i] = a != a ? (T)1 : nan[i];                                              \
         }                                                                                 \
     }                                                                                     \
-    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
-        XF_SIMD                                                                           \
-        for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                         \
-            T a = v[j][i];                                                                \
-            T below = a != m[i] ? (T)1 : (T)0;                                            \
-            T ex = EXP(a - m[i]);                                                         \
-            ev[j][i] = ex;                                                                \
-            acc[i] += ex * below;                                                         \
-            ties[i] += (T)1 - below;                                                      \
-        }                                                                                 \
-    }                                                                                     \
+    xf_tile_exps_##SUF(v, n, m, ev, acc, ties);                                           \
     for (ptrdiff_t i = 0; i < XF_TILE; i++) {     /* the targets' logits and exps */      \
         int64_t ti = i < rows ? t[i] : -1;                                                \
         used[i] = ti >= 0 ? (T)1 : (T)0;                                                  \

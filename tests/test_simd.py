@@ -165,22 +165,23 @@ SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 @pytest.mark.skipif(not (shutil.which("cc") and os.path.exists(os.path.join(SRC, "xent_simd.h"))),
                     reason="needs a C compiler and the source tree")
 @pytest.mark.parametrize("lvl", [lvl for lvl in LEVELS if lvl != "baseline"])
-def test_hand_written_sum_loops_are_the_portable_code_bitwise(lvl, tmp_path):
-    # The exp-sum loops written with intrinsics (AVX2, AVX-512) must give the bits of the
-    # portable loops they replace, built with the same flags: tests/sum_below_check.c
+def test_hand_written_loops_are_the_portable_code_bitwise(lvl, tmp_path):
+    # The loops written with intrinsics (AVX2, AVX-512) must give the bits of the
+    # portable loops they replace, built with the same flags: tests/hand_loops_check.c
     # prints a hash of the sums, tie counts and stored exps of 6,000 rows (ties, -inf,
-    # exps with subnormal results, all tail lengths), built both ways.
+    # exps with subnormal results, all tail lengths) and of the losses and gradients of
+    # 4,000 tiles of short rows, built both ways.
     here = os.path.dirname(os.path.abspath(__file__))
     outputs = []
     for extra in ([], ["-DXF_PORTABLE"]):
         exe = str(tmp_path / ("check" + "".join(extra)))
         subprocess.run(["cc", "-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                         *LEVEL_FLAGS[lvl], *extra, "-I", SRC,
-                        os.path.join(here, "sum_below_check.c"), "-o", exe, "-lm"], check=True)
+                        os.path.join(here, "hand_loops_check.c"), "-o", exe, "-lm"], check=True)
         outputs.append(subprocess.run([exe], capture_output=True, text=True,
                                       check=True).stdout.splitlines())
     hand, portable = outputs
-    assert len(hand) == 6000
+    assert len(hand) == 10000
     differ = [a for a, b in zip(hand, portable) if a != b]
     assert not differ, f"{len(differ)} rows differ, first: {differ[0]}"
 

@@ -1,7 +1,8 @@
 /* Prints, for a fixed set of rows, the bits of xf_sum_below's sum, tie count and stored
- * exps. test_simd.py builds it twice with the same flags, once as the kernels are built
- * and once with XF_PORTABLE (the plain loops), and expects the same output: the
- * hand-written AVX2 and AVX-512 loops must be the portable code, bit for bit. */
+ * exps, and of xf_small_ce's losses and gradients on tiles of short rows. test_simd.py
+ * builds it twice with the same flags, once as the kernels are built and once with
+ * XF_PORTABLE (the plain loops), and expects the same output: the hand-written AVX2 and
+ * AVX-512 loops must be the portable code, bit for bit. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,9 +74,36 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
         free(e);                                                                          \
     }
 
+/* Tiles of 1 to 16 rows of n < 16 entries, with some rows ignored (-1) and weights. */
+#define CHECK_TILES(T, SUF)                                                               \
+    for (int tile = 0; tile < 2000; tile++) {                                             \
+        ptrdiff_t n = 1 + (ptrdiff_t)(uniform() * 15), rows = tile % 3 ? XF_TILE          \
+                                                            : 1 + (ptrdiff_t)(uniform() * 16); \
+        T x[XF_TILE * XF_SHORT], grad[XF_TILE * XF_SHORT];                                \
+        int64_t t[XF_TILE];                                                               \
+        double wt[XF_TILE], g[XF_TILE], loss[XF_TILE];                                    \
+        for (ptrdiff_t i = 0; i < rows; i++)                                              \
+            FILL(T, x + i * n, n);                                                        \
+        for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                         \
+            t[i] = i < rows && uniform() > 0.1 ? (int64_t)(uniform() * n) : -1;          \
+            wt[i] = t[i] >= 0 ? 0.5 + uniform() : 0.0;                                    \
+            g[i] = t[i] >= 0 ? uniform() : 0.0;                                           \
+        }                                                                                 \
+        double z = tile % 4 == 0 ? 1e-3 : 0.0;                                            \
+        double total = xf_small_ce_##SUF(x, rows, n, t, wt, g, z, loss, grad);            \
+        double total_loss = xf_small_ce_##SUF(x, rows, n, t, wt, g, z, loss, NULL);       \
+        uint64_t h = fnv(0xCBF29CE484222325ULL, &total, sizeof total);                    \
+        h = fnv(h, &total_loss, sizeof total_loss);                                       \
+        h = fnv(h, loss, sizeof loss);                                                    \
+        h = fnv(h, grad, (size_t)(rows * n) * sizeof(T));                                 \
+        printf(#SUF " tile %d %016llx\n", tile, (unsigned long long)h);                    \
+    }
+
 int main(void)
 {
     CHECK(float, f32)
     CHECK(double, f64)
+    CHECK_TILES(float, f32)
+    CHECK_TILES(double, f64)
     return 0;
 }
