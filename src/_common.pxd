@@ -44,6 +44,10 @@ cdef extern from "xent_simd.h" nogil:
                          const double* wt, const double* g, double z, double* loss, float* grad)
     double xf_small_ce_f64(const double* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
                          const double* wt, const double* g, double z, double* loss, double* grad)
+    void xf_small_softmax_f32(const float* x, Py_ssize_t rows, Py_ssize_t n, int kind,
+                              float* out)
+    void xf_small_softmax_f64(const double* x, Py_ssize_t rows, Py_ssize_t n, int kind,
+                              double* out)
     enum:
         XF_BLOCK
         XF_MAX_CHUNKS
@@ -129,6 +133,16 @@ cdef inline double small_ce(const floating* x, Py_ssize_t rows, Py_ssize_t n, co
         return xf_small_ce_f32(x, rows, n, t, wt, g, z, loss, grad)
     else:
         return xf_small_ce_f64(x, rows, n, t, wt, g, z, loss, grad)
+
+
+cdef inline void small_softmax(const floating* x, Py_ssize_t rows, Py_ssize_t n, int kind,
+                               floating* out) noexcept nogil:
+    """softmax (kind 0), log_softmax (1) or logsumexp (2) of up to XF_TILE rows of
+    n < XF_SHORT logits at once (see xent_simd.h)."""
+    if floating is float:
+        xf_small_softmax_f32(x, rows, n, kind, out)
+    else:
+        xf_small_softmax_f64(x, rows, n, kind, out)
 
 
 cdef inline void fill(floating* x, Py_ssize_t n, double value) noexcept nogil:

@@ -3,8 +3,11 @@
 #
 # Each row is read from memory once: one sweep takes, chunk by chunk while the chunk is
 # in L1, the max and the exps (stored straight into the output, which may be the input
-# itself); a second sweep, in L2, scales them. Rows are independent, so they are split
-# across threads with a static prange and the result is the same for every thread count. A row whose max is not finite, or that holds a NaN,
+# itself); a second sweep, in L2, scales them. Rows of fewer than XF_SHORT entries go
+# XF_TILE at a time through a transposed tile instead (xf_small_softmax), as the
+# cross-entropy's do: one row alone would leave most vector lanes idle. Rows (or tiles)
+# are independent, so they are split across threads with a static prange and the result
+# is the same for every thread count. A row whose max is not finite, or that holds a NaN,
 # gives NaN (logsumexp returns +-inf where that is the exact answer).
 
 cimport numpy as cnp
@@ -13,8 +16,8 @@ from libc.math cimport log1p, INFINITY, NAN
 
 from _common cimport (
     floating, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    online_sumexp, scale_chunks, effective_threads, XF_BLOCK, XF_MAX_CHUNKS,
-    array_data, float_type,
+    online_sumexp, scale_chunks, small_softmax, effective_threads, XF_BLOCK, XF_MAX_CHUNKS,
+    XF_SHORT, XF_TILE, array_data, float_type,
 )
 
 cnp.import_array()
@@ -70,10 +73,10 @@ cdef inline double logsumexp_row(const floating* x, Py_ssize_t n) noexcept nogil
     return mx.value + log_s
 
 
-cdef enum Kind:
-    SOFTMAX
-    LOG_SOFTMAX
-    LOGSUMEXP
+cdef enum Kind:             # as xf_small_softmax numbers them
+    SOFTMAX = 0
+    LOG_SOFTMAX = 1
+    LOGSUMEXP = 2
 
 
 cdef inline void one_row(Kind kind, const floating* x, floating* out, Py_ssize_t i,
@@ -86,10 +89,26 @@ cdef inline void one_row(Kind kind, const floating* x, floating* out, Py_ssize_t
         out[i] = <floating>logsumexp_row(x + i * n, n)
 
 
+cdef inline void one_tile(Kind kind, const floating* x, floating* out, Py_ssize_t b,
+                          Py_ssize_t n_rows, Py_ssize_t n) noexcept nogil:
+    # rows XF_TILE b .. of n < XF_SHORT entries, at once
+    cdef Py_ssize_t i = b * XF_TILE
+    small_softmax(x + i * n, min(<Py_ssize_t>XF_TILE, n_rows - i), n, <int>kind,
+                  out + (i if kind == LOGSUMEXP else i * n))
+
+
 cdef void rows(Kind kind, const floating* x, floating* out, Py_ssize_t n_rows, Py_ssize_t n,
                int n_threads) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef int nt = effective_threads(n_threads, n_rows, n_rows * n)
+    cdef Py_ssize_t i, n_tiles = (n_rows + XF_TILE - 1) // XF_TILE
+    cdef int nt = effective_threads(n_threads, n_tiles if n < XF_SHORT else n_rows, n_rows * n)
+    if n < XF_SHORT:            # short rows: by tiles of rows
+        if nt == 1:
+            for i in range(n_tiles):
+                one_tile(kind, x, out, i, n_rows, n)
+        else:
+            for i in prange(n_tiles, schedule="static", num_threads=nt):
+                one_tile(kind, x, out, i, n_rows, n)
+        return
     if nt == 1:                 # no parallel region (small calls, forked children)
         for i in range(n_rows):
             one_row(kind, x, out, i, n)

@@ -1038,12 +1038,75 @@ static inline double xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, 
     return total;                                                                         \
 }
 
+/* small_softmax: softmax (kind 0), log_softmax (1) or logsumexp (2) of a tile of up to
+ * XF_TILE rows of n < XF_SHORT entries, lanes across rows as in small_ce (a short row
+ * alone leaves most vector lanes idle). out: the rows' outputs (rows x n entries, or
+ * rows for logsumexp). The formulas of _softmax_kernels.pyx's row functions, with the
+ * sums of exps in T lanes as small_ce takes them. A row whose max is not finite, or with
+ * a NaN, gives NaN (logsumexp: the max where it is +-inf and there is no NaN). */
+#define XF_SMALL_SOFTMAX(T, SUF)                                                          \
+static inline void xf_small_softmax_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,        \
+                                          int kind, T *out)                               \
+{                                                                                         \
+    T v[XF_SHORT][XF_TILE], ev[XF_SHORT][XF_TILE];                                        \
+    T m[XF_TILE], acc[XF_TILE], ties[XF_TILE], nan[XF_TILE], scf[XF_TILE];                \
+    double ls[XF_TILE], md[XF_TILE], lse[XF_TILE];                                        \
+    xf_prefetch_ahead(x, rows * n * (ptrdiff_t)sizeof(T));                                \
+    if (kind != 2)                                                                        \
+        xf_prefetch_ahead(out, rows * n * (ptrdiff_t)sizeof(T));                          \
+    xf_tile_in_##SUF(x, rows, n, v);                                                      \
+    XF_SIMD                                                                               \
+    for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
+        m[i] = -INFINITY;                                                                 \
+        nan[i] = 0;                                                                       \
+        acc[i] = 0;                                                                       \
+        ties[i] = 0;                                                                      \
+    }                                                                                     \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
+        XF_SIMD                                                                           \
+        for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                         \
+            T a = v[j][i];                                                                \
+            m[i] = a > m[i] ? a : m[i];                                                   \
+            nan[i] = a != a ? (T)1 : nan[i];                                              \
+        }                                                                                 \
+    }                                                                                     \
+    xf_tile_exps_##SUF(v, n, m, ev, acc, ties);                                           \
+    XF_SIMD                                                                               \
+    for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                             \
+        int bad = nan[i] != 0 || !(m[i] > -INFINITY && m[i] < INFINITY);                  \
+        double r = bad ? 0.0 : (double)acc[i] + ((double)ties[i] - 1.0);                  \
+        ls[i] = bad ? (double)NAN : xf_log1p_f64(r);                                      \
+        md[i] = bad ? 0.0 : (double)m[i];                                                 \
+        scf[i] = bad ? (T)NAN : (T)(1.0 / (1.0 + r));                                     \
+        lse[i] = nan[i] != 0 ? (double)NAN : (bad ? (double)m[i] : md[i] + ls[i]);        \
+    }                                                                                     \
+    if (kind == 2) {                                                                      \
+        for (ptrdiff_t i = 0; i < rows; i++)                                              \
+            out[i] = (T)lse[i];                                                           \
+        return;                                                                           \
+    }                                                                                     \
+    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
+        if (kind == 0) {                                                                  \
+            XF_SIMD                                                                       \
+            for (ptrdiff_t i = 0; i < XF_TILE; i++)                                       \
+                ev[j][i] = ev[j][i] * scf[i];                                             \
+        } else {                                                                          \
+            XF_SIMD                                                                       \
+            for (ptrdiff_t i = 0; i < XF_TILE; i++)                                       \
+                ev[j][i] = (T)(((double)v[j][i] - md[i]) - ls[i]);                        \
+        }                                                                                 \
+    }                                                                                     \
+    xf_tile_out_##SUF(ev, rows, n, out);                                                  \
+}
+
 XF_ROW_PRIMITIVES(float, f32, xf_expf, float)
 XF_ROW_PRIMITIVES(double, f64, xf_exp, double)
 XF_ONLINE_PRIMITIVES(float, f32, xf_expf, float)
 XF_ONLINE_PRIMITIVES(double, f64, xf_exp, double)
 XF_SMALL_CE(float, f32, xf_expf)
 XF_SMALL_CE(double, f64, xf_exp)
+XF_SMALL_SOFTMAX(float, f32)
+XF_SMALL_SOFTMAX(double, f64)
 XF_BCE_LOGITS(float, f32, xf_expf, xf_log1p_unit_inv_f32)
 XF_BCE_LOGITS(double, f64, xf_exp, xf_log1p_unit_inv_f64)
 

@@ -86,6 +86,38 @@ def test_cross_entropy_at_every_level(level, dtype, c):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows", [1, 15, 16, 17, 40])
+def test_softmax_family_short_rows_tiles_at_every_level(level, dtype, n_rows):
+    # The softmax family also takes rows of fewer than 16 classes 16 at a time: every
+    # class count, full and partial tiles, rows that must give NaN or +-inf anywhere in
+    # a tile, one thread and two, a separate output and in place.
+    rng = np.random.default_rng(n_rows + 100)
+    funcs = {"softmax": ref.softmax, "log_softmax": ref.log_softmax,
+             "logsumexp": ref.logsumexp}
+    for c in range(1, 16):
+        x = (rng.standard_normal((n_rows, c)) * 4).astype(dtype)
+        special = [np.nan, np.inf, -np.inf]
+        for k, i in enumerate(range(0, n_rows, 7)):
+            x[i, k % c] = special[k % 3]
+            if k % 3 == 2:
+                x[i] = -np.inf                    # a fully masked row
+        if n_rows > 3 and c > 1:
+            x[3, 1:] = x[3, 0]                    # ties
+        for name, f in funcs.items():
+            want = f(x.astype(np.float64))
+            for nt in (1, 2):
+                got = getattr(xf, name)(x, n_threads=nt)
+                assert_close(got, want.astype(dtype), dtype)
+            if name != "logsumexp":
+                guard = np.full((n_rows + 2, c), 7.0, dtype)   # neighbours stay as they were
+                guard[1:-1] = x
+                inner = guard[1:-1]
+                getattr(xf, name)(inner, out=inner)
+                assert_close(inner, want.astype(dtype), dtype)
+                assert (guard[0] == 7).all() and (guard[-1] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows", [1, 15, 16, 17, 40])
 def test_short_rows_tiles_at_every_level(level, dtype, n_rows):
     # Rows of fewer than 16 classes go 16 at a time through a transposed tile (the
     # gradient out by a register transpose and masked stores with AVX-512): every class
