@@ -4,7 +4,10 @@
  * -ffast-math (which would also break inf/nan), and the exp must be inline arithmetic
  * rather than a libm call. Cython can express neither. The kernel modules include this
  * header and are compiled once per instruction set (baseline x86-64, x86-64-v3 = AVX2 +
- * FMA, x86-64-v4 = AVX-512); xent_fast picks the module at import from the CPU.
+ * FMA, x86-64-v4 = AVX-512); xent_fast picks the module at import from the CPU. A few
+ * hot loops are also written with AVX2 or AVX-512 intrinsics, doing the portable loop's
+ * operations in its order; defining XF_PORTABLE leaves them out, which is how
+ * tests/hand_loops_check.c checks that they give the portable code's bits.
  *
  * Accuracy: xf_expf and xf_exp are within 2 ulp of exp for x <= 0, subnormal results
  * included, exactly 1 at 0 and exactly 0 at -inf. They take x <= 0 only (a logit minus
