@@ -62,7 +62,10 @@ static inline float xf_expf(float x)
     p = p * z + r + 1.0f;
     /* 2^n = 2^(n + 64) 2^-64, both normal for -150 <= n <= 0: a subnormal result is
      * rounded once, correctly. */
-    return (p * xf_f32_from_bits((ni + 127 + 64) << 23)) * 5.421010862427522e-20f;  /* 2^-64 */
+    /* (unsigned: a NaN x, which no caller should pass, gives NaN without undefined
+     * behaviour) */
+    return (p * xf_f32_from_bits((int32_t)((uint32_t)(ni + 127 + 64) << 23)))
+           * 5.421010862427522e-20f;                                     /* 2^-64 */
 }
 
 /* exp(x) for double x <= 0 (no NaN): the same reduction and form, q of degree 9 fitted
@@ -88,7 +91,8 @@ static inline double xf_exp(double x)
     p = p * r * r + r + 1.0;
     /* 2^n = 2^(n + 600) 2^-600, both normal for -1077 <= n <= 0 (see xf_expf). */
     int64_t ni = xf_bits_f64(t) - xf_bits_f64(shift);
-    return (p * xf_f64_from_bits((ni + 1023 + 600) << 52)) * 2.409919865102884e-181;  /* 2^-600 */
+    return (p * xf_f64_from_bits((int64_t)((uint64_t)(ni + 1023 + 600) << 52)))
+           * 2.409919865102884e-181;                                     /* 2^-600 */
 }
 
 /* log1p(u) for 0 <= u <= 1 (what softplus needs: u = exp(-|x|)), given w = 1 + u and
@@ -217,7 +221,8 @@ static inline void xf_prefetch_ahead(const void *p, ptrdiff_t nbytes)
  * GCC does not vectorise a float-to-double reduction), and the chunks in double lanes,
  * so the rounding error stays that of a sum of XF_CHUNK / XF_LANES terms. */
 #define XF_CHUNK 256
-/* Rows shorter than this are done by plain scalar loops: a vector loop's set-up and
+/* Rows shorter than this are done XF_TILE at a time with the lanes across rows
+ * (small_ce, small_softmax), or else by plain scalar loops: a vector loop's set-up and
  * final horizontal reduction cost more than a few scalar iterations. */
 #define XF_SHORT 16
 
@@ -472,19 +477,20 @@ static inline int xf_popcount32(unsigned v)
     return _mm_popcnt_u32(v);          /* POPCNT: every AVX2 CPU has it */
 }
 
-/* Whether every lane of a, b, c, d is >= lim. A NaN may pass: rows with a NaN are
- * given NaN results by every caller, whatever their sums. */
+/* Whether every lane of a, b, c, d is >= lim. A NaN in a, b or c may pass (min_ps
+ * returns its second operand when either is NaN): the lanes here are all of one row,
+ * and a row with a NaN is given NaN results by every caller, whatever its sums. */
 static inline int xf_all_ge_ps(__m256 a, __m256 b, __m256 c, __m256 d, __m256 lim)
 {
     __m256 low = _mm256_cmp_ps(_mm256_min_ps(_mm256_min_ps(a, b), _mm256_min_ps(c, d)), lim,
-                               _CMP_LT_OQ);
+                               _CMP_NGE_UQ);
     return _mm256_testz_ps(low, low);
 }
 
 static inline int xf_all_ge_pd(__m256d a, __m256d b, __m256d c, __m256d d, __m256d lim)
 {
     __m256d low = _mm256_cmp_pd(_mm256_min_pd(_mm256_min_pd(a, b), _mm256_min_pd(c, d)), lim,
-                                _CMP_LT_OQ);
+                                _CMP_NGE_UQ);
     return _mm256_testz_pd(low, low);
 }
 
@@ -732,7 +738,10 @@ static inline void xf_scale_chunks_##SUF(T *e, ptrdiff_t n, const T *cmax, T m, 
  * NULL; grad may be x itself. Returns the sum of the losses (in double, by chunks).
  * Each chunk goes through three loops (the exps; 1 / (1 + e) and the log1p; the rest)
  * rather than one: one long chain of dependent operations per entry kept too few entries
- * in flight in the out-of-order window. Same operations, same bits, 1.6x faster on Zen 3.
+ * in flight in the out-of-order window (1.6x faster on Zen 3). Same operations, but with
+ * FMA the one loop let the compiler fuse the exp's last product into 1 + e; now e is
+ * rounded first, which changes the last bit of 0.15% of float losses where e is near
+ * 2^-24 (the gradients, and the baseline build, are bit for bit as before).
  */
 #define XF_BCE_LOGITS(T, SUF, EXP, LOG1P)                                                 \
 static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,             \
@@ -911,7 +920,9 @@ XF_TILE_OUT(float, f32)
 #endif
 
 /* A tile's exps: ev[j][i] = exp(v[j][i] - m[i]), their sums below the max into acc[i]
- * and the ties into ties[i]. */
+ * and the ties into ties[i]. A row that is not regular (NaN, +inf, all -inf) makes
+ * v - m NaN: it is taken as 0, so no NaN reaches the exp, and the caller discards the
+ * row's sums and exps. */
 #define XF_TILE_EXPS(T, SUF, EXP)                                                         \
 static inline void xf_tile_exps_##SUF(T v[XF_SHORT][XF_TILE], ptrdiff_t n, const T *m,    \
                                       T ev[XF_SHORT][XF_TILE], T *acc, T *ties)           \
@@ -919,9 +930,9 @@ static inline void xf_tile_exps_##SUF(T v[XF_SHORT][XF_TILE], ptrdiff_t n, const
     for (ptrdiff_t j = 0; j < n; j++) {                                                   \
         XF_SIMD                                                                           \
         for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                         \
-            T a = v[j][i];                                                                \
+            T a = v[j][i], d = a - m[i];                                                  \
             T below = a != m[i] ? (T)1 : (T)0;                                            \
-            T ex = EXP(a - m[i]);                                                         \
+            T ex = EXP(d <= 0 ? d : (T)0);                                                \
             ev[j][i] = ex;                                                                \
             acc[i] += ex * below;                                                         \
             ties[i] += (T)1 - below;                                                      \
@@ -931,18 +942,23 @@ static inline void xf_tile_exps_##SUF(T v[XF_SHORT][XF_TILE], ptrdiff_t n, const
 
 XF_TILE_EXPS(double, f64, xf_exp)
 #if defined(__AVX2__) && defined(__FMA__) && !defined(__AVX512F__) && !defined(XF_PORTABLE)
-/* By hand with AVX2, as the exp-sum loop is (XF_SUM_BELOW_AVX2): the same bits. */
+/* By hand with AVX2, as the exp-sum loop is (XF_SUM_BELOW_AVX2): the same bits. The
+ * lanes are 16 rows here, so the fast path's test must not let one row's NaN hide
+ * another's entry far below its max: NaN-safe (NGE_UQ), and v - m is NaN-free anyway. */
 static inline void xf_tile_exps_f32(float v[XF_SHORT][XF_TILE], ptrdiff_t n, const float *m,
                                     float ev[XF_SHORT][XF_TILE], float *acc, float *ties)
 {
     const __m256 m0 = _mm256_loadu_ps(m), m1 = _mm256_loadu_ps(m + 8);
     const __m256 one = _mm256_set1_ps(1.0f), lim = _mm256_set1_ps(-87.0f);
+    const __m256 zero = _mm256_setzero_ps();
     __m256 a0 = _mm256_loadu_ps(acc), a1 = _mm256_loadu_ps(acc + 8);
     __m256 t0 = _mm256_loadu_ps(ties), t1 = _mm256_loadu_ps(ties + 8);
     for (ptrdiff_t j = 0; j < n; j++) {
         const __m256 x0 = _mm256_loadu_ps(v[j]), x1 = _mm256_loadu_ps(v[j] + 8);
-        const __m256 d0 = _mm256_sub_ps(x0, m0), d1 = _mm256_sub_ps(x1, m1);
-        const __m256 low = _mm256_cmp_ps(_mm256_min_ps(d0, d1), lim, _CMP_LT_OQ);
+        __m256 d0 = _mm256_sub_ps(x0, m0), d1 = _mm256_sub_ps(x1, m1);
+        d0 = _mm256_and_ps(d0, _mm256_cmp_ps(d0, zero, _CMP_LE_OQ));    /* d <= 0 ? d : 0 */
+        d1 = _mm256_and_ps(d1, _mm256_cmp_ps(d1, zero, _CMP_LE_OQ));
+        const __m256 low = _mm256_cmp_ps(_mm256_min_ps(d0, d1), lim, _CMP_NGE_UQ);
         const int normal = _mm256_testz_ps(low, low);
         const __m256 e0 = xf_expf_x8(d0, normal), e1 = xf_expf_x8(d1, normal);
         const __m256 q0 = _mm256_cmp_ps(x0, m0, _CMP_EQ_OQ), q1 = _mm256_cmp_ps(x1, m1, _CMP_EQ_OQ);
@@ -1044,9 +1060,11 @@ static inline double xf_small_ce_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n, 
 /* small_softmax: softmax (kind 0), log_softmax (1) or logsumexp (2) of a tile of up to
  * XF_TILE rows of n < XF_SHORT entries, lanes across rows as in small_ce (a short row
  * alone leaves most vector lanes idle). out: the rows' outputs (rows x n entries, or
- * rows for logsumexp). The formulas of _softmax_kernels.pyx's row functions, with the
- * sums of exps in T lanes as small_ce takes them. A row whose max is not finite, or with
- * a NaN, gives NaN (logsumexp: the max where it is +-inf and there is no NaN). */
+ * rows for logsumexp). The formulas of _softmax_kernels.pyx's row functions, but with
+ * the sums of exps in T lanes, as small_ce takes them, and xf_log1p_f64 for log1p: float
+ * results differ from the row functions' by a few ulp at most (more, counted in ulp,
+ * where logsumexp cancels to near 0). A row whose max is not finite, or with a NaN,
+ * gives NaN (logsumexp: the max where it is +-inf and there is no NaN). */
 #define XF_SMALL_SOFTMAX(T, SUF)                                                          \
 static inline void xf_small_softmax_##SUF(const T *x, ptrdiff_t rows, ptrdiff_t n,        \
                                           int kind, T *out)                               \

@@ -1,5 +1,6 @@
 /* Prints, for a fixed set of rows, the bits of xf_sum_below's sum, tie count and stored
- * exps, and of xf_small_ce's losses and gradients on tiles of short rows. test_simd.py
+ * exps, and of xf_small_ce's losses and gradients and xf_small_softmax's outputs on
+ * tiles of short rows (some rows NaN, +inf or all -inf). test_simd.py
  * builds it twice with the same flags, once as the kernels are built and once with
  * XF_PORTABLE (the plain loops), and expects the same output: the hand-written AVX2 and
  * AVX-512 loops must be the portable code, bit for bit. */
@@ -26,8 +27,19 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
     return h;
 }
 
+/* The hash of n values with every NaN as one canonical NaN: which NaN payload a row
+ * that must give NaN gets is not part of the contract. */
+#define HASH_VALUES(T, h, p, n)                                                           \
+    do {                                                                                  \
+        for (ptrdiff_t q_ = 0; q_ < (ptrdiff_t)(n); q_++) {                               \
+            T v_ = (p)[q_] != (p)[q_] ? (T)NAN : (p)[q_];                                 \
+            h = fnv(h, &v_, sizeof v_);                                                   \
+        }                                                                                 \
+    } while (0)
+
 /* A row of n entries at offset j0 of its buffer: spread by `scale`, with some entries
- * equal to the max, some -inf, and some far enough below the max that 2^n is subnormal. */
+ * equal to the max, some -inf, some far enough below the max that 2^n is subnormal, and
+ * some around 87 below it, where the AVX2 loops switch to their slow path. */
 #define FILL(T, x, n)                                                                     \
     do {                                                                                  \
         double scale = (double[]){0.5, 4.0, 40.0, 120.0}[(int)(uniform() * 4)];           \
@@ -46,9 +58,13 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
             m_ = (x)[j] > m_ ? (x)[j] : m_;                                               \
         if (m_ == (T)-INFINITY)                                                           \
             (x)[0] = m_ = 0;                                                              \
-        for (ptrdiff_t j = 0; j < (n); j++)                                               \
-            if (uniform() < 0.03)                                                         \
+        for (ptrdiff_t j = 0; j < (n); j++) {                                             \
+            double u = uniform();                                                         \
+            if (u < 0.03)                                                                 \
                 (x)[j] = m_;                                                              \
+            else if (u < 0.05)                                                            \
+                (x)[j] = (T)(m_ - 86.0 - 3.0 * uniform());                                \
+        }                                                                                 \
     } while (0)
 
 #define CHECK(T, SUF)                                                                     \
@@ -82,8 +98,17 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
         T x[XF_TILE * XF_SHORT], grad[XF_TILE * XF_SHORT];                                \
         int64_t t[XF_TILE];                                                               \
         double wt[XF_TILE], g[XF_TILE], loss[XF_TILE];                                    \
-        for (ptrdiff_t i = 0; i < rows; i++)                                              \
+        for (ptrdiff_t i = 0; i < rows; i++) {                                            \
             FILL(T, x + i * n, n);                                                        \
+            double u = uniform();       /* rows that must give NaN, anywhere in a tile */ \
+            if (u < 0.04)                                                                 \
+                for (ptrdiff_t j = 0; j < n; j++)                                         \
+                    x[i * n + j] = (T)-INFINITY;                                          \
+            else if (u < 0.08)                                                            \
+                x[i * n + (ptrdiff_t)(uniform() * n)] = (T)NAN;                           \
+            else if (u < 0.12)                                                            \
+                x[i * n + (ptrdiff_t)(uniform() * n)] = (T)INFINITY;                      \
+        }                                                                                 \
         for (ptrdiff_t i = 0; i < XF_TILE; i++) {                                         \
             t[i] = i < rows && uniform() > 0.1 ? (int64_t)(uniform() * n) : -1;          \
             wt[i] = t[i] >= 0 ? 0.5 + uniform() : 0.0;                                    \
@@ -92,10 +117,16 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
         double z = tile % 4 == 0 ? 1e-3 : 0.0;                                            \
         double total = xf_small_ce_##SUF(x, rows, n, t, wt, g, z, loss, grad);            \
         double total_loss = xf_small_ce_##SUF(x, rows, n, t, wt, g, z, loss, NULL);       \
-        uint64_t h = fnv(0xCBF29CE484222325ULL, &total, sizeof total);                    \
-        h = fnv(h, &total_loss, sizeof total_loss);                                       \
-        h = fnv(h, loss, sizeof loss);                                                    \
-        h = fnv(h, grad, (size_t)(rows * n) * sizeof(T));                                 \
+        uint64_t h = 0xCBF29CE484222325ULL;                                               \
+        HASH_VALUES(double, h, &total, 1);                                                \
+        HASH_VALUES(double, h, &total_loss, 1);                                           \
+        HASH_VALUES(double, h, loss, XF_TILE);                                            \
+        HASH_VALUES(T, h, grad, rows * n);                                                \
+        for (int kind = 0; kind < 3; kind++) {                                            \
+            T out[XF_TILE * XF_SHORT];                                                    \
+            xf_small_softmax_##SUF(x, rows, n, kind, out);                                \
+            HASH_VALUES(T, h, out, kind == 2 ? rows : rows * n);                          \
+        }                                                                                 \
         printf(#SUF " tile %d %016llx\n", tile, (unsigned long long)h);                    \
     }
 

@@ -5,6 +5,7 @@ the widest one; here the public functions are pointed at each level in turn, so 
 the narrower levels (what other machines run) are tested on this machine too.
 """
 
+import ast
 import os
 import shutil
 import subprocess
@@ -102,6 +103,14 @@ def test_softmax_family_short_rows_tiles_at_every_level(level, dtype, n_rows):
                 x[i] = -np.inf                    # a fully masked row
         if n_rows > 3 and c > 1:
             x[3, 1:] = x[3, 0]                    # ties
+        if n_rows > 9 and c > 1:
+            # A row whose entries fall far below its max (-inf, -100) beside, in the
+            # other half of the tile's lanes, a row that must give NaN or -inf: the
+            # second row's NaN must not change the first row's exps.
+            x[1, 1] = -np.inf
+            x[0, 1] = x[0].max() - 100
+            x[9] = -np.inf
+            x[8, 0] = np.nan
         for name, f in funcs.items():
             want = f(x.astype(np.float64))
             for nt in (1, 2):
@@ -114,6 +123,40 @@ def test_softmax_family_short_rows_tiles_at_every_level(level, dtype, n_rows):
                 getattr(xf, name)(inner, out=inner)
                 assert_close(inner, want.astype(dtype), dtype)
                 assert (guard[0] == 7).all() and (guard[-1] == 7).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_short_rows_tiles_same_bits_on_two_threads(level, dtype):
+    # Large enough for the kernels to start threads (small calls run serial).
+    rng = np.random.default_rng(7)
+    for c in (3, 10):
+        x = (rng.standard_normal((20011, c)) * 4).astype(dtype)
+        x[::97, 1] = -np.inf
+        x[5::101] = np.nan
+        t = rng.integers(0, c, len(x))
+        for name in ("softmax", "log_softmax", "logsumexp"):
+            f = getattr(xf, name)
+            np.testing.assert_array_equal(f(x, n_threads=2), f(x, n_threads=1))
+        one = xf.cross_entropy_and_grad(x, t, reduction="sum", n_threads=1)
+        two = xf.cross_entropy_and_grad(x, t, reduction="sum", n_threads=2)
+        np.testing.assert_array_equal(one[0], two[0])
+        np.testing.assert_array_equal(one[1], two[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_padded_batch_with_masked_classes_in_short_rows(level, dtype):
+    # Padding rows (all -inf, ignored) in the same tile as real rows with a masked class:
+    # the real rows' losses and gradients are those of the rows alone.
+    x = np.zeros((16, 4), dtype)
+    x[:, 3] = -np.inf
+    x[8:] = -np.inf
+    t = np.zeros(16, np.int64)
+    t[8:] = -100
+    loss, grad = xf.cross_entropy_and_grad(x, t, reduction="none")
+    r_loss, r_grad = ref.cross_entropy_and_grad(x[:8], t[:8], reduction="none")
+    assert_close(loss[:8], r_loss, dtype)
+    assert_close(grad[:8], r_grad, dtype)
+    assert (loss[8:] == 0).all() and (grad[8:] == 0).all()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -185,30 +228,37 @@ def test_fma_levels_agree_bitwise(dtype, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-# The compiler flags of each level's modules (setup.py's SIMD_LEVELS, for GCC and clang).
-LEVEL_FLAGS = {
-    "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mpopcnt"],
-    "avx512": ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma",
-               "-mf16c", "-mbmi2", "-mpopcnt", "-mprefer-vector-width=512"],
-}
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SRC = os.path.join(ROOT, "src")
 
 
-@pytest.mark.skipif(not (shutil.which("cc") and os.path.exists(os.path.join(SRC, "xent_simd.h"))),
+def _level_flags():
+    # The compiler flags of each level's modules, read from setup.py's SIMD_LEVELS.
+    with open(os.path.join(ROOT, "setup.py")) as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SIMD_LEVELS":
+            return ast.literal_eval(node.value)["gcc"]
+    raise AssertionError("SIMD_LEVELS not found in setup.py")
+
+
+@pytest.mark.skipif(not (shutil.which("cc") and os.path.exists(os.path.join(SRC, "xent_simd.h"))
+                         and os.path.exists(os.path.join(ROOT, "setup.py"))),
                     reason="needs a C compiler and the source tree")
 @pytest.mark.parametrize("lvl", [lvl for lvl in LEVELS if lvl != "baseline"])
 def test_hand_written_loops_are_the_portable_code_bitwise(lvl, tmp_path):
     # The loops written with intrinsics (AVX2, AVX-512) must give the bits of the
     # portable loops they replace, built with the same flags: tests/hand_loops_check.c
     # prints a hash of the sums, tie counts and stored exps of 6,000 rows (ties, -inf,
-    # exps with subnormal results, all tail lengths) and of the losses and gradients of
-    # 4,000 tiles of short rows, built both ways.
+    # exps with subnormal results, all tail lengths) and of the losses, gradients and
+    # softmax-family outputs of 4,000 tiles of short rows (some rows NaN, +inf or all
+    # -inf), built both ways.
     here = os.path.dirname(os.path.abspath(__file__))
     outputs = []
     for extra in ([], ["-DXF_PORTABLE"]):
         exe = str(tmp_path / ("check" + "".join(extra)))
         subprocess.run(["cc", "-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
-                        *LEVEL_FLAGS[lvl], *extra, "-I", SRC,
+                        *_level_flags()[lvl], *extra, "-I", SRC,
                         os.path.join(here, "hand_loops_check.c"), "-o", exe, "-lm"], check=True)
         outputs.append(subprocess.run([exe], capture_output=True, text=True,
                                       check=True).stdout.splitlines())
