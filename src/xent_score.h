@@ -202,19 +202,16 @@ typedef struct {
     int64_t greater, first;
 } xf_row_sums;
 
-/* One step of XF_LANES entries from k; entries past c1 read as -inf (y: 0), which add
- * nothing to any sum. */
-#define XF_SCORE_STEP(T, EXP, TAIL, WITH_Y)                                               \
+/* One step of XF_LANES entries from k, their exps in e (from c0); entries past c1 read
+ * as -inf (y: 0), which add nothing to any sum. */
+#define XF_SCORE_STEP(T, TAIL, WITH_Y)                                                    \
     XF_SIMD                                                                               \
     for (int l = 0; l < XF_LANES; l++) {                                                  \
         const int in = !TAIL || k + l < c1;                                               \
         T xj = in ? x[k + l] : (T)-INFINITY;                                              \
         T yj = WITH_Y && in ? y[k + l] : (T)0;                                            \
         T d = m - xj;                                                                     \
-        T v = EXP(xj - m);                                                                \
-        T below = xj != m ? (T)1 : (T)0;                                                  \
-        acc[l] += v * below;                                                              \
-        ties[l] += (T)1 - below;                                                          \
+        T v = in ? e[k - c0 + l] : (T)0;                                                  \
         h[l] += v > 0 ? v * d : (T)0;                                                     \
         gt[l] += xj > xt ? (T)1 : (T)0;                                                   \
         if (WITH_Y) {                                                                     \
@@ -223,66 +220,63 @@ typedef struct {
         }                                                                                 \
     }
 
-#define XF_SCORE_CHUNK(T, EXP, WITH_Y)                                                    \
+#define XF_SCORE_CHUNK(T, WITH_Y)                                                         \
     {                                                                                     \
         ptrdiff_t k = c0;                                                                 \
         for (; k + XF_LANES <= c1; k += XF_LANES) {                                       \
-            XF_SCORE_STEP(T, EXP, 0, WITH_Y)                                              \
+            XF_SCORE_STEP(T, 0, WITH_Y)                                                   \
         }                                                                                 \
         if (k < c1) {                                                                     \
-            XF_SCORE_STEP(T, EXP, 1, WITH_Y)                                              \
+            XF_SCORE_STEP(T, 1, WITH_Y)                                                   \
         }                                                                                 \
     }
 
-#define XF_SCORE_SWEEP(T, SUF, EXP)                                                       \
+/* Chunk by chunk: the exps and their sums by xf_sum_below (by hand where the CPU has a
+ * loop for it), then the other sums from the stored exps. Two loops rather than one
+ * fused loop: one long chain of dependent operations per entry keeps too few entries in
+ * flight in the out-of-order window (about 1.6x faster on Zen 3). */
+#define XF_SCORE_SWEEP(T, SUF)                                                            \
 static inline void xf_score_sweep_##SUF(const T *x, const T *y, ptrdiff_t n, T m, T xt,   \
                                         xf_row_sums *out)                                 \
 {                                                                                         \
     /* lanes as in xf_sum_below: no horizontal sums inside the loop over chunks */        \
-    double r_l[XF_LANES], ent_l[XF_LANES], ties_l[XF_LANES], gap_l[XF_LANES],             \
-           ysum_l[XF_LANES], gt_l[XF_LANES];                                              \
+    double ent_l[XF_LANES], gap_l[XF_LANES], ysum_l[XF_LANES], gt_l[XF_LANES];            \
     for (int l = 0; l < XF_LANES; l++)                                                    \
-        r_l[l] = ent_l[l] = ties_l[l] = gap_l[l] = ysum_l[l] = gt_l[l] = 0.0;             \
+        ent_l[l] = gap_l[l] = ysum_l[l] = gt_l[l] = 0.0;                                  \
+    double r = 0.0, all_ties = 0.0;                                                       \
     int64_t first = -1;                                                                   \
+    T e[XF_CHUNK];                                                                        \
     for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_CHUNK) {                                      \
         const ptrdiff_t c1 = c0 + XF_CHUNK < n ? c0 + XF_CHUNK : n;                       \
-        T acc[XF_LANES], h[XF_LANES], ties[XF_LANES], gt[XF_LANES], g[XF_LANES],          \
-          ys[XF_LANES];                                                                   \
+        T h[XF_LANES], gt[XF_LANES], g[XF_LANES], ys[XF_LANES];                           \
         for (int l = 0; l < XF_LANES; l++)                                                \
-            acc[l] = h[l] = ties[l] = gt[l] = g[l] = ys[l] = 0;                           \
-        xf_prefetch_ahead(x + c0, (c1 - c0) * (ptrdiff_t)sizeof(T));                      \
+            h[l] = gt[l] = g[l] = ys[l] = 0;                                              \
+        double ties = 0.0;                                                                \
+        r += xf_sum_below_##SUF(x + c0, 0, c1 - c0, m, e, &ties);                         \
+        all_ties += ties;                                                                 \
         if (y) {                                                                          \
             xf_prefetch_ahead(y + c0, (c1 - c0) * (ptrdiff_t)sizeof(T));                  \
-            XF_SCORE_CHUNK(T, EXP, 1)                                                     \
+            XF_SCORE_CHUNK(T, 1)                                                          \
         } else {                                                                          \
-            XF_SCORE_CHUNK(T, EXP, 0)                                                     \
+            XF_SCORE_CHUNK(T, 0)                                                          \
         }                                                                                 \
-        if (first < 0) {                /* is the max in this chunk? */                   \
-            T any = 0;                                                                    \
-            for (int l = 0; l < XF_LANES; l++)                                            \
-                any += ties[l];                                                           \
-            if (any > 0)                                                                  \
-                for (ptrdiff_t j = c0; j < c1; j++)                                       \
-                    if (x[j] == m) {                                                      \
-                        first = j;                                                        \
-                        break;                                                            \
-                    }                                                                     \
-        }                                                                                 \
+        if (first < 0 && ties > 0)      /* the max is in this chunk */                    \
+            for (ptrdiff_t j = c0; j < c1; j++)                                           \
+                if (x[j] == m) {                                                          \
+                    first = j;                                                            \
+                    break;                                                                \
+                }                                                                         \
         XF_SIMD                                                                           \
         for (int l = 0; l < XF_LANES; l++) {                                              \
-            r_l[l] += (double)acc[l];                                                     \
             ent_l[l] += (double)h[l];                                                     \
-            ties_l[l] += (double)ties[l];                                                 \
             gt_l[l] += (double)gt[l];                                                     \
             gap_l[l] += (double)g[l];                                                     \
             ysum_l[l] += (double)ys[l];                                                   \
         }                                                                                 \
     }                                                                                     \
-    double r = 0.0, ent = 0.0, all_ties = 0.0, greater = 0.0, gap = 0.0, ysum = 0.0;      \
+    double ent = 0.0, greater = 0.0, gap = 0.0, ysum = 0.0;                               \
     for (int l = 0; l < XF_LANES; l++) {                                                  \
-        r += r_l[l];                                                                      \
         ent += ent_l[l];                                                                  \
-        all_ties += ties_l[l];                                                            \
         greater += gt_l[l];                                                               \
         gap += gap_l[l];                                                                  \
         ysum += ysum_l[l];                                                                \
@@ -389,8 +383,8 @@ static inline void xf_score_tile_##SUF(const T *x, const T *y, ptrdiff_t rows,  
     }                                                                                     \
 }
 
-XF_SCORE_SWEEP(float, f32, xf_expf)
-XF_SCORE_SWEEP(double, f64, xf_exp)
+XF_SCORE_SWEEP(float, f32)
+XF_SCORE_SWEEP(double, f64)
 XF_SCORE_TILE(float, f32, xf_expf)
 XF_SCORE_TILE(double, f64, xf_exp)
 

@@ -587,7 +587,7 @@ static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, 
                 xs[j] = k + j < c1 ? x[k + j] : (T)-INFINITY;                             \
             xf_sum_step_##SUF(xs, es, mv, acc, &ties);                              \
             if (e)                                                                        \
-                for (ptrdiff_t j = 0; k + j < c1; j++)                                    \
+                for (ptrdiff_t j = 0; j < STEP && k + j < c1; j++)                        \
                     e[k + j] = es[j];                                                     \
         }                                                                                 \
         T a[XF_LANES];                                                                    \
