@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark suite of xent_fast against the copy/read floors, NumPy, PyTorch and JAX.
 
-    python bench/run.py                  # full run (~1.5 min on an idle 2-core machine); judges targets
+    python bench/run.py                  # full run (1.5-3 min on a 2-core machine); judges targets
     python bench/run.py --quick          # CI-sized run: small shapes, 3 repeats
     python bench/run.py --cases ce_grad_32k,threads --repeat 15
 
