@@ -920,7 +920,7 @@ XF_TILE_OUT(float, f32)
 #endif
 
 /* A tile's exps: ev[j][i] = exp(v[j][i] - m[i]), their sums below the max into acc[i]
- * and the ties into ties[i]. A row that is not regular (NaN, +inf, all -inf) makes
+ * and the ties into ties[i]. A row that is not regular (NaN, +inf, all -inf) can make
  * v - m NaN: it is taken as 0, so no NaN reaches the exp, and the caller discards the
  * row's sums and exps. */
 #define XF_TILE_EXPS(T, SUF, EXP)                                                         \

@@ -64,6 +64,24 @@ def test_class_indices_against_reference(rng, dtype, shape):
     _check_summary(s.summary(), ref.score_summary(want, k=3), dtype)
 
 
+def test_long_rows_whose_max_comes_late_and_ties_in_later_chunks(rng, dtype):
+    # The sweep goes chunk by chunk (256 entries): the first argmax past the first
+    # chunks, ties of the max in later chunks, masked classes, and a target tied with
+    # the max or below it.
+    n = 1300
+    x = _logits(rng, (6, n), dtype)
+    x[:, ::9] = -np.inf
+    for i, first in enumerate([300, 511, 512, 777, 1025, 1299]):
+        x[i, first] = 20
+        x[i, first + 1::250] = 20                     # ties in later chunks
+    t = np.array([300, 5, 900, 777, 0, 1299])
+    s = xf.score(x, t, k=2)
+    want = ref.score(x.astype(np.float64), t, k=2)
+    _check_rows(s, want, dtype)
+    np.testing.assert_array_equal(s.pred, [300, 511, 512, 777, 1025, 1299])
+    _check_summary(s.summary(), ref.score_summary(want, k=2), dtype)
+
+
 @pytest.mark.parametrize("shape", [(64, 3), (40, 15), (40, 16), (20, 700), (2, 3, 9)])
 def test_probability_targets_against_reference(rng, dtype, shape):
     x = _logits(rng, shape, dtype)
