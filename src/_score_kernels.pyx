@@ -8,8 +8,9 @@
 # * Two sweeps over a row: the max (xf_max), then one sweep (xf_score_sweep in
 #   xent_score.h) that takes chunk by chunk, while the chunk is in L1, the exps and their
 #   sum, then the entropy's sum, the count of logits above the target's and the first
-#   argmax; with probability targets also the target terms of the loss. Nothing of size n_rows x n_classes is
-#   allocated; the per-row outputs may be NULL (only the totals are wanted).
+#   argmax; with probability targets also the target terms of the loss. Nothing of size
+#   n_rows x n_classes is allocated; the per-row outputs may be NULL (only the totals
+#   are wanted).
 # * The loss is (m - x_t) + log1p(r) (r: the sum of exps less the one of the max), the
 #   entropy log1p(r) + sum_j e_j (m - x_j) / (1 + r): sums of non-negative terms, so a
 #   tiny loss or entropy of a confident row keeps its digits.

@@ -3,7 +3,10 @@
  * tiles of short rows (some rows NaN, +inf or all -inf). test_simd.py
  * builds it twice with the same flags, once as the kernels are built and once with
  * XF_PORTABLE (the plain loops), and expects the same output: the hand-written AVX2 and
- * AVX-512 loops must be the portable code, bit for bit. */
+ * AVX-512 loops must be the portable code, bit for bit. The code around them is the
+ * same in both builds, but the compiler may fuse a multiply and an add into an FMA in
+ * one build and not the other (GCC decides by context): a difference in a part with no
+ * hand-written loop (the float64 tiles, say) points there, not at a hand-written loop. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
