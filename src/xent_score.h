@@ -253,7 +253,7 @@ static inline void xf_score_sweep_##SUF(const T *x, const T *y, ptrdiff_t n, T m
         for (int l = 0; l < XF_LANES; l++)                                                \
             h[l] = gt[l] = g[l] = ys[l] = 0;                                              \
         double ties = 0.0;                                                                \
-        r += xf_sum_below_##SUF(x + c0, 0, c1 - c0, m, e, &ties);                         \
+        r += xf_sum_below_##SUF(x + c0, 0, c1 - c0, m, e, &ties, XF_PF_AHEAD);            \
         all_ties += ties;                                                                 \
         if (y) {                                                                          \
             xf_prefetch_ahead(y + c0, (c1 - c0) * (ptrdiff_t)sizeof(T));                  \

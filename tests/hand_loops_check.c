@@ -81,8 +81,8 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
         for (ptrdiff_t j = j0; j < j0 + n; j++)                                           \
             m = x[j] > m ? x[j] : m;                                                      \
         double ties = 0.0, ties_e = 0.0;                                                  \
-        double r = xf_sum_below_##SUF(x, j0, j0 + n, m, NULL, &ties);                     \
-        double r_e = xf_sum_below_##SUF(x, j0, j0 + n, m, e, &ties_e);                    \
+        double r = xf_sum_below_##SUF(x, j0, j0 + n, m, NULL, &ties, XF_PF_AHEAD);        \
+        double r_e = xf_sum_below_##SUF(x, j0, j0 + n, m, e, &ties_e, XF_PF_AHEAD);       \
         uint64_t h = fnv(0xCBF29CE484222325ULL, &r, sizeof r);                            \
         h = fnv(h, &ties, sizeof ties);                                                   \
         h = fnv(h, &r_e, sizeof r_e);                                                     \
