@@ -13,6 +13,7 @@
  * machine does.
  */
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +33,8 @@ static double now(void)
 /* One cache line (16 floats) per step, four lines in flight, in the widest vectors the
  * compiler was told of: the fewer instructions per line, the more lines the core's
  * out-of-order window holds in flight, and a read loop in 16-byte loads was a third
- * slower than one in 64-byte loads on an AVX-512 machine. */
+ * slower than one in 64-byte loads on an AVX-512 machine. Elsewhere than x86-64, plain
+ * loops (memcpy for the copies). */
 #if defined(__AVX512F__)
 #include <immintrin.h>
 typedef __m512 line_t;
@@ -42,6 +44,44 @@ typedef __m512 line_t;
 #define STORE(p, v) _mm512_store_ps(p, v)
 #define STREAM(p, v) _mm512_stream_ps(p, v)
 #define TOTAL(v) _mm512_reduce_add_ps(v)
+#elif defined(__AVX__)
+#include <immintrin.h>
+typedef struct { __m256 h[2]; } line_t;
+static inline line_t LOAD(const float *p)
+{
+    line_t v = {{_mm256_load_ps(p), _mm256_load_ps(p + 8)}};
+    return v;
+}
+static inline line_t ADD(line_t a, line_t b)
+{
+    a.h[0] = _mm256_add_ps(a.h[0], b.h[0]);
+    a.h[1] = _mm256_add_ps(a.h[1], b.h[1]);
+    return a;
+}
+static inline line_t ZERO(void)
+{
+    line_t v = {{_mm256_setzero_ps(), _mm256_setzero_ps()}};
+    return v;
+}
+static inline void STORE(float *p, line_t v)
+{
+    _mm256_store_ps(p, v.h[0]);
+    _mm256_store_ps(p + 8, v.h[1]);
+}
+static inline void STREAM(float *p, line_t v)
+{
+    _mm256_stream_ps(p, v.h[0]);
+    _mm256_stream_ps(p + 8, v.h[1]);
+}
+static inline float TOTAL(line_t v)
+{
+    _Alignas(32) float f[16];
+    STORE(f, v);
+    float t = 0;
+    for (int k = 0; k < 16; k++)
+        t += f[k];
+    return t;
+}
 #elif defined(__SSE2__)
 typedef struct { __m128 q[4]; } line_t;
 static inline line_t LOAD(const float *p)
@@ -72,7 +112,7 @@ static inline void STREAM(float *p, line_t v)
 }
 static inline float TOTAL(line_t v)
 {
-    float f[16];
+    _Alignas(16) float f[16];
     STORE(f, v);
     float t = 0;
     for (int k = 0; k < 16; k++)
@@ -111,9 +151,13 @@ static void copy_part(float *y, const float *x, size_t a, size_t b, int stream)
 #else
 static float read_part(const float *x, size_t a, size_t b)
 {
+    float s[16] = {0};      /* 16 chains of adds, not one */
+    for (size_t i = a; i < b; i += 16)
+        for (int l = 0; l < 16; l++)
+            s[l] += x[i + l];
     float t = 0;
-    for (size_t i = a; i < b; i++)
-        t += x[i];
+    for (int l = 0; l < 16; l++)
+        t += s[l];
     return t;
 }
 
@@ -130,12 +174,22 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: floors ROWS COLS THREADS REPEATS\n");
         return 2;
     }
-    const size_t n = (size_t)atol(argv[1]) * (size_t)atol(argv[2]);
-    const int nt = atoi(argv[3]), repeats = atoi(argv[4]);
-    if (n == 0 || nt < 1 || repeats < 1) {
-        fprintf(stderr, "floors: ROWS, COLS, THREADS and REPEATS must be positive\n");
+    unsigned long long arg[4];
+    for (int k = 0; k < 4; k++) {
+        char *end;
+        arg[k] = strtoull(argv[k + 1], &end, 10);
+        if (*end != '\0' || argv[k + 1][0] == '-' || arg[k] == 0 || arg[k] > (1ULL << 40)) {
+            fprintf(stderr, "floors: ROWS, COLS, THREADS and REPEATS must be positive "
+                            "integers (at most 2^40)\n");
+            return 2;
+        }
+    }
+    if (arg[0] > (SIZE_MAX / 8) / arg[1] || arg[2] > 4096 || arg[3] > 100000) {
+        fprintf(stderr, "floors: ROWS x COLS, THREADS or REPEATS too large\n");
         return 2;
     }
+    const size_t n = (size_t)(arg[0] * arg[1]);
+    const int nt = (int)arg[2], repeats = (int)arg[3];
     const size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
     float *x = aligned_alloc(64, bytes), *y = aligned_alloc(64, bytes);
     if (x == NULL || y == NULL) {

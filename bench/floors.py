@@ -8,17 +8,19 @@ the kernels' own arithmetic timed in cache.
 `floors.c` is compiled for this CPU (needs a C compiler with OpenMP) and times, on the
 batch's size, a read (sum of every entry), a copy with ordinary stores and a copy with
 streaming stores. xent_fast's loss, loss+grad (into `grad_out`) and softmax (`out=`)
-are timed twice: on the batch in memory, and on its first rows (about 1 MB, which stays
-in L2) repeated to the batch's size: the time of the arithmetic alone. A kernel cannot
-beat the larger of its arithmetic and its floor, and reaches it only if the core's
-memory traffic fully overlaps its arithmetic. Medians of the repeats (and the best,
-for the C loops); written to bench/results/floors.md.
+are timed twice: on the batch in memory, and on its first rows (about 128 KB, which
+stay in L2) repeated to the batch's size, less the calls' own cost: the time of the
+arithmetic alone. A kernel with ordinary stores cannot beat the larger of its
+arithmetic and its floor, and reaches it only if the core's memory traffic fully
+overlaps its arithmetic. Medians of the repeats (and the best, for the C loops);
+written to bench/results/floors.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -27,6 +29,7 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -37,24 +40,36 @@ HERE = Path(__file__).resolve().parent
 
 def build_floors(workdir: Path) -> Path | None:
     """floors.c compiled for this CPU, or None (with a note) if that fails."""
-    cc = os.environ.get("CC") or (sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(cc) is None:
-        print(f"note: no C compiler ({cc}); the C floors are skipped")
+    cc = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    if not cc or shutil.which(cc[0]) is None:
+        print(f"note: no C compiler ({' '.join(cc)}); the C floors are skipped")
         return None
     exe = workdir / "floors"
+    errors = ""
     for arch in (["-march=native"], []):
-        cmd = [cc, "-O2", *arch, "-fopenmp", str(HERE / "floors.c"), "-o", str(exe)]
-        if subprocess.run(cmd, capture_output=True).returncode == 0:
+        cmd = [*cc, "-O2", *arch, "-fopenmp", str(HERE / "floors.c"), "-o", str(exe)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode == 0:
+            if not arch:
+                print("note: floors.c built without -march=native: its loops may use "
+                      "narrower vectors than this CPU has")
             return exe
-    print(f"note: {cc} could not build floors.c with OpenMP; the C floors are skipped")
+        errors = done.stderr
+    print(f"note: {' '.join(cc)} could not build floors.c with OpenMP; the C floors are "
+          f"skipped. The compiler said:\n{errors}")
     return None
 
 
-def c_floors(exe: Path, rows: int, cols: int, threads: int, repeats: int) -> dict:
-    out = subprocess.run([str(exe), str(rows), str(cols), str(threads), str(repeats)],
-                         capture_output=True, text=True, check=True).stdout
+def c_floors(exe: Path, rows: int, cols: int, threads: int,
+             repeats: int) -> dict[str, list[float]]:
+    """Seconds per repeat of each C loop, or {} (with a note) if the program failed."""
+    done = subprocess.run([str(exe), str(rows), str(cols), str(threads), str(repeats)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"note: floors failed ({done.stderr.strip()}); the C floors are skipped")
+        return {}
     res = {}
-    for line in out.splitlines():
+    for line in done.stdout.splitlines():
         name, *times = line.split()
         res[name] = [float(t) for t in times]
     return res
@@ -64,7 +79,7 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms"
 
 
-def median_time(fn, repeats: int) -> float:
+def median_time(fn: Callable[[], object], repeats: int) -> float:
     fn()
     ts = []
     for _ in range(repeats):
@@ -74,7 +89,7 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(ts)
 
 
-def kernels(x: np.ndarray, t: np.ndarray, threads: int):
+def kernels(x: np.ndarray, t: np.ndarray, threads: int) -> dict[str, Callable[[], object]]:
     g = np.empty_like(x)
     return {
         "loss": lambda: xf.cross_entropy(x, t, n_threads=threads),
@@ -83,19 +98,25 @@ def kernels(x: np.ndarray, t: np.ndarray, threads: int):
     }
 
 
-def main(argv=None) -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=2048)
     ap.add_argument("--cols", type=int, default=32000)
     ap.add_argument("--repeat", type=int, default=11)
     args = ap.parse_args(argv)
     rows, cols = args.rows, args.cols
+    if rows < 1 or cols < 1 or args.repeat < 1:
+        ap.error("--rows, --cols and --repeat must be positive")
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((rows, cols), dtype=np.float32) * 3).astype(np.float32)
     t = rng.integers(0, cols, rows)
-    small_rows = max(1, min(rows, (1 << 18) // cols))   # about 1 MB: stays in L2
+    # "in cache": about 128 KB of rows, with their output 256 KB, in L2 on every machine
+    # this project has met (at least one row)
+    small_rows = max(1, min(rows, (1 << 15) // cols))
     xs, ts = x[:small_rows].copy(), t[:small_rows].copy()
     inner = max(1, rows // small_rows)
+    scale = rows / (inner * small_rows)     # the rows that `inner` calls leave out
+    empty_x, empty_t = x[:0].copy(), t[:0].copy()
 
     lines = [f"# Floors and arithmetic: {rows}×{cols} float32 "
              f"({x.nbytes / 1e6:.0f} MB), SIMD level {xf.config()['simd']}", ""]
@@ -118,13 +139,20 @@ def main(argv=None) -> int:
                       "| not at all: sum | measured |", "|---|---:|---:|---:|---:|---:|"]
             big = kernels(x, t, threads)
             small = kernels(xs, ts, 1)
+            empty = kernels(empty_x, empty_t, 1)
             for name in big:
-                # in cache: one thread on the first rows, `inner` times, shared among
-                # the threads (as the batch's rows are)
-                def repeated(f=small[name]):
+                # in cache: one thread on the first rows, `inner` times, less the calls'
+                # own cost (a call on no rows), scaled to the batch and shared among the
+                # threads (as the batch's rows are)
+                def repeated(f: Callable[[], object] = small[name]) -> None:
                     for _ in range(inner):
                         f()
-                arith = median_time(repeated, max(3, args.repeat // 2)) / threads
+
+                def overhead(f: Callable[[], object] = empty[name]) -> None:
+                    for _ in range(inner):
+                        f()
+                calls = median_time(repeated, args.repeat) - median_time(overhead, args.repeat)
+                arith = max(calls, 0.0) * scale / threads
                 mem = median_time(big[name], args.repeat)
                 if fl:
                     floor = min(fl[floor_of[name]])
@@ -134,10 +162,12 @@ def main(argv=None) -> int:
                 lines.append(f"| {name} | {ms(arith)} | " + " | ".join(cells)
                              + f" | {ms(mem)} |")
             lines.append("")
-    lines.append(f"Arithmetic alone: {small_rows} rows (in L2) on one thread, repeated "
-                 f"to the batch's size, divided by the thread count. C floor: the best "
-                 f"of the C read (loss) or copy (loss+grad into `grad_out`, softmax with "
-                 f"`out=`). Medians of {args.repeat} calls.")
+    lines.append(f"Arithmetic alone: {small_rows} row(s) (in L2) on one thread, "
+                 f"repeated to the batch's size, less the same calls on no rows, divided "
+                 f"by the thread count. C floor: the best of the C read (loss) or copy "
+                 f"with ordinary stores (loss+grad into `grad_out`, softmax with `out=`; "
+                 f"a kernel with streaming stores could go below it). Medians of "
+                 f"{args.repeat} repeats.")
     text = "\n".join(lines)
     print(text)
     out = HERE / "results" / "floors.md"

@@ -30,11 +30,15 @@
 /* omp simd is honoured with -fopenmp or -fopenmp-simd and ignored otherwise. */
 #define XF_SIMD XF_PRAGMA(omp simd)
 #define XF_SIMD_SUM(...) XF_PRAGMA(omp simd reduction(+:__VA_ARGS__))
-/* Where GCC's choice to inline or not would decide, through FMA contraction, the last
- * bit of a result, the choice is made here, the same in every build. */
+/* Inlining decided here rather than by the compiler's heuristics: where it would decide,
+ * through FMA contraction, the last bit of a result (the same in every build), or which
+ * copy of a loop runs where (see online_sumexp). */
 #if defined(__GNUC__) || defined(__clang__)
-#define XF_NOINLINE __attribute__((noinline))
+#define XF_NOINLINE __attribute__((noinline, unused))  /* no warning where it is unused */
 #define XF_ALWAYS_INLINE inline __attribute__((always_inline))
+#elif defined(_MSC_VER)
+#define XF_NOINLINE __declspec(noinline)
+#define XF_ALWAYS_INLINE __forceinline
 #else
 #define XF_NOINLINE
 #define XF_ALWAYS_INLINE inline
@@ -130,7 +134,7 @@ static inline float xf_log1p_unit_inv_f32(float u, float w, float inv_w)
     return ((x + (y + k * -2.12194440e-4f)) + k * 0.693359375f) + c;
 }
 
-static inline double xf_log1p_unit_inv_f64(double u, double w, double inv_w)
+static XF_ALWAYS_INLINE double xf_log1p_unit_inv_f64(double u, double w, double inv_w)
 {
     double c = (u - (w - 1.0)) * inv_w;
     int big = w > 1.4142135623730951;
@@ -152,7 +156,7 @@ static inline double xf_log1p_unit_inv_f64(double u, double w, double inv_w)
 }
 
 /* The same without a caller's 1 + u and 1 / (1 + u) at hand. */
-static inline double xf_log1p_unit_f64(double u)
+static XF_ALWAYS_INLINE double xf_log1p_unit_f64(double u)
 {
     double w = 1.0 + u;
     return xf_log1p_unit_inv_f64(u, w, 1.0 / w);
@@ -178,21 +182,25 @@ static XF_ALWAYS_INLINE double xf_log1p_f64(double r)
  * half as long again, takes the sum of the two times. Loops that compute more than a
  * load and a store per entry therefore ask for the lines XF_PF_AHEAD bytes (or a
  * distance the caller gives) ahead of where they read and write. A prefetch waits for
- * a free line-fill buffer, and the core with it: the exp-sum loops ask for one or two
- * lines per step, among the arithmetic, where a burst of a chunk's 16 to 64 lines had
- * them waiting in about 45% of perf's samples (per step: 2048x32000 float32 loss 12.9
- * -> 11.3 ms and loss+grad 22.9 -> 20.0 on an AVX-512 Xeon; a whole block's 128 lines
- * at once was slower still). The other loops still ask chunk by chunk.
+ * a free line-fill buffer, and the core with it: the exp-sum loops ask, step by step
+ * among the arithmetic, for the lines of that step's entries (and stored exps) only.
+ * A burst of a chunk's 16 to 64 lines had them waiting in about 45% of perf's samples;
+ * asking step by step took the 2048x32000 float32 loss from 12.9 to 11.3 ms and the
+ * loss+grad from 22.9 to 20.0 on an AVX-512 Xeon (a whole block's 128 lines at once
+ * was slower still). The other loops still ask chunk by chunk.
  * Prefetches never fault, so asking past the end of an array is safe; the address is
  * formed as an integer, as C allows no pointer past the end.
  */
 #define XF_PF_AHEAD 8192        /* bytes: for float rows, the next block of online_sumexp */
-/* online_sumexp asks only 4 KiB ahead on rows of at most 4 KiB. On an AVX-512 Xeon, for
- * 65536x1000 float32 on two threads: loss 18.2 -> 13.9 ms, softmax 21.3 -> 18.6, loss
- * and gradient 21 -> 19.6 (every SIMD level gained; 500 classes too), while rows of
- * 8 KiB and more were faster with 8 KiB. (Moving code alone moved the 2048x32000 loss
- * and gradient by up to 8% in such A/B runs: compare builds with the same layout.) */
+/* online_sumexp asks only XF_PF_NEAR bytes ahead on rows of at most XF_PF_SHORT_ROWS
+ * bytes. On an AVX-512 Xeon, for 65536x1000 float32 on two threads, with the chunk
+ * bursts of the time: loss 18.2 -> 13.9 ms, softmax 21.3 -> 18.6, loss and gradient
+ * 21 -> 19.6 (every SIMD level gained; 500 classes too); rows of 8 KiB and more were
+ * faster with 8 KiB. Asking step by step, it still made that softmax 16.4 ms rather
+ * than 17.5. (Moving code alone moved the 2048x32000 loss and gradient by up to 8% in
+ * such A/B runs: compare builds with the same layout.) */
 #define XF_PF_SHORT_ROWS 4096
+#define XF_PF_NEAR 4096
 #if defined(__GNUC__) || defined(__clang__)
 #define XF_PREFETCH_LINE(p) __builtin_prefetch((const void *)(p), 0, 3)
 #elif defined(_M_X64)
@@ -201,9 +209,10 @@ static XF_ALWAYS_INLINE double xf_log1p_f64(double r)
 #else
 #define XF_PREFETCH_LINE(p) ((void)(p))
 #endif
-/* The lines of the nbytes bytes XF_PF_AHEAD bytes past p. Also for an output: a line
- * not in cache is read before a store can write it, and prefetched it is there when
- * the store comes (a read prefetch: PREFETCHW is not in every x86-64). */
+/* The lines of the nbytes bytes `ahead` bytes past p (xf_prefetch_ahead: XF_PF_AHEAD
+ * bytes). Also for an output: a line not in cache is read before a store can write it,
+ * and prefetched it is there when the store comes (a read prefetch: PREFETCHW is not
+ * in every x86-64). */
 static inline void xf_prefetch_at(const void *p, ptrdiff_t nbytes, ptrdiff_t ahead)
 {
     const uintptr_t c = (uintptr_t)p + (uintptr_t)ahead;
@@ -746,7 +755,7 @@ static XF_ALWAYS_INLINE double xf_online_sumexp_at_##SUF(const T *x, ptrdiff_t n
 static XF_NOINLINE double xf_online_sumexp_near_##SUF(const T *x, ptrdiff_t n, T *e,      \
                                                       T *cmax, T *m_out, int *has_nan)    \
 {                                                                                         \
-    return xf_online_sumexp_at_##SUF(x, n, e, cmax, m_out, has_nan, XF_PF_SHORT_ROWS);   \
+    return xf_online_sumexp_at_##SUF(x, n, e, cmax, m_out, has_nan, XF_PF_NEAR);         \
 }                                                                                         \
                                                                                           \
 static inline double xf_online_sumexp_##SUF(const T *x, ptrdiff_t n, T *e, T *cmax,       \
