@@ -40,6 +40,7 @@ cdef extern from "xent_simd.h" nogil:
                                 double* m_out, int* has_nan)
     void xf_scale_chunks_f32(float* e, Py_ssize_t n, const float* cmax, float m, double a)
     void xf_scale_chunks_f64(double* e, Py_ssize_t n, const double* cmax, double m, double a)
+    void xf_set_tile_gather(int on)
     double xf_small_ce_f32(const float* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,
                          const double* wt, const double* g, double z, double* loss, float* grad)
     double xf_small_ce_f64(const double* x, Py_ssize_t rows, Py_ssize_t n, const int64_t* t,

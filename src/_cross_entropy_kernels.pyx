@@ -35,12 +35,16 @@ from libc.stdlib cimport malloc, free
 
 from _common cimport (
     floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    online_sumexp, scale_chunks, small_ce, xf_exp, XF_BLOCK, XF_MAX_CHUNKS, XF_SHORT,
-    XF_TILE,
+    online_sumexp, scale_chunks, small_ce, xf_set_tile_gather, xf_exp, XF_BLOCK,
+    XF_MAX_CHUNKS, XF_SHORT, XF_TILE,
     rows_per_block, effective_threads, array_data, optional_data, float_type, index_type,
 )
 
 cnp.import_array()
+
+from xent_fast import _simd
+
+xf_set_tile_gather(_simd.TILE_GATHER)     # short-row tiles by gathers where they are fast
 
 
 cdef struct CEOptions:

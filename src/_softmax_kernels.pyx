@@ -16,11 +16,16 @@ from libc.math cimport log1p, INFINITY, NAN
 
 from _common cimport (
     floating, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    online_sumexp, scale_chunks, small_softmax, effective_threads, XF_BLOCK, XF_MAX_CHUNKS,
+    online_sumexp, scale_chunks, small_softmax, xf_set_tile_gather, effective_threads,
+    XF_BLOCK, XF_MAX_CHUNKS,
     XF_SHORT, XF_TILE, array_data, float_type,
 )
 
 cnp.import_array()
+
+from xent_fast import _simd
+
+xf_set_tile_gather(_simd.TILE_GATHER)     # short-row tiles by gathers where they are fast
 
 
 cdef inline void softmax_row(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:

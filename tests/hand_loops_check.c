@@ -1,6 +1,7 @@
 /* Prints, for a fixed set of rows, the bits of xf_sum_below's sum, tie count and stored
  * exps, and of xf_small_ce's losses and gradients and xf_small_softmax's outputs on
- * tiles of short rows (some rows NaN, +inf or all -inf). test_simd.py
+ * tiles of short rows (some rows NaN, +inf or all -inf); with the argument "gather",
+ * full float tiles are loaded by gathers where the build has them. test_simd.py
  * builds it twice with the same flags, once as the kernels are built and once with
  * XF_PORTABLE (the plain loops), and expects the same output: the hand-written AVX2 and
  * AVX-512 loops must be the portable code, bit for bit. The code around them is the
@@ -133,8 +134,10 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
         printf(#SUF " tile %d %016llx\n", tile, (unsigned long long)h);                    \
     }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    /* "gather": full float tiles come in by AVX-512 gathers (a no-op elsewhere) */
+    xf_set_tile_gather(argc > 1 && strcmp(argv[1], "gather") == 0);
     CHECK(float, f32)
     CHECK(double, f64)
     CHECK_TILES(float, f32)

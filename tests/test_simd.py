@@ -253,19 +253,23 @@ def test_hand_written_loops_are_the_portable_code_bitwise(lvl, tmp_path):
     # exps with subnormal results, all tail lengths) and of the losses, gradients and
     # softmax-family outputs of 4,000 tiles of short rows (some rows NaN, +inf or all
     # -inf), built both ways.
+    # The hand build runs twice: short-row tiles loaded as the portable code does, and
+    # (AVX-512) by gathers.
     here = os.path.dirname(os.path.abspath(__file__))
     outputs = []
-    for extra in ([], ["-DXF_PORTABLE"]):
+    for extra, runs in (([], [[], ["gather"]]), (["-DXF_PORTABLE"], [[]])):
         exe = str(tmp_path / ("check" + "".join(extra)))
         subprocess.run(["cc", "-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                         *_level_flags()[lvl], *extra, "-I", SRC,
                         os.path.join(here, "hand_loops_check.c"), "-o", exe, "-lm"], check=True)
-        outputs.append(subprocess.run([exe], capture_output=True, text=True,
-                                      check=True).stdout.splitlines())
-    hand, portable = outputs
-    assert len(hand) == 10000
-    differ = [a for a, b in zip(hand, portable) if a != b]
-    assert not differ, f"{len(differ)} rows differ, first: {differ[0]}"
+        for args in runs:
+            outputs.append(subprocess.run([exe, *args], capture_output=True, text=True,
+                                          check=True).stdout.splitlines())
+    hand, hand_gather, portable = outputs
+    assert len(hand) == len(hand_gather) == 10000
+    for got in (hand, hand_gather):
+        differ = [a for a, b in zip(got, portable) if a != b]
+        assert not differ, f"{len(differ)} rows differ, first: {differ[0]}"
 
 
 def test_levels_are_the_cpus():
@@ -295,6 +299,41 @@ def test_unknown_level_warns_and_falls_back():
     chosen, err = _config_under("sse9")
     assert chosen == LEVELS[-1]
     assert "XENT_FAST_SIMD" in err
+
+
+_TILES_IN_CHILD = """
+import hashlib, numpy as np, xent_fast as xf, xent_fast._simd as s
+rng = np.random.default_rng(5)
+h = hashlib.sha256()
+for c in (2, 10, 15):
+    x = (rng.standard_normal((1003, c)) * 4).astype(np.float32)
+    x[7] = np.nan
+    x[9, :] = -np.inf
+    t = rng.integers(0, c, len(x))
+    for a in (*xf.cross_entropy_and_grad(x, t), xf.softmax(x), xf.log_softmax(x),
+              xf.logsumexp(x)):
+        h.update(np.ascontiguousarray(a).tobytes())
+print(s.TILE_GATHER, h.hexdigest())
+"""
+
+
+def _tiles_under(env_value):
+    env = dict(os.environ, XENT_FAST_TILE_GATHER=env_value)
+    home = os.path.dirname(os.path.dirname(os.path.abspath(xf.__file__)))
+    out = subprocess.run([sys.executable, "-W", "always", "-c", _TILES_IN_CHILD],
+                         capture_output=True, text=True, env=env, check=True, cwd=home)
+    return out.stdout.split(), out.stderr
+
+
+def test_short_row_tiles_by_gathers_or_not_give_the_same_bits():
+    # XENT_FAST_TILE_GATHER decides how full float tiles come in (AVX-512 gathers, or
+    # the portable loads); the results must not depend on it.
+    (on, digest_on), _ = _tiles_under("1")
+    (off, digest_off), _ = _tiles_under("0")
+    assert (on, off) == ("True", "False")
+    assert digest_on == digest_off
+    (chosen, _), err = _tiles_under("yes")
+    assert chosen in ("True", "False") and "XENT_FAST_TILE_GATHER" in err
 
 
 @pytest.mark.parametrize("dtype, low", [(np.float64, -744.0), (np.float32, -103.0)])

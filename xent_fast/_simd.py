@@ -19,6 +19,31 @@ from . import _runtime
 LEVELS = ("baseline", "avx2", "avx512")
 
 
+def _gathers_fast() -> bool:
+    """Whether the kernels may load short-row tiles by AVX-512 gathers.
+
+    Only where Linux reports the CPU not affected by Gather Data Sampling: the microcode
+    that mitigates it makes gathers several times slower. ``XENT_FAST_TILE_GATHER=0|1``
+    decides instead (the results are the same either way).
+    """
+    forced = os.environ.get("XENT_FAST_TILE_GATHER", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        warnings.warn(f"XENT_FAST_TILE_GATHER={forced!r} is not 0 or 1; ignored",
+                      RuntimeWarning, stacklevel=2)
+    try:
+        with open("/sys/devices/system/cpu/vulnerabilities/gather_data_sampling") as f:
+            return f.read().strip() == "Not affected"
+    except OSError:
+        return False
+
+
+# read by the kernel modules when they are imported (xf_set_tile_gather), so set before
+# the first of them is: _built() imports some
+TILE_GATHER = _gathers_fast()
+
+
 def _built(level: str) -> bool:
     if level == "baseline":
         return True
@@ -52,6 +77,7 @@ def _choose() -> str:
 
 
 LEVEL = _choose()
+
 
 
 def kernels(name: str, level: str = LEVEL) -> ModuleType:
