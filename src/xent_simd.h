@@ -921,7 +921,7 @@ static inline void xf_tile_out_##SUF(T v[XF_SHORT][XF_TILE], ptrdiff_t rows, ptr
 #if defined(__AVX512F__) && !defined(XF_PORTABLE)
 /* A full tile of float rows can also come in by 16-lane gathers, one per column, where
  * GCC builds the lanes from scalar loads and inserts: on an AVX-512 Xeon the short-row
- * loss+grad took 45.6 ms instead of 49.9 for 6553600x10, the softmax 32 instead of 38.
+ * loss+grad took 44.6 ms instead of 49.1 for 6553600x10, the softmax 32 instead of 38.
  * But on CPUs whose microcode mitigates Gather Data Sampling (Intel, Skylake to Ice
  * Lake) a gather is several times slower; so gathers are used only where the Python
  * layer has found the CPU not affected (xf_set_tile_gather, at import). The same values

@@ -4,7 +4,9 @@ The hot kernel modules are compiled from the same source for several levels: the
 baseline (any x86-64, or any other CPU), ``avx2`` (AVX2 + FMA) and ``avx512`` (AVX-512
 F/BW/DQ/VL). At import xent_fast takes the widest level that both the CPU supports and
 the build contains; ``XENT_FAST_SIMD=baseline|avx2|avx512`` asks for a level (a level
-the CPU cannot run is refused with a warning, never executed).
+the CPU cannot run is refused with a warning, never executed). ``TILE_GATHER`` says
+whether the AVX-512 kernels load full tiles of short float32 rows by gathers; both are
+read once, at import.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def _gathers_fast() -> bool:
         return False
 
 
-# read by the kernel modules when they are imported (xf_set_tile_gather), so set before
-# the first of them is: _built() imports some
+# Read by the kernel modules when they are imported (xf_set_tile_gather): it must stay
+# above LEVEL = _choose(), whose _built() imports some of them.
 TILE_GATHER = _gathers_fast()
 
 
@@ -77,7 +79,6 @@ def _choose() -> str:
 
 
 LEVEL = _choose()
-
 
 
 def kernels(name: str, level: str = LEVEL) -> ModuleType:
