@@ -73,15 +73,6 @@ static inline void STREAM(float *p, line_t v)
     _mm256_stream_ps(p, v.h[0]);
     _mm256_stream_ps(p + 8, v.h[1]);
 }
-static inline float TOTAL(line_t v)
-{
-    _Alignas(32) float f[16];
-    STORE(f, v);
-    float t = 0;
-    for (int k = 0; k < 16; k++)
-        t += f[k];
-    return t;
-}
 #elif defined(__SSE2__)
 typedef struct { __m128 q[4]; } line_t;
 static inline line_t LOAD(const float *p)
@@ -110,9 +101,11 @@ static inline void STREAM(float *p, line_t v)
     for (int k = 0; k < 4; k++)
         _mm_stream_ps(p + 4 * k, v.q[k]);
 }
-static inline float TOTAL(line_t v)
+#endif
+#if !defined(__AVX512F__) && defined(__SSE2__)
+static inline float TOTAL(line_t v)     /* the AVX and SSE2 lines' 16 floats, added */
 {
-    _Alignas(16) float f[16];
+    _Alignas(64) float f[16];
     STORE(f, v);
     float t = 0;
     for (int k = 0; k < 16; k++)
