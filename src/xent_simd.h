@@ -376,12 +376,14 @@ static inline double xf_lanes_total(__m512d r_lo, __m512d r_hi, __m512d t_lo, __
 static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1, float m,
                                       float *e, double *ties_out, ptrdiff_t ahead)
 {
-    const __m512 mv = _mm512_set1_ps(m), one = _mm512_set1_ps(1.0f);
+    const __m512 mv = _mm512_set1_ps(m);
     const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    const __m512i one = _mm512_set1_epi32(1);
     __m512d r_lo = _mm512_setzero_pd(), r_hi = r_lo, t_lo = r_lo, t_hi = r_lo;
     for (ptrdiff_t c0 = j0; c0 < j1; c0 += XF_CHUNK) {
         const ptrdiff_t c1 = c0 + XF_CHUNK < j1 ? c0 + XF_CHUNK : j1;
-        __m512 acc = _mm512_setzero_ps(), ties = acc;
+        __m512 acc = _mm512_setzero_ps();
+        __m512i ties = _mm512_setzero_si512();
         for (ptrdiff_t k = c0; k < c1; k += 16) {
             xf_prefetch_at(x + k, 64, ahead);
             if (e)
@@ -394,14 +396,13 @@ static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1
             if (e)
                 _mm512_mask_storeu_ps(e + k, in, v);
             acc = _mm512_mask_add_ps(acc, (__mmask16)~tie, acc, v);
-            ties = _mm512_mask_add_ps(ties, tie, ties, one);
+            ties = _mm512_mask_add_epi32(ties, tie, ties, one);
         }
         r_lo = _mm512_add_pd(r_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(acc)));
         r_hi = _mm512_add_pd(r_hi, _mm512_cvtps_pd(_mm256_castpd_ps(
                                        _mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1))));
-        t_lo = _mm512_add_pd(t_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(ties)));
-        t_hi = _mm512_add_pd(t_hi, _mm512_cvtps_pd(_mm256_castpd_ps(
-                                       _mm512_extractf64x4_pd(_mm512_castps_pd(ties), 1))));
+        t_lo = _mm512_add_pd(t_lo, _mm512_cvtepi32_pd(_mm512_castsi512_si256(ties)));
+        t_hi = _mm512_add_pd(t_hi, _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(ties, 1)));
     }
     return xf_lanes_total(r_lo, r_hi, t_lo, t_hi, ties_out);
 }
@@ -643,27 +644,67 @@ XF_SUM_BELOW(float, f32, xf_expf, float)
 XF_SUM_BELOW(double, f64, xf_exp, double)
 #endif
 
-#define XF_ROW_PRIMITIVES(T, SUF, EXP, ACC)                                               \
-static inline T xf_max_##SUF(const T *x, ptrdiff_t n, int *has_nan)                       \
+/* The max of x[j0:j1] and whether any entry is NaN, in XF_MAX_BYTES of lanes: an omp
+ * simd max reduction keeps one register, and each vmaxps waits for the one before (4
+ * cycles on Intel): that was a fifth of the float32 loss's time on an AVX-512 Xeon. The
+ * lanes hold four registers of maxima; one unordered compare covers two entries. NaN
+ * entries are left out of the max (only the flag tells of them); the order of the
+ * comparisons changes at most the sign of a zero max, which no result depends on. */
+#if defined(__AVX512F__)
+#define XF_MAX_BYTES 256
+#elif defined(__AVX__)
+#define XF_MAX_BYTES 128
+#else
+#define XF_MAX_BYTES 64
+#endif
+#define XF_MAX_LANES(T, SUF)                                                              \
+static inline T xf_max_range_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, int *has_nan)  \
 {                                                                                         \
+    enum { H = XF_MAX_BYTES / (2 * sizeof(T)) };  /* half the lanes */                    \
+    T lo[H], hi[H];                                                                       \
+    int nl[H];                                                                            \
+    for (int l = 0; l < H; l++) {                                                         \
+        lo[l] = hi[l] = -INFINITY;                                                        \
+        nl[l] = 0;                                                                        \
+    }                                                                                     \
+    ptrdiff_t j = j0;                                                                     \
+    for (; j + 2 * H <= j1; j += 2 * H) {                                                 \
+        XF_SIMD                                                                           \
+        for (int l = 0; l < H; l++) {                                                     \
+            T a = x[j + l], b = x[j + H + l];                                             \
+            lo[l] = a > lo[l] ? a : lo[l];                                                \
+            hi[l] = b > hi[l] ? b : hi[l];                                                \
+            nl[l] |= isunordered(a, b);                                                   \
+        }                                                                                 \
+    }                                                                                     \
     T m = -INFINITY;                                                                      \
     int nan = 0;                                                                          \
-    if (n < XF_SHORT) {                                                                   \
-        for (ptrdiff_t j = 0; j < n; j++) {                                               \
-            m = x[j] > m ? x[j] : m;                                                      \
-            nan |= x[j] != x[j];                                                          \
+    if (j < j1) {                       /* the last 2 H - 1 entries at most */            \
+        XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                             \
+        for (ptrdiff_t q = j; q < j1; q++) {                                              \
+            T v = x[q];                                                                   \
+            m = v > m ? v : m;                                                            \
+            nan |= v != v;                                                                \
         }                                                                                 \
-        *has_nan = nan;                                                                   \
-        return m;                                                                         \
     }                                                                                     \
-    XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                                 \
-    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
-        T v = x[j];                                                                       \
-        m = v > m ? v : m;                                                                \
-        nan |= v != v;                                                                    \
+    if (j > j0) {                                                                         \
+        XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                             \
+        for (int l = 0; l < H; l++) {                                                     \
+            T v = hi[l] > lo[l] ? hi[l] : lo[l];                                          \
+            m = v > m ? v : m;                                                            \
+            nan |= nl[l];                                                                 \
+        }                                                                                 \
     }                                                                                     \
     *has_nan = nan;                                                                       \
     return m;                                                                             \
+}
+XF_MAX_LANES(float, f32)
+XF_MAX_LANES(double, f64)
+
+#define XF_ROW_PRIMITIVES(T, SUF, EXP, ACC)                                               \
+static inline T xf_max_##SUF(const T *x, ptrdiff_t n, int *has_nan)                       \
+{                                                                                         \
+    return xf_max_range_##SUF(x, 0, n, has_nan);                                          \
 }                                                                                         \
                                                                                           \
 static inline double xf_sumexp_##SUF(const T *x, ptrdiff_t n, T m, T *e)                  \
@@ -714,14 +755,8 @@ static XF_ALWAYS_INLINE double xf_online_sumexp_at_##SUF(const T *x, ptrdiff_t n
     }                                                                                     \
     for (ptrdiff_t b0 = 0, c = 0; b0 < n; b0 += XF_BLOCK, c++) {                          \
         ptrdiff_t b1 = b0 + XF_BLOCK < n ? b0 + XF_BLOCK : n;                             \
-        T mc = -INFINITY;                                                                 \
-        int nan_c = 0;                                                                    \
-        XF_PRAGMA(omp simd reduction(max:mc) reduction(|:nan_c))                          \
-        for (ptrdiff_t j = b0; j < b1; j++) {                                             \
-            T v = x[j];                                                                   \
-            mc = v > mc ? v : mc;                                                         \
-            nan_c |= v != v;                                                              \
-        }                                                                                 \
+        int nan_c;                                                                        \
+        T mc = xf_max_range_##SUF(x, b0, b1, &nan_c);                                     \
         nan |= nan_c;                                                                     \
         cmax[c] = mc;                                                                     \
         if (mc == -INFINITY) {          /* a fully masked block adds nothing */           \

@@ -85,6 +85,26 @@ def test_cross_entropy_at_every_level(level, dtype, c):
     assert_close(grad, r_grad, dtype)
 
 
+# Row lengths around the max's lanes (64 floats at AVX-512) and its 2048-entry blocks.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", [31, 32, 33, 63, 64, 65, 127, 128, 129, 2047, 2049, 4161])
+def test_max_and_nan_found_at_every_position_at_every_level(level, dtype, c):
+    # Row i holds its max (or a NaN) at position i: a lane, tail or block that the max
+    # sweep missed would give exp of a positive number, or a finite loss.
+    rng = np.random.default_rng(c)
+    pos = np.arange(c) if c < 3000 else np.r_[0:200, c - 200:c, rng.integers(0, c, 200)]
+    x = rng.uniform(-3, 3, (len(pos), c)).astype(dtype)
+    x[np.arange(len(pos)), pos] = 40.0
+    assert_close(xf.logsumexp(x), ref.logsumexp(x), dtype)
+    rows = np.arange(len(pos))
+    x[rows, pos] = np.nan
+    x[rows, (pos + 1) % c] = -np.inf             # NaN beside a masked class, as in padding
+    t = (pos + 2) % c
+    loss = xf.cross_entropy(x, t, reduction="none")
+    assert np.isnan(loss).all()
+    assert np.isnan(xf.softmax(x)).all()
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows", [1, 15, 16, 17, 40])
 def test_softmax_family_short_rows_tiles_at_every_level(level, dtype, n_rows):
