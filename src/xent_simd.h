@@ -55,8 +55,11 @@ static inline int64_t xf_bits_f64(double f) { xf_f64_bits u; u.f = f; return u.i
 /* exp(x) for float x <= 0 (every caller's argument is a logit minus a max; no NaN).
  * exp(x) = 2^n exp(r), n = round(x / ln 2), with exp(r) = 1 + r + r^2 q(r) on
  * |r| <= ln(2)/2, q of degree 4 fitted for the least maximum relative error of exp(r)
- * (3.1e-9, a twentieth of an ulp). Over every float in [-103, 0] the result is within
- * 1.01 ulp, as with Cephes' degree-7 polynomial, and one FMA cheaper. */
+ * (3.1e-9, a twentieth of an ulp), evaluated by Horner's rule to the end: 1 + r (1 + r
+ * (1/2 + ...)) takes one vector operation less than 1 + (r + r^2 q), and the exp-sum
+ * loops are bound by their count of vector operations. Over every float in [-103, 0] the result is within 0.88 ulp
+ * with FMA (0.48% of results not correctly rounded; the other form: 1.01 ulp, 0.81%)
+ * and 1.18 ulp without (0.99). */
 static inline float xf_expf(float x)
 {
     const float shift = 12582912.0f;                      /* 1.5 * 2^23: rounds to int */
@@ -66,13 +69,13 @@ static inline float xf_expf(float x)
     int32_t ni = xf_bits_f32(t) - xf_bits_f32(shift);
     float r = x - n * 0.693359375f;                       /* ln 2 = hi + lo, hi exact in n * hi */
     r = r - n * -2.12194440e-4f;
-    float z = r * r;
     float p = 1.38146046e-3f;
     p = p * r + 8.36871099e-3f;
     p = p * r + 4.16683890e-2f;
     p = p * r + 1.66665211e-1f;
     p = p * r + 4.99999940e-1f;
-    p = p * z + r + 1.0f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
     /* 2^n = 2^(n + 64) 2^-64, both normal for -150 <= n <= 0: a subnormal result is
      * rounded once, correctly. */
     /* (unsigned: a NaN x, which no caller should pass, gives NaN without undefined
@@ -329,13 +332,13 @@ static inline __m512 xf_expf_x16(__m512 x)
     __m512 n = _mm512_sub_ps(t, shift);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 z = _mm512_mul_ps(r, r);
     __m512 p = _mm512_set1_ps(1.38146046e-3f);
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.36871099e-3f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.16683890e-2f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.66665211e-1f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.99999940e-1f));
-    p = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
     return _mm512_maskz_scalef_ps(keep, p, n);
 }
 
@@ -384,12 +387,22 @@ static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1
         const ptrdiff_t c1 = c0 + XF_CHUNK < j1 ? c0 + XF_CHUNK : j1;
         __m512 acc = _mm512_setzero_ps();
         __m512i ties = _mm512_setzero_si512();
-        for (ptrdiff_t k = c0; k < c1; k += 16) {
+        ptrdiff_t k = c0;
+        /* whole steps by plain loads and stores: a merging masked load costs a blend */
+        for (; k + 16 <= c1; k += 16) {
             xf_prefetch_at(x + k, 64, ahead);
             if (e)
                 xf_prefetch_at(e + k, 64, ahead);
-            __mmask16 in = k + 16 <= c1 ? (__mmask16)0xFFFF
-                                        : (__mmask16)((1u << (c1 - k)) - 1u);
+            __m512 xv = _mm512_loadu_ps(x + k);
+            __m512 v = xf_expf_x16(_mm512_sub_ps(xv, mv));
+            __mmask16 tie = _mm512_cmp_ps_mask(xv, mv, _CMP_EQ_OQ);
+            if (e)
+                _mm512_storeu_ps(e + k, v);
+            acc = _mm512_mask_add_ps(acc, (__mmask16)~tie, acc, v);
+            ties = _mm512_mask_add_epi32(ties, tie, ties, one);
+        }
+        if (k < c1) {                   /* the rest, read as -inf past c1 */
+            __mmask16 in = (__mmask16)((1u << (c1 - k)) - 1u);
             __m512 xv = _mm512_mask_loadu_ps(ninf, in, x + k);
             __m512 v = xf_expf_x16(_mm512_sub_ps(xv, mv));
             __mmask16 tie = _mm512_cmp_ps_mask(xv, mv, _CMP_EQ_OQ);
@@ -466,13 +479,13 @@ static inline __m256 xf_expf_x8(__m256 x, int all_normal)
     __m256 n = _mm256_sub_ps(t, shift);
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 z = _mm256_mul_ps(r, r);
     __m256 p = _mm256_set1_ps(1.38146046e-3f);
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.36871099e-3f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.16683890e-2f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.66665211e-1f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.99999940e-1f));
-    p = _mm256_add_ps(_mm256_fmadd_ps(p, z, r), _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     __m256i ti = _mm256_castps_si256(t);
     if (all_normal)                     /* 2^n = bits (n + 127) << 23 */
         return _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(
