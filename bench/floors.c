@@ -8,11 +8,12 @@
  *   read       the sum of every entry (the least a loss-only kernel must do),
  *   copy       dst = src with ordinary stores (each destination line is read first),
  *   copy_pf    the copy with software prefetches of both arrays 4 KiB ahead, a line a
- *              step, as xent_fast's kernels ask for their rows' lines (x86-64),
+ *              step, as xent_fast's kernels ask for the lines of rows of at most 4 KiB
+ *              (8 KiB ahead on longer rows) (x86-64),
  *   copy_nt    dst = src with streaming stores (no read of the destination; x86-64),
  * and prints one line per loop: name, then the seconds of each repeat. On Linux the
- * arrays are asked for transparent huge pages, as NumPy asks for its large arrays:
- * on 4 KiB pages a copy was a fifth slower on the AVX-512 Xeon.
+ * arrays are asked for transparent huge pages, which large arrays of the Python
+ * process get too: on 4 KiB pages a copy was a fifth slower on the AVX-512 Xeon.
  * floors.py builds it for the CPU it runs on (-march=native): a floor is the best this
  * machine does.
  */
@@ -146,8 +147,9 @@ static void copy_part(float *y, const float *x, size_t a, size_t b, int kind)
         _mm_sfence();
     } else if (kind == 1) {
         for (size_t i = a; i < b; i += 16) {
-            _mm_prefetch((const char *)(x + i) + 4096, _MM_HINT_T0);
-            _mm_prefetch((const char *)(y + i) + 4096, _MM_HINT_T0);
+            /* addresses as integers: C allows no pointer past the end */
+            _mm_prefetch((const char *)((uintptr_t)(x + i) + 4096), _MM_HINT_T0);
+            _mm_prefetch((const char *)((uintptr_t)(y + i) + 4096), _MM_HINT_T0);
             STORE(y + i, LOAD(x + i));
         }
     } else {
@@ -213,7 +215,8 @@ int main(int argc, char **argv)
     madvise(x, size, MADV_HUGEPAGE);    /* advice only: no huge pages is no error */
     madvise(y, size, MADV_HUGEPAGE);
 #endif
-    /* every page touched before timing, by the thread that will read it */
+    /* every page touched before timing, by the thread that will read it (a huge page
+     * may straddle two threads' shares: on one socket, no matter) */
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (size_t i = 0; i < n; i++) {
         x[i] = (float)(i % 1000) * 1e-3f;

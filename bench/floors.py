@@ -7,10 +7,11 @@ the kernels' own arithmetic timed in cache.
 
 `floors.c` is compiled for this CPU (needs a C compiler with OpenMP) and times, on the
 batch's size, a read (sum of every entry), a copy with ordinary stores (plain, and
-with software prefetches as the kernels make) and a copy with streaming stores. xent_fast's loss, loss+grad (into `grad_out`) and softmax (`out=`)
-are timed twice: on the batch in memory, and on its first rows (about 128 KB, which
-stay in L2) repeated to the batch's size, less the calls' own cost: the time of the
-arithmetic alone. A kernel with ordinary stores cannot beat the larger of its
+with software prefetches as the kernels make) and a copy with streaming stores.
+xent_fast's loss, loss+grad (into `grad_out`) and softmax (`out=`) are timed twice:
+on the batch in memory, and on its first rows (about 128 KB, which stay in L2)
+repeated to the batch's size, less the calls' own cost: the time of the arithmetic
+alone. A kernel with ordinary stores cannot beat the larger of its
 arithmetic and its floor, and reaches it only if the core's memory traffic fully
 overlaps its arithmetic. Medians of the repeats (and the best, for the C loops);
 written to bench/results/floors.md.

@@ -55,11 +55,12 @@ static inline int64_t xf_bits_f64(double f) { xf_f64_bits u; u.f = f; return u.i
 /* exp(x) for float x <= 0 (every caller's argument is a logit minus a max; no NaN).
  * exp(x) = 2^n exp(r), n = round(x / ln 2), with exp(r) = 1 + r + r^2 q(r) on
  * |r| <= ln(2)/2, q of degree 4 fitted for the least maximum relative error of exp(r)
- * (3.1e-9, a twentieth of an ulp), evaluated by Horner's rule to the end: 1 + r (1 + r
- * (1/2 + ...)) takes one vector operation less than 1 + (r + r^2 q), and the exp-sum
- * loops are bound by their count of vector operations. Over every float in [-103, 0] the result is within 0.88 ulp
- * with FMA (0.48% of results not correctly rounded; the other form: 1.01 ulp, 0.81%)
- * and 1.18 ulp without (0.99). */
+ * (3.1e-9, a twentieth of an ulp). With FMA it is evaluated by Horner's rule to the
+ * end: 1 + r (1 + r (1/2 + ...)) takes one vector operation less than 1 + (r + r^2 q),
+ * and the exp-sum loops are bound by their count of vector operations. Over every float
+ * in [-103, 0] the result is then within 0.88 ulp (0.48% of results not correctly
+ * rounded; the other form: 1.01 ulp, 0.81%). Without FMA the two forms take as many
+ * operations, and the other is the more accurate: 0.99 ulp (Horner's: 1.18). */
 static inline float xf_expf(float x)
 {
     const float shift = 12582912.0f;                      /* 1.5 * 2^23: rounds to int */
@@ -74,8 +75,12 @@ static inline float xf_expf(float x)
     p = p * r + 4.16683890e-2f;
     p = p * r + 1.66665211e-1f;
     p = p * r + 4.99999940e-1f;
+#if defined(__FMA__) || defined(__AVX2__)
     p = p * r + 1.0f;
     p = p * r + 1.0f;
+#else
+    p = p * (r * r) + r + 1.0f;
+#endif
     /* 2^n = 2^(n + 64) 2^-64, both normal for -150 <= n <= 0: a subnormal result is
      * rounded once, correctly. */
     /* (unsigned: a NaN x, which no caller should pass, gives NaN without undefined
@@ -663,6 +668,11 @@ XF_SUM_BELOW(double, f64, xf_exp, double)
  * lanes hold four registers of maxima; one unordered compare covers two entries. NaN
  * entries are left out of the max (only the flag tells of them); the order of the
  * comparisons changes at most the sign of a zero max, which no result depends on. */
+#if defined(__GNUC__) || defined(__clang__)
+#define XF_UNORDERED(a, b) __builtin_isunordered(a, b)   /* one compare for both */
+#else
+#define XF_UNORDERED(a, b) (((a) != (a)) | ((b) != (b)))  /* MSVC's is a library call */
+#endif
 #if defined(__AVX512F__)
 #define XF_MAX_BYTES 256
 #elif defined(__AVX__)
@@ -687,7 +697,7 @@ static inline T xf_max_range_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, int *
             T a = x[j + l], b = x[j + H + l];                                             \
             lo[l] = a > lo[l] ? a : lo[l];                                                \
             hi[l] = b > hi[l] ? b : hi[l];                                                \
-            nl[l] |= isunordered(a, b);                                                   \
+            nl[l] |= XF_UNORDERED(a, b);                                                  \
         }                                                                                 \
     }                                                                                     \
     T m = -INFINITY;                                                                      \
