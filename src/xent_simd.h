@@ -684,14 +684,25 @@ XF_SUM_BELOW(double, f64, xf_exp, double)
 static inline T xf_max_range_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, int *has_nan)  \
 {                                                                                         \
     enum { H = XF_MAX_BYTES / (2 * sizeof(T)) };  /* half the lanes */                    \
+    T m = -INFINITY;                                                                      \
+    int nan = 0;                                                                          \
+    if (j1 - j0 < 2 * H) {              /* too short for the lanes */                     \
+        XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                             \
+        for (ptrdiff_t q = j0; q < j1; q++) {                                             \
+            T v = x[q];                                                                   \
+            m = v > m ? v : m;                                                            \
+            nan |= v != v;                                                                \
+        }                                                                                 \
+        *has_nan = nan;                                                                   \
+        return m;                                                                         \
+    }                                                                                     \
     T lo[H], hi[H];                                                                       \
     int nl[H];                                                                            \
     for (int l = 0; l < H; l++) {                                                         \
         lo[l] = hi[l] = -INFINITY;                                                        \
         nl[l] = 0;                                                                        \
     }                                                                                     \
-    ptrdiff_t j = j0;                                                                     \
-    for (; j + 2 * H <= j1; j += 2 * H) {                                                 \
+    for (ptrdiff_t j = j0;;) {                                                            \
         XF_SIMD                                                                           \
         for (int l = 0; l < H; l++) {                                                     \
             T a = x[j + l], b = x[j + H + l];                                             \
@@ -699,24 +710,19 @@ static inline T xf_max_range_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, int *
             hi[l] = b > hi[l] ? b : hi[l];                                                \
             nl[l] |= XF_UNORDERED(a, b);                                                  \
         }                                                                                 \
+        if (j + 2 * H >= j1)                                                              \
+            break;                                                                        \
+        j += 2 * H;                                                                       \
+        /* the last step ends at j1 and overlaps the one before: an entry seen twice     \
+         * changes neither a max nor the NaN test (no scalar tail) */                     \
+        if (j + 2 * H > j1)                                                               \
+            j = j1 - 2 * H;                                                               \
     }                                                                                     \
-    T m = -INFINITY;                                                                      \
-    int nan = 0;                                                                          \
-    if (j < j1) {                       /* the last 2 H - 1 entries at most */            \
-        XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                             \
-        for (ptrdiff_t q = j; q < j1; q++) {                                              \
-            T v = x[q];                                                                   \
-            m = v > m ? v : m;                                                            \
-            nan |= v != v;                                                                \
-        }                                                                                 \
-    }                                                                                     \
-    if (j > j0) {                                                                         \
-        XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                             \
-        for (int l = 0; l < H; l++) {                                                     \
-            T v = hi[l] > lo[l] ? hi[l] : lo[l];                                          \
-            m = v > m ? v : m;                                                            \
-            nan |= nl[l];                                                                 \
-        }                                                                                 \
+    XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                                 \
+    for (int l = 0; l < H; l++) {                                                         \
+        T v = hi[l] > lo[l] ? hi[l] : lo[l];                                              \
+        m = v > m ? v : m;                                                                \
+        nan |= nl[l];                                                                     \
     }                                                                                     \
     *has_nan = nan;                                                                       \
     return m;                                                                             \
