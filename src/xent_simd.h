@@ -684,49 +684,50 @@ XF_SUM_BELOW(double, f64, xf_exp, double)
 #else
 #define XF_MAX_BYTES 64
 #endif
+#define XF_MAX_STEP(T, j)                                                                 \
+    {                                                                                     \
+        const ptrdiff_t js = (j);                                                         \
+        XF_SIMD                                                                           \
+        for (int l = 0; l < H; l++) {                                                     \
+            T a = x[js + l], b = x[js + H + l];                                           \
+            lo[l] = a > lo[l] ? a : lo[l];                                                \
+            hi[l] = b > hi[l] ? b : hi[l];                                                \
+            nl[l] |= XF_UNORDERED(a, b);                                                  \
+        }                                                                                 \
+    }
 #define XF_MAX_LANES(T, SUF)                                                              \
 static inline T xf_max_range_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, int *has_nan)  \
 {                                                                                         \
     enum { H = XF_MAX_BYTES / (2 * sizeof(T)) };  /* half the lanes */                    \
-    T m = -INFINITY;                                                                      \
-    int nan = 0;                                                                          \
-    if (j1 - j0 < 2 * H) {              /* too short for the lanes */                     \
-        XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                             \
-        for (ptrdiff_t q = j0; q < j1; q++) {                                             \
-            T v = x[q];                                                                   \
-            m = v > m ? v : m;                                                            \
-            nan |= v != v;                                                                \
-        }                                                                                 \
-        *has_nan = nan;                                                                   \
-        return m;                                                                         \
-    }                                                                                     \
     T lo[H], hi[H];                                                                       \
     int nl[H];                                                                            \
     for (int l = 0; l < H; l++) {                                                         \
         lo[l] = hi[l] = -INFINITY;                                                        \
         nl[l] = 0;                                                                        \
     }                                                                                     \
-    for (ptrdiff_t j = j0;;) {                                                            \
-        XF_SIMD                                                                           \
+    ptrdiff_t j = j0;                                                                     \
+    for (; j + 2 * H <= j1; j += 2 * H)                                                   \
+        XF_MAX_STEP(T, j)                                                                 \
+    T m = -INFINITY;                                                                      \
+    int nan = 0;                                                                          \
+    if (j > j0) {                                                                         \
+        /* the rest by one step that ends at j1 and overlaps the one before: an entry     \
+         * seen twice changes neither a max nor the NaN test (and no scalar tail) */      \
+        if (j < j1)                                                                       \
+            XF_MAX_STEP(T, j1 - 2 * H)                                                    \
+        XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                             \
         for (int l = 0; l < H; l++) {                                                     \
-            T a = x[j + l], b = x[j + H + l];                                             \
-            lo[l] = a > lo[l] ? a : lo[l];                                                \
-            hi[l] = b > hi[l] ? b : hi[l];                                                \
-            nl[l] |= XF_UNORDERED(a, b);                                                  \
+            T v = hi[l] > lo[l] ? hi[l] : lo[l];                                          \
+            m = v > m ? v : m;                                                            \
+            nan |= nl[l];                                                                 \
         }                                                                                 \
-        if (j + 2 * H >= j1)                                                              \
-            break;                                                                        \
-        j += 2 * H;                                                                       \
-        /* the last step ends at j1 and overlaps the one before: an entry seen twice     \
-         * changes neither a max nor the NaN test (no scalar tail) */                     \
-        if (j + 2 * H > j1)                                                               \
-            j = j1 - 2 * H;                                                               \
-    }                                                                                     \
-    XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                                 \
-    for (int l = 0; l < H; l++) {                                                         \
-        T v = hi[l] > lo[l] ? hi[l] : lo[l];                                              \
-        m = v > m ? v : m;                                                                \
-        nan |= nl[l];                                                                     \
+    } else {                            /* too short for the lanes */                     \
+        XF_PRAGMA(omp simd reduction(max:m) reduction(|:nan))                             \
+        for (ptrdiff_t q = j0; q < j1; q++) {                                             \
+            T v = x[q];                                                                   \
+            m = v > m ? v : m;                                                            \
+            nan |= v != v;                                                                \
+        }                                                                                 \
     }                                                                                     \
     *has_nan = nan;                                                                       \
     return m;                                                                             \
