@@ -386,42 +386,45 @@ static inline double xf_lanes_total(__m512d r_lo, __m512d r_hi, __m512d t_lo, __
     return xf_fold_x16(r_lo, r_hi);
 }
 
+/* One 16-entry step of the float loop below; entries outside the mask `in` are read as
+ * -inf and not stored. Whole steps (full) take plain loads and stores: a merging
+ * masked load costs a blend. */
+static XF_ALWAYS_INLINE void xf_sum_step_x16(const float *x, float *e, __mmask16 in,
+                                             int full, __m512 mv, __m512 *acc,
+                                             __m512i *ties)
+{
+    __m512 xv = full ? _mm512_loadu_ps(x)
+                     : _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), in, x);
+    __m512 v = xf_expf_x16(_mm512_sub_ps(xv, mv));
+    __mmask16 tie = _mm512_cmp_ps_mask(xv, mv, _CMP_EQ_OQ);
+    if (e && full)
+        _mm512_storeu_ps(e, v);
+    else if (e)
+        _mm512_mask_storeu_ps(e, in, v);
+    *acc = _mm512_mask_add_ps(*acc, (__mmask16)~tie, *acc, v);
+    *ties = _mm512_mask_add_epi32(*ties, tie, *ties, _mm512_set1_epi32(1));
+}
+
 /* lanes 0-15 of XF_SUM_BELOW: float in one register, double in two (lo, hi) */
 static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1, float m,
                                       float *e, double *ties_out, ptrdiff_t ahead)
 {
     const __m512 mv = _mm512_set1_ps(m);
-    const __m512 ninf = _mm512_set1_ps(-INFINITY);
-    const __m512i one = _mm512_set1_epi32(1);
     __m512d r_lo = _mm512_setzero_pd(), r_hi = r_lo, t_lo = r_lo, t_hi = r_lo;
     for (ptrdiff_t c0 = j0; c0 < j1; c0 += XF_CHUNK) {
         const ptrdiff_t c1 = c0 + XF_CHUNK < j1 ? c0 + XF_CHUNK : j1;
         __m512 acc = _mm512_setzero_ps();
         __m512i ties = _mm512_setzero_si512();
         ptrdiff_t k = c0;
-        /* whole steps by plain loads and stores: a merging masked load costs a blend */
         for (; k + 16 <= c1; k += 16) {
             xf_prefetch_at(x + k, 64, ahead);
             if (e)
                 xf_prefetch_at(e + k, 64, ahead);
-            __m512 xv = _mm512_loadu_ps(x + k);
-            __m512 v = xf_expf_x16(_mm512_sub_ps(xv, mv));
-            __mmask16 tie = _mm512_cmp_ps_mask(xv, mv, _CMP_EQ_OQ);
-            if (e)
-                _mm512_storeu_ps(e + k, v);
-            acc = _mm512_mask_add_ps(acc, (__mmask16)~tie, acc, v);
-            ties = _mm512_mask_add_epi32(ties, tie, ties, one);
+            xf_sum_step_x16(x + k, e ? e + k : NULL, 0xFFFF, 1, mv, &acc, &ties);
         }
-        if (k < c1) {                   /* the rest, read as -inf past c1 */
-            __mmask16 in = (__mmask16)((1u << (c1 - k)) - 1u);
-            __m512 xv = _mm512_mask_loadu_ps(ninf, in, x + k);
-            __m512 v = xf_expf_x16(_mm512_sub_ps(xv, mv));
-            __mmask16 tie = _mm512_cmp_ps_mask(xv, mv, _CMP_EQ_OQ);
-            if (e)
-                _mm512_mask_storeu_ps(e + k, in, v);
-            acc = _mm512_mask_add_ps(acc, (__mmask16)~tie, acc, v);
-            ties = _mm512_mask_add_epi32(ties, tie, ties, one);
-        }
+        if (k < c1)                     /* the rest, read as -inf past c1 */
+            xf_sum_step_x16(x + k, e ? e + k : NULL, (__mmask16)((1u << (c1 - k)) - 1u), 0,
+                            mv, &acc, &ties);
         r_lo = _mm512_add_pd(r_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(acc)));
         r_hi = _mm512_add_pd(r_hi, _mm512_cvtps_pd(_mm256_castpd_ps(
                                        _mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1))));
