@@ -13,6 +13,7 @@ from libc.stdint cimport int32_t, int64_t
 cdef extern from "xent_omp.h" nogil:
     int xf_omp_max_threads()
     int xf_omp_num_procs()
+    int xf_omp_thread_cap()
     int XF_OPENMP_VERSION
     const char* xf_omp_library()
 
@@ -178,6 +179,8 @@ cdef inline int effective_threads(int n_threads, Py_ssize_t n_tasks,
         nt = xf_omp_num_procs()
     if n_elems < SERIAL_BELOW:
         nt = 1
+    elif nt > 4:  # the cap is at least 4; it costs a system call, so only past that
+        nt = min(nt, xf_omp_thread_cap())
     if nt > n_tasks:
         nt = <int>n_tasks
     return nt if nt > 0 else 1

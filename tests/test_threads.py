@@ -1,5 +1,9 @@
 """n_threads: validation and bitwise identity of results for every thread count."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -106,3 +110,37 @@ def test_empty_batch_with_threads():
     for n in THREADS:
         assert xf.cross_entropy(x, np.zeros(0, np.int64), n_threads=n) == 0.0
         assert xf.softmax(x, n_threads=n).shape == (0, 5)
+
+
+# A count past what the system can start used to end the process ("libgomp: Thread
+# creation failed"): the kernels cap it at four threads per processor. Each case runs in
+# a child process, which also counts the threads the OpenMP pool left alive.
+_HUGE_THREADS = """
+import os, sys, numpy as np, xent_fast as xf
+x = np.zeros((40000, 16), np.float32)
+t = np.zeros(40000, np.int64)
+y = np.full((40000, 16), 1 / 16, np.float32)
+calls = [lambda n: xf.softmax(x, n_threads=n), lambda n: xf.log_softmax(x, n_threads=n),
+         lambda n: xf.logsumexp(x, n_threads=n), lambda n: xf.cross_entropy(x, t, n_threads=n),
+         lambda n: xf.cross_entropy_and_grad(x, y, n_threads=n),
+         lambda n: xf.binary_cross_entropy_with_logits(x, y, n_threads=n),
+         lambda n: xf.score(x, t, n_threads=n), lambda n: xf.info.entropy(y)]
+most = 0
+for call in calls:
+    call(int(sys.argv[1]) if sys.argv[1] != "None" else None)
+    most = max(most, len(os.listdir("/proc/self/task")))  # libgomp keeps its pool alive
+print(most)
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("n_threads, env", [(10**9, {}), (2**31 - 1, {}),
+                                            (None, {"OMP_NUM_THREADS": "100000"})])
+def test_thread_count_beyond_the_system_is_capped(n_threads, env):
+    proc = subprocess.run([sys.executable, "-c", _HUGE_THREADS, str(n_threads)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    n_tasks = int(proc.stdout)
+    # the pool's threads, plus a few of the interpreter's and NumPy's own
+    assert n_tasks <= 4 * max(xf.config()["num_procs"], 1) + 8, proc.stdout
