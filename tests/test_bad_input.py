@@ -192,6 +192,8 @@ for fname, f in CE:
 for fname, f in SOFTMAX_FAMILY + LOSSES:
     arg = _first_arg_name(fname)
     for label, make in NON_FLOAT:
+        if label in ("int", "uint8", "bool") and fname in dict(SOFTMAX_FAMILY):
+            continue  # computed in float64, as SciPy does (test_softmax.py)
         CASES.append((f"{fname}/{arg}-{label}", TypeError, arg,
                       lambda f=f, fname=fname, make=make: c(f, make(), _loss_args(fname)[1]) if fname not in
                       dict(SOFTMAX_FAMILY) else c(f, make())))
@@ -199,9 +201,6 @@ for fname, f in SOFTMAX_FAMILY:
     CASES += [
         (f"{fname}/0d-logits", ValueError, "logits", lambda f=f: c(f, np.array(1.0))),
         (f"{fname}/python-float-logits", ValueError, "logits", lambda f=f: c(f, 2.0)),
-        (f"{fname}/zero-classes-(4,0)", ValueError, "logits", lambda f=f: c(f, np.zeros((4, 0)))),
-        (f"{fname}/zero-classes-(0,)", ValueError, "logits", lambda f=f: c(f, np.zeros((0,)))),
-        (f"{fname}/zero-classes-(2,3,0)", ValueError, "logits", lambda f=f: c(f, np.zeros((2, 3, 0), np.float32))),
         (f"{fname}/ragged-list", TypeError, "logits", lambda f=f: c(f, [[1.0, 2.0], [3.0]])),
     ]
 for fname, f in CE:

@@ -199,6 +199,8 @@ BAD_LOGITS = [
 @pytest.mark.parametrize("bad", BAD_LOGITS, ids=["int", "uint8", "bool", "complex", "object", "str", "None"])
 def test_non_float_logits_raise_type_error(bad):
     for f in (xf.softmax, xf.log_softmax, xf.logsumexp):
+        if isinstance(bad, np.ndarray) and bad.dtype.kind in "iub":
+            continue  # the softmax family computes them in float64 (test_softmax.py)
         with pytest.raises(TypeError, match="logits"):
             f(bad)
     with pytest.raises(TypeError, match="logits"):

@@ -1,4 +1,5 @@
 import numpy as np
+from scipy import special as scipy_special
 import pytest
 
 import xent_fast as xf
@@ -145,11 +146,53 @@ def test_empty_batch_returns_empty_results(dtype, shape):
         assert r.dtype == comp_dtype(dtype)
 
 
-@pytest.mark.parametrize("name", list(FUNCS))
-@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 0)], ids=str)
-def test_zero_classes_raise_value_error(name, shape):
-    with pytest.raises(ValueError, match="logits"):
-        getattr(xf, name)(np.zeros(shape))
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 0), (2, 3, 0)], ids=str)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_zero_classes_give_empty_softmax_and_minus_inf_logsumexp(shape, dtype):
+    # As SciPy: the log of an empty sum is -inf; an empty row's softmax is empty.
+    x = np.zeros(shape, dtype)
+    dt = np.float64 if dtype == np.int64 else dtype
+    for name in ("softmax", "log_softmax"):
+        r = getattr(xf, name)(x)
+        assert r.shape == shape and r.dtype == dt
+    lse = xf.logsumexp(x)
+    assert np.shape(lse) == shape[:-1] and lse.dtype == dt
+    assert np.all(lse == -np.inf)
+    np.testing.assert_array_equal(lse, scipy_special.logsumexp(x, axis=-1))
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1, (0, 2), (2, 0), None, (1,), -3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_axis_matches_scipy(axis, dtype):
+    x = (np.random.default_rng(3).standard_normal((3, 4, 5)) * 5).astype(dtype)
+    x64 = x.astype(np.float64)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    for name in FUNCS:
+        ours = getattr(xf, name)(x, axis=axis)
+        theirs = getattr(scipy_special, name)(x64, axis=axis)
+        assert ours.dtype == dtype and np.shape(ours) == np.shape(theirs)
+        np.testing.assert_allclose(ours, theirs, **tol)
+        out = np.empty(np.shape(theirs), dtype)
+        assert getattr(xf, name)(x, axis=axis, out=out) is out
+        np.testing.assert_array_equal(out, ours)
+
+
+def test_integer_and_bool_logits_are_computed_in_float64():
+    for x in (np.arange(6).reshape(2, 3), np.array([[True, False, True]]), [1, 2, 3]):
+        for name in FUNCS:
+            ours = getattr(xf, name)(x)
+            assert ours.dtype == np.float64
+            np.testing.assert_allclose(ours, getattr(scipy_special, name)(np.asarray(x, float), axis=-1),
+                                       rtol=1e-14)
+
+
+@pytest.mark.parametrize("bad, exc", [(3, np.exceptions.AxisError), (-4, np.exceptions.AxisError),
+                                      ((0, 0), ValueError), (1.0, TypeError), ("a", TypeError),
+                                      (True, TypeError), ([0], TypeError)])
+def test_bad_axis_names_axis(bad, exc):
+    for name in FUNCS:
+        with pytest.raises(exc, match="axis"):
+            getattr(xf, name)(np.zeros((2, 3, 4)), axis=bad)
 
 
 @pytest.mark.parametrize("name", list(FUNCS))

@@ -83,17 +83,20 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
     grad = None
     g_scalar, g_elems = 1.0, None
     if want_grad:
-        if grad_out is None:
-            grad = np.empty(x.shape, x.dtype)
-        else:
-            grad = check_out(grad_out, "grad_out", shape, dt, (
-                (x_in, x_name, True), (x, x_name, True), (target, "target", False),
-                (t, "target", False), (weight, "weight", False), (pos_weight, "pos_weight", False),
-                (grad_output, "grad_output", False)))
         if type(grad_output) is float:
             g_scalar = grad_output
         else:
             g_scalar, g_elems = upstream_gradient(grad_output, reduction, shape, dt)
+        if grad_out is None:
+            grad = np.empty(x.shape, x.dtype)
+        else:
+            # The converted arrays are what the kernel reads: an argument given as a
+            # memoryview or tensor overlaps grad_out through them.
+            grad = check_out(grad_out, "grad_out", shape, dt, (
+                (x_in, x_name, True), (x, x_name, True), (target, "target", False),
+                (t, "target", False), (weight, "weight", False), (w2, "weight", False),
+                (pos_weight, "pos_weight", False), (pw2, "pos_weight", False),
+                (grad_output, "grad_output", False), (g_elems, "grad_output", False)))
     g2 = None if g_elems is None else _as_2d(g_elems, n_rows, n_cols)
     if reduction == "mean":
         g_scalar = g_scalar / size if size else 0.0

@@ -22,6 +22,7 @@ from ._validation import (
     check_out,
     check_reduction,
     check_threads,
+    class_axes,
     position_of,
     upstream_gradient,
     _asarray,
@@ -43,6 +44,7 @@ def cross_entropy(
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    axis: int = -1,
     n_threads: int | None = None,
 ) -> Any:
     """Cross-entropy loss between logits and class indices or class probabilities.
@@ -76,6 +78,10 @@ def cross_entropy(
         Adds ``z_loss * logsumexp(row) ** 2`` to every counted row's loss.
     softcap : float > 0, optional
         Replaces the logits by ``softcap * tanh(logits / softcap)`` first.
+    axis : int, default -1
+        The class axis of the logits (and of probability targets); class indices have
+        the logits' shape without it. Another axis than the last costs a transposed
+        copy of the logits (and of the gradient on its way out).
     n_threads : int, optional
         OpenMP threads: ``None`` for the default, a positive count, or ``-1`` for every
         core. Results are bitwise identical for every value.
@@ -109,6 +115,9 @@ def cross_entropy(
     >>> float(xf.cross_entropy(logits, np.array([0.0, 0.0, 1.0])))  # one-hot probabilities
     0.35667494393873245
     """
+    if axis != -1 or type(axis) is not int:
+        return _other_axis(axis, logits, target, weight, ignore_index, reduction,
+                           label_smoothing, z_loss, softcap, n_threads, None, None, False)[0]
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing,
                           z_loss, softcap, n_threads, None, None, False)[0]
 
@@ -123,6 +132,7 @@ def cross_entropy_and_grad(
     label_smoothing: float = 0.0,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    axis: int = -1,
     n_threads: int | None = None,
     grad_output: Any = 1.0,
     grad_out: np.ndarray | None = None,
@@ -158,8 +168,45 @@ def cross_entropy_and_grad(
     >>> grad.round(4)          # softmax(a) - b
     array([[ 0.09  ,  0.2447, -0.3348]])
     """
+    if axis != -1 or type(axis) is not int:
+        return _other_axis(axis, logits, target, weight, ignore_index, reduction,
+                           label_smoothing, z_loss, softcap, n_threads, grad_output, grad_out, True)
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing,
                           z_loss, softcap, n_threads, grad_output, grad_out, True)
+
+
+def _other_axis(axis: Any, logits: Any, target: Any, *options: Any) -> tuple[Any, Any]:
+    """:func:`_cross_entropy` with the classes on ``axis``: the logits (and probability
+    targets) with that axis moved last, the gradient moved back."""
+    *opts, grad_output, grad_out, want_grad = options
+    x = _asarray(logits, "logits")
+    if isinstance(axis, tuple) and len(axis) == 1:
+        axis = axis[0]
+    if isinstance(axis, tuple) or axis is None:
+        raise TypeError(f"axis must be an int for cross_entropy, got {axis!r}")
+    if x.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the class axis), got a 0-d array")
+    (ax,) = class_axes(axis, x.ndim)
+    if ax == x.ndim - 1:
+        return _cross_entropy(logits, target, *opts, grad_output, grad_out, want_grad)
+    t = target if isinstance(target, np.ndarray) else _asarray(target, "target")
+    if t.dtype.kind == "f" and t.shape == x.shape:
+        t = np.moveaxis(t, ax, -1)
+    grad = None
+    if grad_out is not None:
+        dt = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+        grad = check_out(grad_out, "grad_out", x.shape, dt, (
+            (logits, "logits", True), (x, "logits", True), (target, "target", False),
+            (opts[0], "weight", False), (grad_output, "grad_output", False)))
+    loss, g = _cross_entropy(np.moveaxis(x, ax, -1), t, *opts,
+                             1.0 if grad_output is None else grad_output, None, want_grad)
+    if g is None:
+        return loss, None
+    g = np.moveaxis(g, -1, ax)
+    if grad is None:
+        return loss, np.ascontiguousarray(g)
+    np.copyto(grad, g)
+    return loss, grad
 
 
 def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
@@ -189,8 +236,10 @@ def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, red
     t1 = t if t.ndim == (1 if by_index else 2) else t.reshape((-1,) if by_index else (-1, n))
 
     w = None if weight is None else as_float_like(weight, "weight", dt, (n,))
-    eps = check_number(label_smoothing, "label_smoothing", 0.0, 1.0) if label_smoothing else 0.0
-    z = check_number(z_loss, "z_loss", 0.0) if z_loss else 0.0
+    # Defaults pass on a type test (no truth test: an array option must reach the check).
+    eps = 0.0 if type(label_smoothing) is float and label_smoothing == 0.0 else check_number(
+        label_smoothing, "label_smoothing", 0.0, 1.0)
+    z = 0.0 if type(z_loss) is float and z_loss == 0.0 else check_number(z_loss, "z_loss", 0.0)
     cap = 0.0 if softcap is None else check_number(softcap, "softcap", 0.0, low_open=True)
     nt = check_threads(n_threads) if n_threads is not None or _v._forked_child else 0
     if by_index:
@@ -202,19 +251,21 @@ def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, red
     grad = grad2 = g_rows = None
     g_scalar = 1.0
     if want_grad:
-        if grad_out is None:
-            grad = np.empty(x.shape, x.dtype)
-        else:
-            grad = check_out(grad_out, "grad_out", x.shape, dt, (
-                (logits, "logits", True), (x, "logits", True), (target, "target", False),
-                (t, "target", False), (weight, "weight", False), (w, "weight", False),
-                (grad_output, "grad_output", False)))
         if type(grad_output) is float:
             g_scalar = grad_output
         else:
             g_scalar, g_rows = upstream_gradient(grad_output, reduction, batch_shape, dt)
             if g_rows is not None and g_rows.ndim != 1:
                 g_rows = g_rows.reshape(-1)
+        if grad_out is None:
+            grad = np.empty(x.shape, x.dtype)
+        else:
+            # The converted arrays are what the kernel reads: an argument given as a
+            # memoryview or tensor overlaps grad_out through them.
+            grad = check_out(grad_out, "grad_out", x.shape, dt, (
+                (logits, "logits", True), (x, "logits", True), (target, "target", False),
+                (t, "target", False), (weight, "weight", False), (w, "weight", False),
+                (grad_output, "grad_output", False), (g_rows, "grad_output", False)))
         grad2 = grad if grad.ndim == 2 else grad.reshape(-1, n)
 
     loss_rows = loss1 = None

@@ -2,39 +2,88 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from ._runtime import kernel_type
 from ._simd import kernels
-from ._validation import as_float_rows, check_out, check_threads
+from ._validation import (_FLOAT_NUMS, _asarray, as_float_array, check_out, check_threads,
+                          class_axes)
 
 # The kernels take the arrays as they are and check them in C.
 _k = kernels("_softmax_kernels")
 _SOFTMAX, _LOG_SOFTMAX, _LOGSUMEXP = _k.softmax, _k.log_softmax, _k.logsumexp
 
 
-def _rowwise(kernel: Any, logits: Any, out: np.ndarray | None,
+def _as_logits(logits: Any) -> np.ndarray:
+    """Kernel-ready float logits; integer and bool input in float64, as SciPy computes it."""
+    if kernel_type(logits) in _FLOAT_NUMS:
+        return logits  # type: ignore[no-any-return]
+    arr = logits if isinstance(logits, np.ndarray) else _asarray(logits, "logits")
+    if arr.dtype.kind in "iub":
+        return np.asarray(arr, dtype=np.float64, order="C")
+    return as_float_array(arr, "logits")
+
+
+def _classes_last(x: np.ndarray, axis: Any) -> tuple[np.ndarray, tuple[int, ...], tuple[int, ...]]:
+    """(rows of classes, the batch shape, the moved layout's shape) for the class axes
+    ``axis``: a copy with those axes last and flattened into one."""
+    if x.ndim == 0 and axis is not None:
+        raise np.exceptions.AxisError(
+            f"logits is 0-d: it has no axis {axis!r} (axis=None takes it as one class)")
+    axes = class_axes(axis, x.ndim)
+    rest = tuple(i for i in range(x.ndim) if i not in axes)
+    batch = tuple(x.shape[i] for i in rest)
+    moved = x.transpose(rest + axes)
+    n = math.prod(x.shape[i] for i in axes)
+    return np.ascontiguousarray(moved).reshape(batch + (n,)), batch, moved.shape
+
+
+def _rowwise(kernel: Any, logits: Any, axis: Any, out: np.ndarray | None,
              n_threads: int | None) -> np.ndarray:
-    x = as_float_rows(logits, "logits")
-    if out is None:
-        out = np.empty(x.shape, x.dtype)
+    x = _as_logits(logits)
+    nt = check_threads(n_threads)
+    if axis == -1 and type(axis) is int and x.ndim:
+        rows, moved_shape = x, None
     else:
+        rows, _, moved_shape = _classes_last(x, axis)
+    if out is not None:
         check_out(out, "out", x.shape, x.dtype, ((logits, "logits", True), (x, "logits", True)))
-    n = x.shape[-1]
-    x2, out2 = (x, out) if x.ndim == 2 else (x.reshape(-1, n), out.reshape(-1, n))
-    kernel(x2, out2, check_threads(n_threads))
-    return out
+    n = rows.shape[-1]
+    if moved_shape is None and out is not None:
+        res = out
+    else:
+        res = np.empty(rows.shape, rows.dtype)
+    if n and res.size:  # an empty class axis gives an empty result
+        kernel(rows.reshape(-1, n), res.reshape(-1, n), nt)
+    if moved_shape is not None:  # back to the input's layout
+        axes = class_axes(axis, x.ndim)
+        rest = tuple(i for i in range(x.ndim) if i not in axes)
+        back = tuple(int(i) for i in np.argsort(rest + axes))
+        res = res.reshape(moved_shape).transpose(back)
+        if out is None:
+            return np.asarray(res, order="C")  # (ascontiguousarray would make 0-d 1-d)
+        np.copyto(out, res)
+        return out
+    return res
 
 
-def softmax(logits: Any, *, out: np.ndarray | None = None, n_threads: int | None = None) -> np.ndarray:
+def softmax(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
+                   out: np.ndarray | None = None, n_threads: int | None = None) -> np.ndarray:
     """Softmax along the last axis, ``exp(x - logsumexp(x))``, computed stably.
 
     Parameters
     ----------
     logits : array_like of shape (..., C)
-        float32 or float64 (float16 is computed and returned in float32). ``-inf``
-        entries are masked classes and get probability 0.
+        float32 or float64 (float16 is computed and returned in float32; integer and
+        bool input in float64, as SciPy does). ``-inf`` entries are masked classes and
+        get probability 0.
+    axis : int, tuple of ints or None, default -1
+        The class axis. Another axis than the last, several (taken as one class axis)
+        or None (every axis) cost one transposed copy in and one out. An empty class
+        axis gives an empty result.
     out : ndarray, optional
         C-contiguous, writable array of the result's shape and dtype to write into. It
         may be ``logits`` itself (in place); any other overlap raises ``ValueError``.
@@ -54,10 +103,11 @@ def softmax(logits: Any, *, out: np.ndarray | None = None, n_threads: int | None
     >>> xf.softmax(np.array([1.0, 2.0, 3.0])).round(4)
     array([0.09  , 0.2447, 0.6652])
     """
-    return _rowwise(_SOFTMAX, logits, out, n_threads)
+    return _rowwise(_SOFTMAX, logits, axis, out, n_threads)
 
 
-def log_softmax(logits: Any, *, out: np.ndarray | None = None, n_threads: int | None = None) -> np.ndarray:
+def log_softmax(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
+                       out: np.ndarray | None = None, n_threads: int | None = None) -> np.ndarray:
     """Logarithm of the softmax along the last axis, ``x - logsumexp(x)``, computed stably.
 
     Unlike ``log(softmax(x))`` it keeps full relative accuracy where the probability
@@ -67,7 +117,10 @@ def log_softmax(logits: Any, *, out: np.ndarray | None = None, n_threads: int | 
     Parameters
     ----------
     logits : array_like of shape (..., C)
-        float32 or float64 (float16 is computed and returned in float32).
+        float32 or float64 (float16 is computed and returned in float32; integer and
+        bool input in float64).
+    axis : int, tuple of ints or None, default -1
+        The class axis (see :func:`softmax`).
     out : ndarray, optional
         Output array (see :func:`softmax`); may be ``logits`` itself.
     n_threads : int, optional
@@ -84,16 +137,21 @@ def log_softmax(logits: Any, *, out: np.ndarray | None = None, n_threads: int | 
     >>> float(xf.log_softmax(np.array([0.0, -50.0, -50.0]))[0])   # -2 exp(-50)
     -3.8574996959278356e-22
     """
-    return _rowwise(_LOG_SOFTMAX, logits, out, n_threads)
+    return _rowwise(_LOG_SOFTMAX, logits, axis, out, n_threads)
 
 
-def logsumexp(logits: Any, *, out: np.ndarray | None = None, n_threads: int | None = None) -> Any:
+def logsumexp(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
+              out: np.ndarray | None = None, n_threads: int | None = None) -> Any:
     """``log(sum(exp(x)))`` along the last axis, computed stably.
 
     Parameters
     ----------
     logits : array_like of shape (..., C)
-        float32 or float64 (float16 is computed and returned in float32).
+        float32 or float64 (float16 is computed and returned in float32; integer and
+        bool input in float64).
+    axis : int, tuple of ints or None, default -1
+        The class axis (see :func:`softmax`); the result has the logits' shape without
+        it. An empty class axis gives ``-inf``, the log of an empty sum, as SciPy.
     out : ndarray of shape (...), optional
         C-contiguous, writable array of the result's shape and dtype.
     n_threads : int, optional
@@ -111,12 +169,20 @@ def logsumexp(logits: Any, *, out: np.ndarray | None = None, n_threads: int | No
     >>> float(xf.logsumexp(np.array([1000.0, 1000.0])))
     1000.6931471805599
     """
-    x = as_float_rows(logits, "logits")
-    batch_shape = x.shape[:-1]
+    x = _as_logits(logits)
+    nt = check_threads(n_threads)
+    if axis == -1 and type(axis) is int and x.ndim:
+        rows, batch_shape = x, x.shape[:-1]
+    else:
+        rows, batch_shape, _ = _classes_last(x, axis)
     if out is None:
         res = np.empty(batch_shape, dtype=x.dtype)
     else:
         check_out(out, "out", batch_shape, x.dtype, ((logits, "logits", False), (x, "logits", False)))
         res = out
-    _LOGSUMEXP(x.reshape(-1, x.shape[-1]), res.reshape(-1), check_threads(n_threads))
+    n = rows.shape[-1]
+    if n == 0:
+        res[...] = -np.inf  # the log of an empty sum, as SciPy
+    elif res.size:
+        _LOGSUMEXP(rows.reshape(-1, n), res.reshape(-1), nt)
     return res if out is not None or res.ndim else res[()]

@@ -81,6 +81,29 @@ def as_float_rows(x: Any, name: str) -> np.ndarray:
     return arr
 
 
+def class_axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    """``axis`` (an int, a tuple of ints, or None for every axis) as sorted, distinct,
+    non-negative axes of an array of ``ndim`` dimensions."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    axes = []
+    for a in items:
+        if isinstance(a, (bool, np.bool_)):
+            raise TypeError("axis must be an int, a tuple of ints or None, got a bool")
+        try:
+            i = operator.index(a)
+        except TypeError:
+            raise TypeError(f"axis must be an int, a tuple of ints or None, got "
+                            f"{type(a).__name__}") from None
+        if not -ndim <= i < ndim:
+            raise np.exceptions.AxisError(i, ndim, "axis")
+        axes.append(i % ndim)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axis {axis!r} names an axis more than once")
+    return tuple(sorted(axes))
+
+
 def as_float_like(x: Any, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     """``x`` as a C-contiguous array of ``dtype`` and exactly ``shape`` (a copy if needed)."""
     arr = x if isinstance(x, np.ndarray) else _asarray(x, name)
@@ -200,11 +223,19 @@ def check_int64(value: Any, name: str) -> int:
 
 def check_number(value: Any, name: str, low: float | None = None, high: float | None = None,
                  low_open: bool = False) -> float:
-    """A finite real in [low, high] (or (low, high] with low_open)."""
-    if isinstance(value, (bool, str, bytes)):
+    """A finite real in [low, high] (or (low, high] with low_open). A 0-d array or NumPy
+    scalar of a real dtype is a number; a bool, a string, a complex number or an array
+    of one or more dimensions is a TypeError."""
+    if isinstance(value, (bool, str, bytes, complex, np.bool_, np.complexfloating)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    if isinstance(value, np.ndarray):
+        if value.ndim or value.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must be a real number, got an array of shape "
+                            f"{value.shape} and dtype {value.dtype}")
     try:
         v = float(value)
+    except OverflowError:   # an int past float's range
+        v = float("inf")
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
     ok = v == v and abs(v) != float("inf")
@@ -216,7 +247,8 @@ def check_number(value: Any, name: str, low: float | None = None, high: float | 
         lo = "" if low is None else (f"> {low}" if low_open else f">= {low}")
         hi = "" if high is None else f"<= {high}"
         bounds = " and ".join(b for b in (lo, hi) if b)
-        raise ValueError(f"{name} must be finite{' and ' + bounds if bounds else ''}, got {value!r}")
+        got = repr(value) if len(repr(value)) <= 40 else f"{v:g}"   # a huge int: its size
+        raise ValueError(f"{name} must be finite{' and ' + bounds if bounds else ''}, got {got}")
     return v
 
 

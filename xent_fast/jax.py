@@ -75,11 +75,21 @@ def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, g: np.ndarra
     ``grad`` None for the loss alone; it may be ``x``'s own memory (the kernels read
     each entry before they write it). ``loss`` None when only the gradient is wanted.
     """
+    # As rows: one example (1-D logits) would otherwise give 0-d losses, and NumPy
+    # scalars where the masking below writes.
+    n = x.shape[-1]
+    y_in, rows_in = y, rows
+    x = x.reshape(-1, n)
+    y = y.reshape(-1) if y.dtype.kind in "iu" else y.reshape(-1, n)
+    rows = None if rows is None else rows.reshape(-1)
+    g = None if g is None or np.ndim(g) == 0 else g.reshape(-1)
+    loss = None if loss is None else loss.reshape(-1)
+    grad = None if grad is None else grad.reshape(-1, n)
     go = 1.0 if g is None else g
     if y.dtype.kind in "iu":
         t = y if rows is None else np.where(rows, y, _SKIP)
         if y.dtype.itemsize == 8 and y.size and y.min() == _INT64_MIN:
-            _raise_bad_label(y, rows, x.shape[-1])
+            _raise_bad_label(y_in, rows_in, n)
         try:
             if grad is None:
                 out = cross_entropy(x, t, ignore_index=_INT64_MIN, reduction="none")
@@ -87,7 +97,7 @@ def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, g: np.ndarra
                 out = cross_entropy_and_grad(x, t, ignore_index=_INT64_MIN, reduction="none",
                                              grad_output=go, grad_out=grad)[0]
         except ValueError:
-            _raise_bad_label(y, rows, x.shape[-1])
+            _raise_bad_label(y_in, rows_in, n)
             raise
     else:
         if grad is None:
