@@ -315,3 +315,17 @@ def test_logsumexp_out_overlapping_logits_raises_value_error():
 def test_out_not_an_ndarray_raises(name):
     with pytest.raises((TypeError, ValueError), match="out"):
         getattr(xf, name)(np.zeros((2, 3)), out=[[0.0] * 3] * 2)
+
+
+@pytest.mark.parametrize("axis", [-1, 0, (0, 2), None])
+def test_logsumexp_keepdims_matches_scipy(axis):
+    x = np.random.default_rng(6).standard_normal((3, 4, 5))
+    expected = scipy_special.logsumexp(x, axis=axis, keepdims=True)
+    ours = xf.logsumexp(x, axis=axis, keepdims=True)
+    assert ours.shape == expected.shape
+    np.testing.assert_allclose(ours, expected, rtol=1e-14)
+    out = np.empty(expected.shape)
+    assert xf.logsumexp(x, axis=axis, keepdims=True, out=out) is out
+    np.testing.assert_array_equal(out, ours)
+    with pytest.raises(TypeError, match="keepdims"):
+        xf.logsumexp(x, keepdims="yes")

@@ -140,7 +140,7 @@ def log_softmax(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
     return _rowwise(_LOG_SOFTMAX, logits, axis, out, n_threads)
 
 
-def logsumexp(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
+def logsumexp(logits: Any, *, axis: int | tuple[int, ...] | None = -1, keepdims: bool = False,
               out: np.ndarray | None = None, n_threads: int | None = None) -> Any:
     """``log(sum(exp(x)))`` along the last axis, computed stably.
 
@@ -152,6 +152,8 @@ def logsumexp(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
     axis : int, tuple of ints or None, default -1
         The class axis (see :func:`softmax`); the result has the logits' shape without
         it. An empty class axis gives ``-inf``, the log of an empty sum, as SciPy.
+    keepdims : bool, default False
+        Keep the class axes in the result, with length 1 (as NumPy's reductions).
     out : ndarray of shape (...), optional
         C-contiguous, writable array of the result's shape and dtype.
     n_threads : int, optional
@@ -171,18 +173,26 @@ def logsumexp(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
     """
     x = _as_logits(logits)
     nt = check_threads(n_threads)
+    if not isinstance(keepdims, (bool, np.bool_)):
+        raise TypeError(f"keepdims must be a bool, got {type(keepdims).__name__}")
     if axis == -1 and type(axis) is int and x.ndim:
         rows, batch_shape = x, x.shape[:-1]
     else:
         rows, batch_shape, _ = _classes_last(x, axis)
+    out_shape = np.expand_dims(np.empty(batch_shape, np.int8), class_axes(axis, x.ndim)).shape \
+        if keepdims else batch_shape
     if out is None:
         res = np.empty(batch_shape, dtype=x.dtype)
     else:
-        check_out(out, "out", batch_shape, x.dtype, ((logits, "logits", False), (x, "logits", False)))
-        res = out
+        check_out(out, "out", out_shape, x.dtype, ((logits, "logits", False), (x, "logits", False)))
+        res = out.reshape(batch_shape)  # a view: out is C-contiguous
     n = rows.shape[-1]
     if n == 0:
         res[...] = -np.inf  # the log of an empty sum, as SciPy
     elif res.size:
         _LOGSUMEXP(rows.reshape(-1, n), res.reshape(-1), nt)
-    return res if out is not None or res.ndim else res[()]
+    if out is not None:
+        return out
+    if keepdims:
+        return res.reshape(out_shape)
+    return res if res.ndim else res[()]
