@@ -41,6 +41,15 @@ def _as_2d(a: np.ndarray, n_rows: int, n_cols: int) -> np.ndarray:
 
 def _broadcast_weight(w: Any, name: str, shape: tuple[int, ...], dt: np.dtype,
                       n_rows: int, n_cols: int) -> np.ndarray:
+    if isinstance(w, (bool, np.bool_)):
+        # weight=True is a mistake, not a weight of 1 (a bool *array* is a mask: taken).
+        raise TypeError(f"{name} must be a real number or array, got a bool")
+    if type(w) is int:
+        # A Python int past int64 would be an object array: it is a (huge) real weight.
+        try:
+            w = float(w)
+        except OverflowError:
+            w = math.copysign(math.inf, w)
     arr = _asarray(w, name)
     if arr.dtype.kind not in "fiub":
         raise TypeError(f"{name} must be a real array, got dtype {arr.dtype}")

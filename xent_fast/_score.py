@@ -104,7 +104,7 @@ class ScoreTotals:
     __slots__ = ("k", "rows", "correct", "top_k", "bin_rows", "bin_correct", "_raw", "_exact")
 
     def __init__(self, k: int | None = None) -> None:
-        self.k = k
+        self.k = None if k is None else _check_k(k)
         self.rows = self.correct = self.top_k = 0
         self.bin_rows = (0,) * ECE_BINS
         self.bin_correct = (0,) * ECE_BINS

@@ -1,9 +1,11 @@
 """Information measures of probability vectors: surprisal, entropy, cross-entropy and
 the Kullback-Leibler divergence (kernels: src/_info_kernels.pyx).
 
-Probabilities lie along the last axis; every function reduces over it (but
-:func:`surprisal`, which is elementwise). ``base=None`` gives nats, ``base=2`` bits and
-``base=10`` hartleys. Rows are not renormalised, and any value outside [0, 1] (NaN
+Probabilities lie along the last axis (``axis=`` picks another, as in
+``scipy.stats.entropy``); every function reduces over it (but :func:`surprisal`, which
+is elementwise), and a sum over an empty axis is 0, as SciPy's. ``base=None`` gives
+nats, ``base=2`` bits and ``base=10`` hartleys (any real number > 0 other than 1; a
+string is a ``TypeError``). Rows are not renormalised, and any value outside [0, 1] (NaN
 included) raises ``ValueError``. Terms with ``p = 0`` contribute 0; ``q = 0`` where
 ``p > 0`` gives ``inf``, never nan.
 
@@ -25,9 +27,12 @@ true class probability 0.7.
 from __future__ import annotations
 
 import math
-from typing import Any
+import operator
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from numpy.exceptions import AxisError
 
 from . import _info_kernels as _k
 from ._validation import CTYPE, _asarray, check_threads, position_of
@@ -51,20 +56,85 @@ def _probabilities(p: Any, name: str, dtype: np.dtype | None = None) -> np.ndarr
 
 
 def _scale(base: Any) -> float:
+    """1 / log(base): base is None (nats) or a real number > 0 other than 1. A NumPy
+    scalar or 0-d array of a real dtype is a number; a string, bytes, a bool, a complex
+    number or an array of one or more dimensions is a TypeError (float() would take
+    "2", b"2", True and a 1-element array)."""
     if base is None:
         return 1.0
+    if isinstance(base, (bool, str, bytes, complex, np.bool_, np.complexfloating)) or (
+            isinstance(base, np.ndarray) and (base.ndim or base.dtype.kind not in "fiu")):
+        raise TypeError(f"base must be None or a real number, got {_describe(base)}")
     try:
         b = float(base)
+    except OverflowError:       # an int past float's range: math.log takes it as it is
+        if base > 0:
+            return 1.0 / math.log(base)
+        b = -math.inf
     except (TypeError, ValueError):
-        raise TypeError(f"base must be None or a positive number, got {type(base).__name__}") from None
+        raise TypeError(f"base must be None or a real number, got {_describe(base)}") from None
     if not (b > 0 and b != 1 and math.isfinite(b)):
-        raise ValueError(f"base must be a positive finite number other than 1, got {base!r}")
+        got = repr(base) if len(repr(base)) <= 40 else f"{b:g}"
+        raise ValueError(f"base must be a positive finite number other than 1, got {got}")
     return 1.0 / math.log(b)
 
 
-def _not_probability(name: str, arr: np.ndarray, flat: int) -> ValueError:
-    pos = position_of(flat, arr.shape)
-    return ValueError(f"{name}{pos} = {arr.reshape(-1)[flat]} is not a probability (must lie in [0, 1])")
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"an array of shape {value.shape} and dtype {value.dtype}"
+    return type(value).__name__
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    """``axis`` (an int, a tuple of ints, or None for every axis) as sorted, distinct,
+    non-negative axes, as ``scipy.stats.entropy`` takes it."""
+    if axis is None:
+        return tuple(range(ndim))
+    items = axis if isinstance(axis, tuple) else (axis,)
+    axes = []
+    for a in items:
+        if isinstance(a, (bool, np.bool_)):
+            raise TypeError("axis must be an int, a tuple of ints or None, got a bool")
+        try:
+            i = operator.index(a)
+        except TypeError:
+            raise TypeError(f"axis must be an int, a tuple of ints or None, got {_describe(a)}") from None
+        if not -ndim <= i < ndim:
+            raise AxisError(i, ndim, "axis")     # a ValueError (and IndexError)
+        axes.append(i % ndim)
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"axis {axis!r} names an axis more than once")
+    return tuple(sorted(axes))
+
+
+class _Moved(NamedTuple):
+    """How the caller's outcome axes were moved last and flattened into one."""
+    shape: tuple[int, ...]       # the caller's shape
+    axes: tuple[int, ...]        # the outcome axes, sorted
+
+
+def _outcomes_last(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    batch = [i for i in range(a.ndim) if i not in axes]
+    moved = np.transpose(a, batch + list(axes))
+    n = math.prod(a.shape[i] for i in axes)
+    return np.ascontiguousarray(moved).reshape([a.shape[i] for i in batch] + [n])
+
+
+def _not_probability(name: str, arr: np.ndarray, flat: int, moved: _Moved | None = None) -> ValueError:
+    """The error for the bad value at ``flat`` in ``arr``; with ``moved``, ``arr`` is the
+    caller's array with its outcome axes moved last, and the position is the caller's."""
+    value = arr.reshape(-1)[flat]
+    if moved is None:
+        return ValueError(f"{name}{position_of(flat, arr.shape)} = {value} is not a probability "
+                          "(must lie in [0, 1])")
+    batch = [i for i in range(len(moved.shape)) if i not in moved.axes]
+    order = batch + list(moved.axes)
+    idx = np.unravel_index(flat, [moved.shape[i] for i in order])
+    pos = [0] * len(moved.shape)
+    for axis, i in zip(order, idx):
+        pos[axis] = int(i)
+    return ValueError(f"{name}[{', '.join(map(str, pos))}] = {value} is not a probability "
+                      "(must lie in [0, 1])")
 
 
 def surprisal(p: Any, *, base: float | None = None) -> Any:
@@ -97,7 +167,7 @@ def surprisal(p: Any, *, base: float | None = None) -> Any:
     return out if out.ndim else out[()]
 
 
-def _measure(measure: int, p: Any, q: Any, base: Any) -> Any:
+def _measure(measure: int, p: Any, q: Any, base: Any, axis: Any) -> Any:
     scale = _scale(base)
     pa = _probabilities(p, "p")
     if measure == _ENTROPY:
@@ -110,9 +180,18 @@ def _measure(measure: int, p: Any, q: Any, base: Any) -> Any:
             pa, qa = pa.astype(np.float64), qa.astype(np.float64)
     if pa.ndim == 0:
         raise ValueError("p must have at least one dimension (a probability vector), got a scalar")
-    if pa.shape[-1] == 0:
-        raise ValueError(f"p must have at least one outcome: its last axis has length 0 (shape {pa.shape})")
+    moved = None
+    if type(axis) is not int or axis != -1:
+        axes = _axes(axis, pa.ndim)
+        if axes != (pa.ndim - 1,):   # the kernels reduce the last axis: one transposed copy
+            moved = _Moved(pa.shape, axes)
+            pa = _outcomes_last(pa, axes)
+            qa = None if qa is None else _outcomes_last(qa, axes)
     n = pa.shape[-1]
+    if n == 0:
+        # A sum over no outcomes is 0, as scipy.stats.entropy gives for an empty vector.
+        out = np.zeros(pa.shape[:-1], pa.dtype)
+        return out if out.ndim else out[()]
     p2 = pa.reshape(-1, n)
     q2 = p2[:0, :0] if qa is None else qa.reshape(-1, n)
     out = np.empty(pa.shape[:-1], pa.dtype)
@@ -121,12 +200,13 @@ def _measure(measure: int, p: Any, q: Any, base: Any) -> Any:
         # Name the array that holds the first bad value at that position.
         pflat = p2.reshape(-1)
         if qa is not None and 0 <= pflat[bad] <= 1:
-            raise _not_probability("q", qa, bad)
-        raise _not_probability("p", pa, bad)
+            raise _not_probability("q", qa, bad, moved)
+        raise _not_probability("p", pa, bad, moved)
     return out if out.ndim else out[()]
 
 
-def entropy(p: Any, *, base: float | None = None) -> Any:
+def entropy(p: Any, *, base: float | None = None,
+            axis: int | tuple[int, ...] | None = -1) -> Any:
     """Shannon entropy ``H(p) = -sum p log p`` of each row (``0 log 0 = 0``).
 
     Parameters
@@ -135,10 +215,13 @@ def entropy(p: Any, *, base: float | None = None) -> Any:
         Probability vectors along the last axis.
     base : float, optional
         Logarithm base: ``None`` for nats, 2 for bits, 10 for hartleys.
+    axis : int, tuple of ints or None, default -1
+        The axis of the outcomes, as ``scipy.stats.entropy``: several axes are taken as
+        one, None takes every axis. Another axis than the last costs one transposed copy.
 
     Returns
     -------
-    ndarray of shape p.shape[:-1], or a NumPy scalar for one vector
+    ndarray of p's shape without ``axis``, or a NumPy scalar for one vector
 
     Examples
     --------
@@ -146,10 +229,11 @@ def entropy(p: Any, *, base: float | None = None) -> Any:
     >>> round(float(info.entropy([0.2, 0.3, 0.5])), 4), round(float(info.entropy([0.2, 0.3, 0.5], base=2)), 4)
     (1.0297, 1.4855)
     """
-    return _measure(_ENTROPY, p, None, base)
+    return _measure(_ENTROPY, p, None, base, axis)
 
 
-def cross_entropy(p: Any, q: Any, *, base: float | None = None) -> Any:
+def cross_entropy(p: Any, q: Any, *, base: float | None = None,
+                  axis: int | tuple[int, ...] | None = -1) -> Any:
     """Cross-entropy ``H(p, q) = -sum p log q`` of each row: ``p`` true, ``q`` predicted.
 
     ``H(p, q) >= H(p)``, with equality when ``q = p``.
@@ -162,10 +246,13 @@ def cross_entropy(p: Any, q: Any, *, base: float | None = None) -> Any:
         Predicted probabilities.
     base : float, optional
         Logarithm base: ``None`` for nats, 2 for bits, 10 for hartleys.
+    axis : int, tuple of ints or None, default -1
+        The axis of the outcomes, as ``scipy.stats.entropy``: several axes are taken as
+        one, None takes every axis. Another axis than the last costs one transposed copy.
 
     Returns
     -------
-    ndarray of shape p.shape[:-1], or a NumPy scalar for one vector
+    ndarray of p's shape without ``axis``, or a NumPy scalar for one vector
         ``inf`` where ``q = 0`` under ``p > 0``.
 
     Examples
@@ -176,10 +263,11 @@ def cross_entropy(p: Any, q: Any, *, base: float | None = None) -> Any:
     >>> round(float(info.cross_entropy([1, 0, 0, 0], [0.775, 0.116, 0.039, 0.070], base=2)), 4)
     0.3677
     """
-    return _measure(_CROSS_ENTROPY, p, q, base)
+    return _measure(_CROSS_ENTROPY, p, q, base, axis)
 
 
-def kl_divergence(p: Any, q: Any, *, base: float | None = None) -> Any:
+def kl_divergence(p: Any, q: Any, *, base: float | None = None,
+                  axis: int | tuple[int, ...] | None = -1) -> Any:
     """Kullback-Leibler divergence ``sum p log(p / q)`` of each row.
 
     It is ``H(p, q) - H(p)``: >= 0 for normalised rows, 0 when ``q = p``.
@@ -192,10 +280,13 @@ def kl_divergence(p: Any, q: Any, *, base: float | None = None) -> Any:
         Predicted probabilities.
     base : float, optional
         Logarithm base: ``None`` for nats, 2 for bits, 10 for hartleys.
+    axis : int, tuple of ints or None, default -1
+        The axis of the outcomes, as ``scipy.stats.entropy``: several axes are taken as
+        one, None takes every axis. Another axis than the last costs one transposed copy.
 
     Returns
     -------
-    ndarray of shape p.shape[:-1], or a NumPy scalar for one vector
+    ndarray of p's shape without ``axis``, or a NumPy scalar for one vector
 
     Examples
     --------
@@ -203,4 +294,4 @@ def kl_divergence(p: Any, q: Any, *, base: float | None = None) -> Any:
     >>> round(float(info.kl_divergence([0.5, 0.5], [0.9, 0.1], base=2)), 4)
     0.737
     """
-    return _measure(_KL_DIVERGENCE, p, q, base)
+    return _measure(_KL_DIVERGENCE, p, q, base, axis)
