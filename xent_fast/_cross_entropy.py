@@ -115,9 +115,9 @@ def cross_entropy(
     >>> float(xf.cross_entropy(logits, np.array([0.0, 0.0, 1.0])))  # one-hot probabilities
     0.35667494393873245
     """
-    if axis != -1 or type(axis) is not int:
+    if type(axis) is not int or axis != -1:
         return _other_axis(axis, logits, target, weight, ignore_index, reduction,
-                           label_smoothing, z_loss, softcap, n_threads, None, None, False)[0]
+                           label_smoothing, z_loss, softcap, n_threads, 1.0, None, False)[0]
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing,
                           z_loss, softcap, n_threads, None, None, False)[0]
 
@@ -168,17 +168,18 @@ def cross_entropy_and_grad(
     >>> grad.round(4)          # softmax(a) - b
     array([[ 0.09  ,  0.2447, -0.3348]])
     """
-    if axis != -1 or type(axis) is not int:
+    if type(axis) is not int or axis != -1:
         return _other_axis(axis, logits, target, weight, ignore_index, reduction,
                            label_smoothing, z_loss, softcap, n_threads, grad_output, grad_out, True)
     return _cross_entropy(logits, target, weight, ignore_index, reduction, label_smoothing,
                           z_loss, softcap, n_threads, grad_output, grad_out, True)
 
 
-def _other_axis(axis: Any, logits: Any, target: Any, *options: Any) -> tuple[Any, Any]:
+def _other_axis(axis: Any, logits: Any, target: Any, weight: Any, ignore_index: Any,
+                reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any, n_threads: Any,
+                grad_output: Any, grad_out: Any, want_grad: bool) -> tuple[Any, Any]:
     """:func:`_cross_entropy` with the classes on ``axis``: the logits (and probability
     targets) with that axis moved last, the gradient moved back."""
-    *opts, grad_output, grad_out, want_grad = options
     x = _asarray(logits, "logits")
     if isinstance(axis, tuple) and len(axis) == 1:
         axis = axis[0]
@@ -187,8 +188,9 @@ def _other_axis(axis: Any, logits: Any, target: Any, *options: Any) -> tuple[Any
     if x.ndim == 0:
         raise ValueError("logits must have at least one dimension (the class axis), got a 0-d array")
     (ax,) = class_axes(axis, x.ndim)
+    options = (weight, ignore_index, reduction, label_smoothing, z_loss, softcap, n_threads)
     if ax == x.ndim - 1:
-        return _cross_entropy(logits, target, *opts, grad_output, grad_out, want_grad)
+        return _cross_entropy(logits, target, *options, grad_output, grad_out, want_grad)
     t = target if isinstance(target, np.ndarray) else _asarray(target, "target")
     if t.dtype.kind == "f" and t.shape == x.shape:
         t = np.moveaxis(t, ax, -1)
@@ -197,9 +199,8 @@ def _other_axis(axis: Any, logits: Any, target: Any, *options: Any) -> tuple[Any
         dt = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
         grad = check_out(grad_out, "grad_out", x.shape, dt, (
             (logits, "logits", True), (x, "logits", True), (target, "target", False),
-            (opts[0], "weight", False), (grad_output, "grad_output", False)))
-    loss, g = _cross_entropy(np.moveaxis(x, ax, -1), t, *opts,
-                             1.0 if grad_output is None else grad_output, None, want_grad)
+            (weight, "weight", False), (grad_output, "grad_output", False)))
+    loss, g = _cross_entropy(np.moveaxis(x, ax, -1), t, *options, grad_output, None, want_grad)
     if g is None:
         return loss, None
     g = np.moveaxis(g, -1, ax)

@@ -45,7 +45,7 @@ def _rowwise(kernel: Any, logits: Any, axis: Any, out: np.ndarray | None,
              n_threads: int | None) -> np.ndarray:
     x = _as_logits(logits)
     nt = check_threads(n_threads)
-    if axis == -1 and type(axis) is int and x.ndim:
+    if type(axis) is int and axis == -1 and x.ndim:
         rows, moved_shape = x, None
     else:
         rows, _, moved_shape = _classes_last(x, axis)
@@ -175,7 +175,7 @@ def logsumexp(logits: Any, *, axis: int | tuple[int, ...] | None = -1, keepdims:
     nt = check_threads(n_threads)
     if not isinstance(keepdims, (bool, np.bool_)):
         raise TypeError(f"keepdims must be a bool, got {type(keepdims).__name__}")
-    if axis == -1 and type(axis) is int and x.ndim:
+    if type(axis) is int and axis == -1 and x.ndim:
         rows, batch_shape = x, x.shape[:-1]
     else:
         rows, batch_shape, _ = _classes_last(x, axis)

@@ -82,7 +82,7 @@ def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, g: np.ndarra
     x = x.reshape(-1, n)
     y = y.reshape(-1) if y.dtype.kind in "iu" else y.reshape(-1, n)
     rows = None if rows is None else rows.reshape(-1)
-    g = None if g is None or np.ndim(g) == 0 else g.reshape(-1)
+    g = None if g is None else g.reshape(-1)
     loss = None if loss is None else loss.reshape(-1)
     grad = None if grad is None else grad.reshape(-1, n)
     go = 1.0 if g is None else g
