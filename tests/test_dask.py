@@ -133,3 +133,34 @@ def test_local_cluster_of_two_processes(cluster_client, tmp_path, rng):
     bad[19999] = 50
     with pytest.raises(ValueError, match=r"target\[19999\] = 50"):
         xfd.score(da.from_array(x, chunks=(1500, 50)), da.from_array(bad, chunks=1500))
+
+
+def test_from_npy_reads_format_version_3(tmp_path, rng):
+    x = rng.standard_normal((50, 3))
+    with open(tmp_path / "x3.npy", "wb") as f:
+        np.lib.format.write_array(f, x, version=(3, 0))
+    np.testing.assert_array_equal(xfd.from_npy(str(tmp_path / "x3.npy"), 20).compute(), x)
+
+
+def test_from_npy_of_a_file_cut_short_later_is_an_error_naming_it(tmp_path):
+    # the tasks read with plain reads: a file cut after the graph was built is an error
+    # (a memory map would kill the worker with SIGBUS)
+    path = tmp_path / "x.npy"
+    np.save(path, np.zeros((4096, 4), np.float32))
+    a = xfd.from_npy(str(path), rows_per_chunk=1000)
+    os.truncate(path, 2000)
+    with pytest.raises(ValueError, match=f"{path} is truncated"):
+        a.compute(scheduler="sync")
+    os.mkfifo(tmp_path / "fifo.npy")
+    with pytest.raises(ValueError, match="not a regular file"):
+        xfd.from_npy(str(tmp_path / "fifo.npy"))
+
+
+def test_a_bad_uint64_target_is_named_with_its_value(data):
+    x, t = data
+    bad = t.astype(np.uint64)
+    bad[bad == 2**64 - 100] = 0
+    bad[t == -100] = 0
+    bad[1234] = 2**64 - 100             # wraps to -100, the ignore index, as int64
+    with pytest.raises(ValueError, match=rf"target\[1234\] = {2**64 - 100} is not a valid"):
+        xfd.score(da.from_array(x, chunks=(500, 17)), da.from_array(bad, chunks=500))

@@ -12,13 +12,17 @@ import argparse
 import json
 import math
 import os
+import signal
+import stat
 import sys
+import threading
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
-from ._io import ArrayFile, InputError, NpzWriter, split_spec
+from ._io import (ArrayFile, InputError, NpzWriter, StagedOutput, first_invalid_target,
+                  split_spec)
 from ._score import PER_ROW, ScoreTotals, score, score_totals
 from ._validation import position_of
 
@@ -39,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "score", help="score logits against targets from .npy/.npz files",
         description="Score LOGITS (..., C) against TARGETS: class indices of shape (...) "
-                    "or probabilities of shape (..., C). The files are memory-mapped and "
-                    "read in chunks of rows, so they may be larger than memory. An .npz "
+                    "or probabilities of shape (..., C). The files are read in chunks "
+                    "of rows, so they may be larger than memory. An .npz "
                     "archive is named FILE.npz:ARRAY; without :ARRAY the array 'logits' "
                     "(for LOGITS) or 'target', 'targets', 'labels', 'label' or 'y' (for "
                     "TARGETS) is taken, or the only one; TARGETS may be left out when LOGITS "
@@ -76,9 +80,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Signalled(KeyboardInterrupt):
+    """Raised by the handler of SIGTERM, SIGHUP and SIGINT, so that a kill unwinds
+    through the same cleanup as Ctrl-C: no partial output is left behind."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
+                 if hasattr(signal, n))
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    for s in _SIGNALS:          # a second signal must not cut the cleanup short
+        signal.signal(s, signal.SIG_IGN)
+    raise _Signalled(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        for s in _SIGNALS:
+            if signal.getsignal(s) is not signal.SIG_IGN:    # e.g. SIGHUP under nohup
+                saved[s] = signal.signal(s, _on_signal)
+    try:
+        return _run(args)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if args.command == "score":
             return _score(args)
@@ -101,15 +137,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:    # bad option values, bad targets
         _error(str(exc))
         return EXIT_INPUT
-    except OSError as exc:                     # unreadable or unwritable files
-        _error(str(exc))
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
     except BrokenPipeError:                    # e.g. piped into head
         sys.stderr.close()
         return 0
+    except OSError as exc:                     # unreadable or unwritable files
+        _error(str(exc))
+        return EXIT_INPUT
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        _error("interrupted" if signum == signal.SIGINT
+               else f"terminated by {signal.Signals(signum).name}")
+        return 128 + signum
+    except Exception as exc:                   # whatever a hostile file may still provoke
+        _error(f"{type(exc).__name__}: {exc}")
+        return EXIT_INPUT
 
 
 def _error(message: str) -> None:
@@ -185,12 +226,63 @@ class _NoProgress:
 
 
 def _bad_target_message(t: np.ndarray, n_classes: int, ignore: int, row0: int,
-                        batch: tuple[int, ...]) -> str:
-    t64 = t.astype(np.int64, copy=False)
-    bad = (t64 != ignore) & ((t64 < 0) | (t64 >= n_classes))
-    i = int(np.argmax(bad))
-    return (f"TARGETS{position_of(row0 + i, batch)} = {t[i]} is not a valid class index: "
-            f"it must be in [0, {n_classes}) or equal --ignore-index ({ignore})")
+                        batch: tuple[int, ...], error: ValueError) -> str:
+    """The kernel's message with the position in the whole file (not in the chunk that
+    starts at flat row ``row0``) and the file's own value."""
+    i = first_invalid_target(t, n_classes, ignore)
+    if i is None:
+        return f"TARGETS: {error}"
+    return (f"TARGETS{position_of(row0 + i, batch)} = {t.reshape(-1)[i]} is not a valid "
+            f"class index: it must be in [0, {n_classes}) or equal --ignore-index ({ignore})")
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)         # hard links: same device and inode
+    except OSError:                           # one of them does not exist
+        return False
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an output that is, or links to, an input or the other
+    output, or that is not a regular file, or that has no folder to go to."""
+    inputs = [("LOGITS", split_spec(args.logits)[0])]
+    if args.targets is not None:
+        inputs.append(("TARGETS", split_spec(args.targets)[0]))
+    for option, out in (("--per-row", args.per_row), ("--plot", args.plot)):
+        if not out:
+            continue
+        if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+            raise InputError(f"{option}: the folder of {out} does not exist")
+        try:
+            mode = os.stat(out).st_mode
+        except OSError:
+            mode = None
+        if mode is not None and not stat.S_ISREG(mode):
+            raise InputError(f"{option} {out} exists and is not a regular file")
+        for role, path in inputs:
+            if _same_file(out, path):
+                raise InputError(f"{option} {out} is the same file as {role} {path}: "
+                                 "refusing to write over an input")
+        inputs.append((option, out))
+
+
+def _plot_format(path: str) -> str:
+    """The image format of ``path``'s extension, refused unless matplotlib writes it."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise InputError("--plot needs matplotlib, which is not installed: "
+                         "pip install matplotlib (or pip install 'xent_fast[plot]')") from None
+    ext = os.path.splitext(path)[1][1:].lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if ext not in known:
+        raise InputError(f"--plot {path}: the extension must name an image format "
+                         f"matplotlib writes ({', '.join(sorted(known))})")
+    return ext
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -200,26 +292,21 @@ def _score(args: argparse.Namespace) -> int:
         raise InputError(f"--chunk-rows must be at least 1, got {args.chunk_rows}")
     if args.threads is not None and (args.threads == 0 or args.threads < -1):
         raise InputError(f"--threads must be a positive count or -1, got {args.threads}")
-    if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise InputError("--plot needs matplotlib, which is not installed: "
-                             "pip install matplotlib (or pip install 'xent_fast[plot]')") from None
-    for option, out in (("--plot", args.plot), ("--per-row", args.per_row)):
-        if out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-            raise InputError(f"{option}: the folder of {out} does not exist")
+    plot_format = _plot_format(args.plot) if args.plot else None
+    _check_outputs(args)
 
     logits, target = _open_inputs(args)
-    writer = None
+    writer = plot = None
     try:
         by_index = _check_inputs(logits, target)
         n_classes = logits.shape[-1]
         batch = logits.shape[:-1]
-        n_rows = int(np.prod(batch, dtype=np.int64))
+        n_rows = math.prod(batch)
         comp = np.dtype(np.float32) if logits.dtype.itemsize == 2 else logits.dtype
         chunk = args.chunk_rows or max(1, CHUNK_BYTES // (n_classes * comp.itemsize))
         t_shape = () if by_index else (n_classes,)
+        if args.plot:
+            plot = StagedOutput(args.plot)
         if args.per_row:
             writer = NpzWriter(args.per_row, {
                 "loss": (batch, comp), "pred": (batch, np.dtype(np.int64)),
@@ -235,8 +322,6 @@ def _score(args: argparse.Namespace) -> int:
                 stop = min(start + chunk, n_rows)
                 x = logits.rows(start, stop, (n_classes,))
                 t = target.rows(start, stop, t_shape)
-                logits.prefetch(stop, stop + chunk)
-                target.prefetch(stop, stop + chunk)
                 try:
                     if writer is not None:
                         s = score(x, t, k=args.k, ignore_index=args.ignore_index,
@@ -249,23 +334,32 @@ def _score(args: argparse.Namespace) -> int:
                 except ValueError as exc:
                     if by_index and "is not a valid class index" in str(exc):
                         raise InputError(_bad_target_message(
-                            np.asarray(t), n_classes, args.ignore_index, start, batch)) from None
+                            t, n_classes, args.ignore_index, start, batch, exc)) from None
                     raise
                 totals += part
-                del x, t
-                logits.release(start, stop)
-                target.release(start, stop)
                 bar.update(stop - start)
         finally:
             bar.close()
         seconds = time.perf_counter() - t0
         summary = totals.summary()
+        logits.close()
+        target.close()
+        # Both outputs are made in full first, then moved into place together.
         if writer is not None:
             writer.close()
-            writer = None
-    finally:
+        if plot is not None:
+            draw_reliability(totals, str(plot.temp), title=os.path.basename(logits.name),
+                             format=plot_format)
         if writer is not None:
-            writer.abort()
+            writer.commit()
+            writer = None
+        if plot is not None:
+            plot.commit()
+            plot = None
+    finally:
+        for out in (writer, plot):
+            if out is not None:
+                out.abort()
         logits.close()
         target.close()
 
@@ -273,9 +367,7 @@ def _score(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(_table(args, logits, target, n_rows, summary, seconds))
-    if args.plot:
-        draw_reliability(totals, args.plot, title=os.path.basename(logits.name))
-        if not args.json:
+        if args.plot:
             print(f"reliability diagram: {args.plot}")
     return 0
 
@@ -306,9 +398,25 @@ def _table(args: argparse.Namespace, logits: ArrayFile, target: ArrayFile, n_row
     return "\n".join(lines)
 
 
-def draw_reliability(totals: ScoreTotals, path: str, title: str = "") -> None:
-    """A reliability diagram: accuracy against mean confidence per bin, the diagonal of
-    perfect calibration, and the share of rows per bin below."""
+def draw_reliability(totals: ScoreTotals, path: str, title: str = "",
+                     format: str | None = None) -> None:
+    """Draw a reliability diagram into an image file.
+
+    Accuracy against mean confidence per bin, the diagonal of perfect calibration, and
+    the share of rows per bin below.
+
+    Parameters
+    ----------
+    totals : ScoreTotals
+        The totals of the scored rows.
+    path : str
+        The image file to write.
+    title : str, optional
+        The title above the diagram.
+    format : str, optional
+        The image format (``"png"``, ``"pdf"``, ...); by default that of ``path``'s
+        extension.
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -339,5 +447,5 @@ def draw_reliability(totals: ScoreTotals, path: str, title: str = "") -> None:
     bottom.set_xlabel("confidence (largest softmax probability)")
     bottom.set_ylabel("share of rows")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format=format)
     plt.close(fig)

@@ -13,10 +13,12 @@ and on every worker.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
+from ._io import ArrayFile, first_invalid_target, read_block
 from ._score import ScoreTotals, _check_k, score_totals
 from ._validation import check_int64
 
@@ -42,8 +44,10 @@ def _block_totals(x: np.ndarray, t: np.ndarray, k: int, ignore_index: int,
         if "is not a valid class index" not in str(exc):
             raise
         t = np.asarray(t)
-        bad = (t != ignore_index) & ((t < 0) | (t >= x.shape[-1]))
-        local = np.unravel_index(int(np.argmax(bad)), t.shape) if t.ndim else ()
+        flat = first_invalid_target(t, x.shape[-1], ignore_index)
+        if flat is None:
+            raise
+        local = np.unravel_index(flat, t.shape) if t.ndim else ()
         pos = tuple(o + int(p) for o, p in zip(offset, local))
         where = "[" + ", ".join(map(str, pos)) + "]" if pos else ""
         raise ValueError(f"target{where} = {t[local] if t.ndim else t} is not a valid class "
@@ -152,10 +156,10 @@ def score(logits: Any, target: Any, k: int = 5, *, ignore_index: int = -100,
 
 def _load_rows(path: str, offset: int, dtype: str, shape: tuple[int, ...], start: int,
                stop: int) -> np.ndarray:
-    row = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
-    mm = np.memmap(path, dtype=dtype, mode="r", offset=offset + start * row,
-                   shape=(stop - start,) + tuple(shape[1:]))
-    return np.array(mm)        # a copy: the mapping is closed with the task
+    # Plain reads, not a memory map: a file cut short meanwhile is an error, not SIGBUS.
+    row = math.prod(shape[1:]) * np.dtype(dtype).itemsize
+    return read_block(path, offset + start * row, np.dtype(dtype),
+                      (stop - start,) + tuple(shape[1:]))
 
 
 def from_npy(path: str, rows_per_chunk: int | None = None) -> Any:
@@ -175,6 +179,12 @@ def from_npy(path: str, rows_per_chunk: int | None = None) -> Any:
     dask.array.Array
         The file's array, read lazily chunk by chunk.
 
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a regular file holding a valid array readable by rows (not
+        compressed, C order); the tasks raise it too if the file is cut short later.
+
     Examples
     --------
     >>> import numpy as np, tempfile, os, xent_fast.dask as xfd
@@ -186,7 +196,6 @@ def from_npy(path: str, rows_per_chunk: int | None = None) -> Any:
     """
     dask = _import_dask()
     da = dask.array
-    from ._io import ArrayFile
     with ArrayFile(str(path), "path", ()) as f:
         shape, dtype, fortran, offset, file = f.shape, f.dtype, f.fortran, f.data_offset, f.path
     if offset is None:
@@ -195,7 +204,7 @@ def from_npy(path: str, rows_per_chunk: int | None = None) -> Any:
         raise ValueError(f"{path} holds a 0-d array")
     if fortran and len(shape) > 1:
         raise ValueError(f"{path} is stored in Fortran order; save it in C order")
-    row_bytes = max(1, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+    row_bytes = max(1, math.prod(shape[1:]) * dtype.itemsize)
     rows = rows_per_chunk or max(1, (128 * 2**20) // row_bytes)
     if not isinstance(rows, int) or rows < 1:
         raise ValueError(f"rows_per_chunk must be a positive int, got {rows_per_chunk!r}")
