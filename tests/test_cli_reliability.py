@@ -176,6 +176,7 @@ HOSTILE = {
     "version9.npy": b"\x93NUMPY\x09\x00" + bytes(100),
     "badutf8.npy": _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1,)}",
                         version=(3, 0)).replace(b"descr", b"d\xffscr"),
+    "unbalanced.npy": _npy("{'descr': '<f4', 'fortran_order': False, 'shape': (500, 7}"),
     "zero.npz": b"",
     "junk.npz": b"PK\x03\x04" + bytes(200),
     "fortran3d.npy": None,
@@ -191,6 +192,11 @@ def test_a_hostile_file_is_a_clean_error(d, name):
     assert_clean_error(cli(d, name, "t.npy", timeout=60), name)
     if name.endswith(".npy"):
         assert_clean_error(cli(d, "x.npy", name, timeout=60), "TARGETS", name)
+
+
+def test_an_archive_of_logits_alone_does_not_serve_as_its_own_targets(d):
+    np.savez(d / "only.npz", logits=np.load(d / "x.npy"))
+    assert_clean_error(cli(d, "only.npz"), "TARGETS is missing: only.npz holds no targets")
 
 
 def test_missing_and_unreadable_files(d):

@@ -168,6 +168,10 @@ def _open_inputs(args: argparse.Namespace) -> tuple[ArrayFile, ArrayFile]:
                 raise InputError("TARGETS is missing (it may be left out only when LOGITS "
                                  "is an .npz archive that holds the targets too)")
             target = ArrayFile(path, "TARGETS", TARGET_KEYS)
+            if target.name == logits.name:       # the archive's only array: not targets
+                target.close()
+                raise InputError(f"TARGETS is missing: {path} holds no targets array "
+                                 f"(one of {list(TARGET_KEYS)}) besides the logits")
         else:
             target = ArrayFile(args.targets, "TARGETS", TARGET_KEYS)
     except BaseException:

@@ -24,6 +24,7 @@ import shutil
 import stat
 import struct
 import tempfile
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -146,7 +147,7 @@ def read_header(fp: IO[bytes], what: str) -> tuple[tuple[int, ...], bool, np.dty
         else:
             raise ValueError(f"unknown .npy format version {version[0]}.{version[1]}")
     except (ValueError, TypeError, SyntaxError, EOFError, MemoryError, RecursionError,
-            KeyError) as exc:
+            KeyError, tokenize.TokenError) as exc:   # TokenError: NumPy's Python 2 header fix
         raise InputError(f"{what} is not a valid .npy array: {exc}") from None
     except _ZIP_ERRORS as exc:           # a compressed member that is corrupt
         raise InputError(f"cannot read {what}: {exc}") from None
