@@ -16,12 +16,18 @@ Differences from PyTorch, on purpose:
 - bfloat16 and float16 are computed in float32; the loss and the gradient are returned in
   the input's dtype.
 
-Only CPU tensors are accepted; a tensor on another device raises ``ValueError``.
+Only dense CPU tensors are accepted; a tensor on another device raises ``ValueError``.
+A mistake raises ``TypeError`` or ``ValueError`` naming the torch argument (``input``,
+``target``, ``weight``, ...), of a class that is also the type PyTorch raises for it
+(``RuntimeError``, ``NotImplementedError``, ``IndexError``). Second derivatives are not
+supported: differentiating a gradient of these losses (``create_graph=True``, gradient
+penalties) raises ``RuntimeError``, never gives zeros.
 """
 
 from __future__ import annotations
 
-from typing import Any, cast
+import re
+from typing import Any, NoReturn, cast
 
 try:
     import torch
@@ -48,6 +54,41 @@ __all__ = [
 
 _NATIVE = (torch.float32, torch.float64)
 _WIDENED = (torch.float16, torch.bfloat16)
+_STRIDED = torch.strided
+
+try:
+    # True while a backward may run again over the same graph (retain_graph/create_graph)
+    from torch._C._autograd import _get_current_graph_task_keep_graph as _keep_graph
+except ImportError:  # pragma: no cover - another PyTorch: always hand out a fresh gradient
+    def _keep_graph() -> bool:
+        return True
+
+
+class _ValueError(ValueError, RuntimeError):
+    """A wrong shape or value; PyTorch raises RuntimeError (or ValueError) for these."""
+
+
+class _TypeError(TypeError, NotImplementedError):
+    """A wrong dtype or layout; PyTorch raises NotImplementedError, a RuntimeError."""
+
+
+class _IndexError(ValueError, IndexError):
+    """A class index out of range; PyTorch raises IndexError."""
+
+
+_OURS = (_ValueError, _TypeError, _IndexError)
+_CORE_NAMES = re.compile(r"\b(logits|target)\b")
+
+
+def _reraise(exc: Exception, names: dict[str, str]) -> NoReturn:
+    """Re-raise an error of the NumPy core in the adapter's terms: the torch argument
+    names, and a class that is also the exception type PyTorch raises for the mistake."""
+    if isinstance(exc, _OURS):
+        raise exc
+    msg = _CORE_NAMES.sub(lambda m: names.get(m.group(1), m.group(1)), str(exc))
+    if isinstance(exc, TypeError):
+        raise _TypeError(msg) from None
+    raise (_IndexError if "valid class index" in msg else _ValueError)(msg) from None
 
 
 def _legacy_reduction(size_average: Any, reduce: Any, reduction: str) -> str:
@@ -60,8 +101,11 @@ def _legacy_reduction(size_average: Any, reduce: Any, reduction: str) -> str:
 def _check_tensor(t: Any, name: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.device.type != "cpu":
-        raise ValueError(
+    if t.layout is not _STRIDED:
+        raise _TypeError(f"{name} is a {t.layout} tensor; xent_fast.torch takes dense tensors "
+                         f"(pass {name}.to_dense())")
+    if not t.is_cpu:  # (t.device costs a microsecond: only for the message)
+        raise _ValueError(
             f"{name} is on device {t.device}; xent_fast.torch computes on CPU tensors only "
             "(move it with .cpu(), or use PyTorch's own loss on that device)"
         )
@@ -72,8 +116,8 @@ def _float_input(t: torch.Tensor, name: str) -> None:
     """Accept float32/float64 (computed natively) and bf16/f16 (computed in float32)."""
     if t.dtype in _NATIVE or t.dtype in _WIDENED:
         return
-    raise TypeError(f"{name} must be a floating tensor (float32, float64, float16 or "
-                    f"bfloat16), got {t.dtype}")
+    raise _TypeError(f"{name} must be a floating tensor (float32, float64, float16 or "
+                     f"bfloat16), got {t.dtype}")
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -90,42 +134,164 @@ def _apply(fn: Any, *args: Any) -> Any:
     return fn.apply(*args)
 
 
-def _optional_np(t: Any, name: str) -> np.ndarray | None:
-    return None if t is None else _np(_check_tensor(t, name))
+def _weight_np(w: Any, name: str, dtype: torch.dtype) -> np.ndarray | None:
+    """A weight tensor's values in the computation dtype (bf16/f16 weights convert)."""
+    if w is None:
+        return None
+    _check_tensor(w, name)
+    if w.dtype is not dtype:
+        if w.is_complex():
+            raise _TypeError(f"{name} must be a real tensor, got {w.dtype}")
+        w = w.detach().to(dtype)
+    return _np(w)
+
+
+def _not_differentiable(fn: str, name: str) -> _ValueError:
+    # PyTorch's own words (and a RuntimeError, as there) for a weight it cannot differentiate
+    return _ValueError(f"The function '{fn}' is not differentiable with respect to argument "
+                       f"'{name}'. This input cannot have requires_grad True.")
+
+
+class _NoDoubleBackward(torch.autograd.Function):
+    """The gradients a backward under ``create_graph=True`` returns: computed by
+    ``fn`` in the forward, and any attempt to differentiate them raises.
+
+    The saved gradient passed in is an output of the loss node, so it carries that node
+    as its ``grad_fn`` and connects the result to the logits' graph: a second derivative
+    with respect to them reaches this backward and raises, rather than autograd's "does
+    not require grad", or a silent ``None`` with ``allow_unused``."""
+
+    @staticmethod
+    def forward(ctx: Any, name: str, fn: Any, node: Any, grad_loss: torch.Tensor,
+                *saved: torch.Tensor) -> Any:
+        ctx.name = name
+        return fn(node, grad_loss, saved, True)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:
+        raise RuntimeError(_double_backward(ctx.name))
+
+
+def _double_backward(name: str) -> str:
+    return (f"double backward of xent_fast.torch.{name} is not supported: its gradient "
+            "cannot be differentiated again (create_graph=True for a gradient penalty, "
+            "Hessians, ...); use PyTorch's own loss where second derivatives are needed")
+
+
+def _backward(name: str, grads: Any, ctx: Any, grad_loss: torch.Tensor | None) -> Any:
+    """The gradients of a loss Function: ``grads(ctx, grad_loss, saved, fresh)``, fresh
+    tensors whenever the graph may run backward again (a hook may edit what it is given
+    in place; the fast path hands out the saved gradient itself)."""
+    if grad_loss is None:
+        return (None,) * ctx.n_inputs
+    saved = ctx.saved_tensors
+    if torch.is_grad_enabled():  # create_graph=True
+        return _NoDoubleBackward.apply(name, grads, ctx, grad_loss, *saved)
+    return grads(ctx, grad_loss, saved, _keep_graph())
+
+
+def _scale(grad: torch.Tensor, grad_loss: torch.Tensor, reduction: str,
+           fresh: bool) -> torch.Tensor:
+    """grad_output * d(loss)/d(input), from the gradient of the loss's own value."""
+    if reduction == "none":
+        # per-row (or per-element) upstream gradient, broadcast over the class dimension
+        g = grad_loss.to(grad.dtype)
+        return grad * (g.unsqueeze(1) if grad.dim() > g.dim() and g.dim() > 0 else g)
+    if grad_loss.item() == 1.0:
+        # the usual loss.backward(): no N x C pass at all, unless the graph is kept
+        return grad.clone() if fresh else grad
+    return grad * grad_loss.to(grad.dtype)
 
 
 class _CrossEntropy(torch.autograd.Function):
-    """Loss and gradient in the forward pass; the backward scales the saved gradient."""
+    """Loss and gradient in the forward pass; the backward scales the saved gradient.
+
+    The gradient is also the second output (with ``inplace``, the input that now holds
+    it), so that its saved copy knows this node: see :class:`_NoDoubleBackward`."""
 
     @staticmethod
-    def forward(ctx: Any, input: torch.Tensor, target: torch.Tensor, options: dict[str, Any],
-                inplace: bool) -> Any:
+    def forward(ctx: Any, input: torch.Tensor, target: torch.Tensor,
+                weight: torch.Tensor | None, options: dict[str, Any], inplace: bool) -> Any:
         ctx.set_materialize_grads(False)
+        ctx.n_inputs = 5
         ctx.reduction = options["reduction"]
         x, t = _rows_layout(input.detach(), target.detach())
-        x_np = _np(x)
+        x_np, t_np = _np(x), _np(t)
+        if inplace:
+            _check_overlap(x_np, ((t_np, "target"), (options["weight"], "weight")))
+        # Probability targets' and weights' gradients need log_softmax(logits), taken
+        # before the kernel: in place, it writes the gradient over the logits.
+        soft = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+        lp = _log_probs(x_np, options["softcap"]) if soft else None
         loss, grad = _xc.cross_entropy_and_grad(
-            x_np, _np(t), grad_out=x_np if inplace else None, **options)
+            x_np, t_np, grad_out=x_np if inplace else None, **options)
         loss_t = torch.as_tensor(loss).to(input.dtype)
-        ctx.target_grad = None
-        if ctx.needs_input_grad[1]:
-            ctx.target_grad = _from_rows_layout(_soft_target_grad(x_np, options), input)
         if inplace:
             ctx.mark_dirty(input)
-            ctx.save_for_backward(input)
-            return loss_t, input
-        ctx.save_for_backward(_from_rows_layout(torch.from_numpy(grad), input))
-        return loss_t
+            grad_t = input
+        else:
+            grad_t = _from_rows_layout(torch.from_numpy(grad), input)
+        if soft:
+            ctx.options = options
+            ctx.in_layout = (input.dim(), target.dtype,
+                             None if weight is None else weight.dtype)
+            ctx.save_for_backward(grad_t, lp, t if ctx.needs_input_grad[2] else None)
+        else:
+            ctx.save_for_backward(grad_t)
+        return loss_t, grad_t
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor | None, *unused: Any) -> Any:
-        (grad,) = ctx.saved_tensors
-        if grad_loss is None:
-            return None, None, None, None
-        grad_x = _scale(grad, grad_loss, ctx.reduction)
-        grad_t = (None if ctx.target_grad is None
-                  else _scale(ctx.target_grad, grad_loss, ctx.reduction))
-        return grad_x, grad_t, None, None
+        return _backward("cross_entropy", _cross_entropy_grads, ctx, grad_loss)
+
+
+def _cross_entropy_grads(ctx: Any, grad_loss: torch.Tensor, saved: tuple[Any, ...],
+                         fresh: bool) -> tuple[Any, ...]:
+    grad_x = (_scale(saved[0], grad_loss, ctx.reduction, fresh)
+              if ctx.needs_input_grad[0] else None)
+    if len(saved) == 1:
+        return grad_x, None, None, None, None
+    _, lp, t = saved
+    # loss row r = -sum_c w_c q_rc lp_rc (+ z_loss, free of target and weight), with
+    # q = (1 - eps) target + eps / C: d/dtarget = -(1 - eps) w lp, d/dw = -sum_r q lp
+    o = ctx.options
+    n_classes = lp.shape[-1]
+    rows = lp.numel() // n_classes if n_classes else 0
+    g = grad_loss.to(torch.float64)
+    if ctx.reduction == "none":
+        g = g.unsqueeze(-1) if g.dim() else g  # rows layout: classes last
+    elif ctx.reduction == "mean":
+        g = g / rows if rows else g * 0.0
+    glp = lp * g
+    eps = o["label_smoothing"]
+    dim, t_dtype, w_dtype = ctx.in_layout
+    grad_t = grad_w = None
+    if ctx.needs_input_grad[1]:
+        gt = -(1.0 - eps) * glp
+        if o["weight"] is not None:
+            gt = gt * torch.from_numpy(o["weight"]).to(torch.float64)
+        grad_t = (gt.movedim(-1, 1) if dim > 2 else gt).to(t_dtype)
+    if ctx.needs_input_grad[2]:
+        q = t.to(torch.float64) * (1.0 - eps) + eps / n_classes
+        grad_w = (-(q * glp)).reshape(-1, n_classes).sum(0).to(w_dtype)
+    return grad_x, grad_t, grad_w, None, None
+
+
+def _log_probs(x: np.ndarray, cap: Any) -> torch.Tensor:
+    """log_softmax of the (soft-capped) logits in float64, classes last."""
+    z = x.astype(np.float64)
+    if cap is not None:
+        z = cap * np.tanh(z / cap)
+    return torch.from_numpy(np.asarray(_log_softmax(z)))
+
+
+def _check_overlap(x: np.ndarray, others: tuple[tuple[Any, str], ...]) -> None:
+    """In place, the kernel writes over ``x``: no other argument may share its memory
+    (checked on the arrays the kernel gets, not on the tensors they came from)."""
+    for arr, name in others:
+        if arr is not None and np.may_share_memory(x, arr):
+            raise _ValueError(f"inplace=True would write the gradient over {name}, which "
+                              "shares memory with input; use inplace=False")
 
 
 def _rows_layout(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,7 +302,7 @@ def _rows_layout(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, t
         x = x.float()
     if x.dim() > 2:
         x = x.movedim(1, -1)
-        if soft:
+        if soft and target.dim() == x.dim():  # else the core reports the shape mismatch
             target = target.movedim(1, -1)
     if soft and target.dtype != x.dtype:
         target = target.to(x.dtype)
@@ -150,31 +316,33 @@ def _from_rows_layout(g: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
     return g.movedim(-1, 1) if input.dim() > 2 else g
 
 
-def _scale(grad: torch.Tensor, grad_loss: torch.Tensor, reduction: str) -> torch.Tensor:
-    """grad_output * d(loss)/d(input), from the gradient of the loss's own value."""
-    if reduction == "none":
-        # per-row (or per-element) upstream gradient, broadcast over the class dimension
-        g = grad_loss.to(grad.dtype)
-        return grad * (g.unsqueeze(1) if grad.dim() > g.dim() and g.dim() > 0 else g)
-    if grad_loss.item() == 1.0:
-        return grad  # the usual loss.backward(): no N x C pass at all
-    return grad * grad_loss.to(grad.dtype)
-
-
-def _soft_target_grad(x: np.ndarray, options: dict[str, Any]) -> torch.Tensor:
-    """d(loss)/d(target) for probability targets, -(1 - eps) w_c log_softmax(z)_c per row,
-    divided as "mean" divides (rare: only when the target itself requires grad)."""
-    z = x.astype(np.float64)
-    cap = options["softcap"]
-    if cap is not None:
-        z = cap * np.tanh(z / cap)
-    g = -(1.0 - options["label_smoothing"]) * _log_softmax(z)
-    if options["weight"] is not None:
-        g = g * np.asarray(options["weight"], dtype=np.float64)
-    rows = int(np.prod(z.shape[:-1]))
-    if options["reduction"] == "mean" and rows:
-        g = g / rows
-    return torch.from_numpy(g)
+def _explain_cross_entropy(input: torch.Tensor, target: torch.Tensor,
+                           weight: torch.Tensor | None) -> None:
+    """Raise the shape mistake behind a core error in the torch layout (classes at
+    dimension 1), where the core saw the classes last; return if there is none."""
+    if input.dim() == 0:
+        raise _ValueError("input must have shape (C,), (N, C) or (N, C, d1, ..., dK), got a "
+                          "0-d tensor")
+    cdim = 0 if input.dim() == 1 else 1
+    shape = tuple(input.shape)
+    n_classes, batch = shape[cdim], shape[:cdim] + shape[cdim + 1:]
+    if n_classes == 0:
+        raise _IndexError(f"input has no classes: dimension {cdim} of its shape {shape} "
+                          "has length 0")
+    tshape = tuple(target.shape)
+    if target.is_floating_point() and tshape != shape:
+        if tshape == batch:
+            raise _TypeError(f"target has dtype {target.dtype} and the shape of class indices "
+                             f"{batch}: class indices must be integers (probability "
+                             f"targets need input's shape {shape})")
+        raise _ValueError(f"target must hold class indices of shape {batch} or "
+                          f"probabilities of input's shape {shape}, got shape {tshape}")
+    if not target.is_floating_point() and tshape != batch:
+        raise _ValueError(f"target holds class indices and must have shape {batch} (input's "
+                          f"shape without the class dimension {cdim}), got {tshape}")
+    if weight is not None and tuple(weight.shape) != (n_classes,):
+        raise _ValueError(f"weight must have shape ({n_classes},), one value per class, got "
+                          f"{tuple(weight.shape)}")
 
 
 def cross_entropy(
@@ -205,7 +373,10 @@ def cross_entropy(
     target : torch.Tensor
         Class indices (any integer dtype) or probabilities.
     weight, size_average, ignore_index, reduce, reduction, label_smoothing : optional
-        As ``torch.nn.functional.cross_entropy``.
+        As ``torch.nn.functional.cross_entropy``. A ``weight`` of another floating dtype
+        (bfloat16, float16, ...) is converted to the computation dtype. As in PyTorch,
+        a ``weight`` that requires grad gets its gradient with probability targets, and
+        raises ``RuntimeError`` with class indices.
     z_loss : float, default 0.0
         Adds ``z_loss * logsumexp(row)**2`` to each counted row (PaLM's auxiliary loss).
     softcap : float, optional
@@ -216,13 +387,24 @@ def cross_entropy(
         Write the gradient into ``input``'s memory in the forward pass, so that no N x C
         buffer is allocated. ``input`` then holds the gradient, and autograd knows it was
         modified (using its old values afterwards raises autograd's in-place error). It
-        needs a contiguous float32/float64 ``(N, C)`` or ``(C,)`` input that is not a leaf
-        requiring grad.
+        needs a contiguous float32/float64 ``(N, C)`` or ``(C,)`` input computed by
+        autograd (not a leaf) that owns its memory: a view (a slice, ``.view()``,
+        ``.reshape()``), memory shared with NumPy, or an ``input`` sharing memory with
+        ``target`` or ``weight`` raises ``ValueError`` before anything is written.
+        Without autograd, or when ``input`` does not require grad, nothing is written.
 
     Returns
     -------
     torch.Tensor
         The loss: a 0-d tensor, or per row with ``reduction="none"``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        For a mistake, of a class that is also the exception PyTorch raises for it
+        (``IndexError`` for a class index out of range, ``RuntimeError`` for a shape).
+    RuntimeError
+        When a second derivative is taken (double backward is not supported).
 
     Examples
     --------
@@ -237,67 +419,99 @@ def cross_entropy(
     _check_tensor(input, "input")
     _check_tensor(target, "target")
     _float_input(input, "input")
-    options: dict[str, Any] = dict(weight=_optional_np(weight, "weight"), ignore_index=ignore_index, reduction=reduction,
-                   label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-                   n_threads=n_threads)
-    if not (torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)):
-        x, t = _rows_layout(input.detach(), target.detach())
-        return torch.as_tensor(_xc.cross_entropy(_np(x), _np(t), **options)).to(input.dtype)
-    if target.requires_grad and not target.is_floating_point():
-        raise ValueError("target holds class indices and cannot require grad")
-    if inplace:
-        _check_inplace(input)
-        loss, _ = _apply(_CrossEntropy, input, target, options, True)
-        return cast(torch.Tensor, loss)
-    return cast(torch.Tensor, _apply(_CrossEntropy, input, target, options, False))
+    dtype = input.dtype if input.dtype in _NATIVE else torch.float32
+    options: dict[str, Any] = dict(
+        weight=_weight_np(weight, "weight", dtype), ignore_index=ignore_index,
+        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
+        softcap=softcap, n_threads=n_threads)
+    grad_mode = torch.is_grad_enabled()
+    weight_grad = grad_mode and weight is not None and weight.requires_grad
+    try:
+        if not (grad_mode and (input.requires_grad or target.requires_grad or weight_grad)):
+            x, t = _rows_layout(input.detach(), target.detach())
+            loss = _xc.cross_entropy(_np(x), _np(t), **options)
+            return torch.as_tensor(loss).to(input.dtype)
+        if weight_grad and not target.is_floating_point():
+            raise _not_differentiable("nll_loss_forward", "weight")
+        inplace = inplace and input.requires_grad  # else no gradient to write
+        if inplace:
+            _check_inplace(input)
+        return cast(torch.Tensor,
+                    _apply(_CrossEntropy, input, target, weight, options, inplace)[0])
+    except (TypeError, ValueError) as exc:
+        if not isinstance(exc, _OURS):
+            _explain_cross_entropy(input, target, weight)
+        _reraise(exc, {"logits": "input"})
 
 
 def _check_inplace(input: torch.Tensor) -> None:
     if input.dtype not in _NATIVE or not input.is_contiguous() or input.dim() > 2:
-        raise ValueError("inplace=True needs a contiguous float32 or float64 input of shape "
-                         "(N, C) or (C,); this input would be copied anyway")
-    if input.is_leaf and input.requires_grad:
-        raise ValueError("inplace=True would overwrite a leaf tensor that requires grad; "
-                         "use it on computed logits (e.g. the output of a Linear layer)")
+        raise _ValueError("inplace=True needs a contiguous float32 or float64 input of shape "
+                          "(N, C) or (C,); this input would be copied anyway")
+    if input.is_leaf:
+        raise _ValueError("inplace=True would overwrite a leaf tensor that requires grad; "
+                          "use it on computed logits (e.g. the output of a Linear layer)")
+    storage = input.untyped_storage()
+    if (input._base is not None or input.storage_offset()
+            or storage.nbytes() != input.numel() * input.element_size()
+            or not storage.resizable()):
+        # A view (its base would change under autograd's feet), or memory that PyTorch
+        # does not own alone (torch.from_numpy, DLPack): refuse before writing anything.
+        raise _ValueError("inplace=True writes the gradient into input's memory, which "
+                          "input does not own alone: it is a view of another tensor (a "
+                          "slice, .view(), .reshape()) or memory shared with NumPy. Use "
+                          "inplace=False, or compute the logits in their (N, C) shape")
 
 
 class _Binary(torch.autograd.Function):
     """Elementwise losses: the gradient with respect to the logits comes from the forward
-    kernel; the target's gradient (rare) from the logits, while they are at hand."""
+    kernel; the target's gradient (rare) from the logits, while they are at hand. The
+    gradient is also the second output, as in :class:`_CrossEntropy`."""
 
     @staticmethod
     def forward(ctx: Any, input: torch.Tensor, target: torch.Tensor, kind: str,
-                options: dict[str, Any]) -> torch.Tensor:
+                options: dict[str, Any]) -> Any:
         ctx.set_materialize_grads(False)
+        ctx.n_inputs = 4
+        ctx.name = "binary_cross_entropy_with_logits" if kind == "bce" else "sigmoid_focal_loss"
         ctx.reduction = options["reduction"]
         x, t = _binary_layout(input.detach(), target.detach())
         fn = (_xb.binary_cross_entropy_with_logits_and_grad if kind == "bce"
               else _xb.sigmoid_focal_loss_and_grad)
         loss, grad = fn(_np(x), _np(t), **options)
-        ctx.target_grad = None
+        grad_t = torch.from_numpy(grad).to(input.dtype)
         if ctx.needs_input_grad[1]:
-            ctx.target_grad = _bce_target_grad(x, options).to(input.dtype)
-        ctx.save_for_backward(torch.from_numpy(grad).to(input.dtype))
-        return torch.as_tensor(loss).to(input.dtype)
+            ctx.save_for_backward(grad_t, _bce_target_grad(x, options).to(target.dtype))
+        else:
+            ctx.save_for_backward(grad_t)
+        return torch.as_tensor(loss).to(input.dtype), grad_t
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: torch.Tensor | None) -> Any:
-        (grad,) = ctx.saved_tensors
-        if grad_loss is None:
-            return None, None, None, None
-        if ctx.reduction == "none":  # elementwise: same shape as the gradient
-            gl = grad_loss.to(grad.dtype)
-            return (grad * gl, None if ctx.target_grad is None else ctx.target_grad * gl,
-                    None, None)
-        return (_scale(grad, grad_loss, ctx.reduction),
-                None if ctx.target_grad is None
-                else _scale(ctx.target_grad, grad_loss, ctx.reduction), None, None)
+    def backward(ctx: Any, grad_loss: torch.Tensor | None, *unused: Any) -> Any:
+        return _backward(ctx.name, _binary_grads, ctx, grad_loss)
+
+
+def _binary_grads(ctx: Any, grad_loss: torch.Tensor, saved: tuple[Any, ...],
+                  fresh: bool) -> tuple[Any, ...]:
+    out: list[torch.Tensor | None] = []
+    for grad, needed in zip(saved, ctx.needs_input_grad):
+        if not needed:
+            out.append(None)
+        elif ctx.reduction == "none":  # elementwise: the gradient's shape
+            out.append(grad * grad_loss.to(grad.dtype))
+        else:
+            out.append(_scale(grad, grad_loss, ctx.reduction, fresh))
+    return out[0], out[1] if len(out) > 1 else None, None, None
 
 
 def _binary_layout(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dtype in _WIDENED:
         x = x.float()
-    return x, target.to(x.dtype) if target.dtype != x.dtype else target
+    if target.dtype != x.dtype:
+        if target.is_complex():
+            raise _TypeError(f"target must be a real tensor, got {target.dtype}")
+        target = target.to(x.dtype)
+    return x, target
 
 
 def _bce_target_grad(x: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
@@ -333,9 +547,11 @@ def binary_cross_entropy_with_logits(
     input : torch.Tensor
         Logits of any shape; each element is one binary problem (multi-label: ``(N, C)``).
     target : torch.Tensor
-        Same shape, 0/1 or soft labels.
+        Same shape, 0/1 or soft labels. Differentiable, as in PyTorch.
     weight, size_average, reduce, reduction, pos_weight : optional
-        As PyTorch: ``weight`` broadcasts to the input, ``pos_weight`` along the last axis.
+        As PyTorch: ``weight`` broadcasts to the input, ``pos_weight`` along the last axis;
+        other floating dtypes (bfloat16, ...) are converted to the computation dtype. As
+        in PyTorch, they cannot require grad (``RuntimeError``).
     n_threads : int, optional
         OpenMP threads.
 
@@ -356,13 +572,19 @@ def binary_cross_entropy_with_logits(
     reduction = _legacy_reduction(size_average, reduce, reduction)
     _check_tensor(input, "input")
     _check_tensor(target, "target")
+    _float_input(input, "input")
     if input.shape != target.shape:
-        raise ValueError(f"target size ({tuple(target.shape)}) must be the same as input "
-                         f"size ({tuple(input.shape)})")
-    options: dict[str, Any] = dict(weight=_optional_np(weight, "weight"),
-                                   pos_weight=_optional_np(pos_weight, "pos_weight"),
+        raise _ValueError(f"target size ({tuple(target.shape)}) must be the same as input "
+                          f"size ({tuple(input.shape)})")
+    dtype = input.dtype if input.dtype in _NATIVE else torch.float32
+    if torch.is_grad_enabled():
+        for w, name in ((weight, "weight"), (pos_weight, "pos_weight")):
+            if w is not None and w.requires_grad:
+                raise _not_differentiable("binary_cross_entropy_with_logits", name)
+    options: dict[str, Any] = dict(weight=_weight_np(weight, "weight", dtype),
+                                   pos_weight=_weight_np(pos_weight, "pos_weight", dtype),
                                    reduction=reduction, n_threads=n_threads)
-    return _binary("bce", input, target, options)
+    return _binary("bce", input, target, options, {"logits": "input"})
 
 
 def sigmoid_focal_loss(
@@ -407,26 +629,29 @@ def sigmoid_focal_loss(
     """
     _check_tensor(inputs, "inputs")
     _check_tensor(targets, "targets")
+    _float_input(inputs, "inputs")
     if inputs.shape != targets.shape:
-        raise ValueError(f"targets size ({tuple(targets.shape)}) must be the same as inputs "
-                         f"size ({tuple(inputs.shape)})")
+        raise _ValueError(f"targets size ({tuple(targets.shape)}) must be the same as inputs "
+                          f"size ({tuple(inputs.shape)})")
     if targets.requires_grad and torch.is_grad_enabled():
-        raise ValueError("xent_fast.torch.sigmoid_focal_loss does not differentiate with "
-                         "respect to targets; pass targets.detach()")
+        raise _ValueError("xent_fast.torch.sigmoid_focal_loss does not differentiate with "
+                          "respect to targets; pass targets.detach()")
     options: dict[str, Any] = dict(alpha=alpha, gamma=gamma, reduction=reduction,
                                    n_threads=n_threads)
-    return _binary("focal", inputs, targets, options)
+    return _binary("focal", inputs, targets, options, {"logits": "inputs", "target": "targets"})
 
 
 def _binary(kind: str, input: torch.Tensor, target: torch.Tensor,
-            options: dict[str, Any]) -> torch.Tensor:
-    _float_input(input, "input" if kind == "bce" else "inputs")
-    if not (torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)):
-        fn = (_xb.binary_cross_entropy_with_logits if kind == "bce"
-              else _xb.sigmoid_focal_loss)
-        x, t = _binary_layout(input.detach(), target.detach())
-        return torch.as_tensor(fn(_np(x), _np(t), **options)).to(input.dtype)
-    return cast(torch.Tensor, _apply(_Binary, input, target, kind, options))
+            options: dict[str, Any], names: dict[str, str]) -> torch.Tensor:
+    try:
+        if not (torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)):
+            fn = (_xb.binary_cross_entropy_with_logits if kind == "bce"
+                  else _xb.sigmoid_focal_loss)
+            x, t = _binary_layout(input.detach(), target.detach())
+            return torch.as_tensor(fn(_np(x), _np(t), **options)).to(input.dtype)
+        return cast(torch.Tensor, _apply(_Binary, input, target, kind, options)[0])
+    except (TypeError, ValueError) as exc:
+        _reraise(exc, names)
 
 
 class CrossEntropyLoss(_WeightedLoss):
