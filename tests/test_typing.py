@@ -108,6 +108,10 @@ def test_users_code_is_checked_against_the_annotations(tmp_path):
     assert good.returncode == 0, good.stdout + good.stderr
     bad = _mypy(["mypy", "--strict", *cache, "bad.py"], str(tmp_path), env)
     assert bad.returncode == 1 and '"n_threads"' in bad.stdout, bad.stdout + bad.stderr
+    # reduction is a Literal: a misspelt one is caught before it runs
+    (tmp_path / "avg.py").write_text(USER_CODE + 'xf.cross_entropy(x, [0], reduction="avg")\n')
+    avg = _mypy(["mypy", "--strict", *cache, "avg.py"], str(tmp_path), env)
+    assert avg.returncode == 1 and '"reduction"' in avg.stdout, avg.stdout + avg.stderr
 
 
 @needs_mypy

@@ -18,6 +18,7 @@ from ._simd import kernels
 from ._validation import (
     _FLOAT_NUMS,
     REDUCTIONS,
+    Reduction,
     as_float_array,
     as_float_like,
     check_number,
@@ -135,7 +136,8 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
     return result, grad
 
 
-def binary_cross_entropy(probs: Any, target: Any, *, weight: Any = None, reduction: str = "mean",
+def binary_cross_entropy(probs: Any, target: Any, *, weight: Any = None,
+                         reduction: Reduction = "mean",
                          n_threads: int | None = None) -> Any:
     """Binary cross-entropy between predicted probabilities and targets.
 
@@ -175,7 +177,7 @@ def binary_cross_entropy(probs: Any, target: Any, *, weight: Any = None, reducti
 
 
 def binary_cross_entropy_and_grad(probs: Any, target: Any, *, weight: Any = None,
-                                  reduction: str = "mean", n_threads: int | None = None,
+                                  reduction: Reduction = "mean", n_threads: int | None = None,
                                   grad_output: Any = 1.0, grad_out: np.ndarray | None = None,
                                   ) -> tuple[Any, np.ndarray]:
     """:func:`binary_cross_entropy` and its gradient with respect to ``probs``.
@@ -211,7 +213,7 @@ def binary_cross_entropy_and_grad(probs: Any, target: Any, *, weight: Any = None
 
 
 def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = None,
-                                     pos_weight: Any = None, reduction: str = "mean",
+                                     pos_weight: Any = None, reduction: Reduction = "mean",
                                      n_threads: int | None = None) -> Any:
     """Binary cross-entropy of ``sigmoid(logits)`` against targets, computed stably.
 
@@ -257,7 +259,7 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
 
 def binary_cross_entropy_with_logits_and_grad(
     logits: Any, target: Any, *, weight: Any = None, pos_weight: Any = None,
-    reduction: str = "mean", n_threads: int | None = None, grad_output: Any = 1.0,
+    reduction: Reduction = "mean", n_threads: int | None = None, grad_output: Any = 1.0,
     grad_out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
     """:func:`binary_cross_entropy_with_logits` and its gradient with respect to the logits.
@@ -299,7 +301,7 @@ def _focal_options(alpha: Any, gamma: Any) -> tuple[float, float]:
 
 
 def sigmoid_focal_loss(logits: Any, target: Any, *, alpha: float = 0.25, gamma: float = 2.0,
-                       reduction: str = "none", n_threads: int | None = None) -> Any:
+                       reduction: Reduction = "none", n_threads: int | None = None) -> Any:
     """Focal loss of RetinaNet on logits: ``alpha_t (1 - p_t)^gamma bce(x, y)``.
 
     The semantics and defaults of ``torchvision.ops.sigmoid_focal_loss``: ``p =
@@ -339,7 +341,7 @@ def sigmoid_focal_loss(logits: Any, target: Any, *, alpha: float = 0.25, gamma: 
 
 def sigmoid_focal_loss_and_grad(
     logits: Any, target: Any, *, alpha: float = 0.25, gamma: float = 2.0,
-    reduction: str = "none", n_threads: int | None = None, grad_output: Any = 1.0,
+    reduction: Reduction = "none", n_threads: int | None = None, grad_output: Any = 1.0,
     grad_out: np.ndarray | None = None,
 ) -> tuple[Any, np.ndarray]:
     """:func:`sigmoid_focal_loss` and its gradient with respect to the logits.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import operator
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -30,6 +30,8 @@ INDEX_BITS = {np.dtype(c).num: np.dtype(c).itemsize * 8 for c in "ilq"
               if np.dtype(c).itemsize in (4, 8)}
 _INDEX_NUMS = frozenset(INDEX_BITS)
 REDUCTIONS = frozenset(("mean", "sum", "none"))
+# The type of every public ``reduction`` argument: a type checker catches "avg".
+Reduction = Literal["mean", "sum", "none"]
 # The name of a float dtype in the kernels' fused signatures (``__signatures__`` keys).
 CTYPE = {F32: "float", F64: "double"}
 
