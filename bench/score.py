@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Scoring throughput of xent_fast.score against NumPy, SciPy and PyTorch, and the
-xent-fast command on a multi-GB memory-mapped file with its peak RSS.
+xent-fast command on a multi-GB file with its peak RSS.
 
     python bench/score.py                 # full run (a few minutes: writes a 4 GB file)
     python bench/score.py --quick         # small shapes, a 0.25 GB file
@@ -181,7 +181,7 @@ def report(results: list[dict], cli: dict | None, info: dict, mode: str, repeat:
                          f"{r['rows'] / t:,.0f} | {r['bytes'] / t / 1e9:.2f} | {speed} |")
     notes = [f"- {r['case']}: {n}" for r in results for n in r["notes"]]
     if cli:
-        lines += ["", "## The command line on a memory-mapped file", ""]
+        lines += ["", "## The command line on a multi-GB file", ""]
         if cli["exit_code"] != 0:
             lines.append(f"`xent-fast score` FAILED with exit code {cli['exit_code']}")
         else:
