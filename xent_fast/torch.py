@@ -508,8 +508,8 @@ def _binary_layout(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor,
     if x.dtype in _WIDENED:
         x = x.float()
     if target.dtype != x.dtype:
-        if target.is_complex():
-            raise _TypeError(f"target must be a real tensor, got {target.dtype}")
+        if target.is_complex():  # (named in the caller's terms by _reraise)
+            raise TypeError(f"target must be a real tensor, got {target.dtype}")
         target = target.to(x.dtype)
     return x, target
 
