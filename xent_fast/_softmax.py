@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -10,7 +9,7 @@ import numpy as np
 from ._runtime import kernel_type
 from ._simd import kernels
 from ._validation import (_FLOAT_NUMS, _asarray, as_float_array, check_out, check_threads,
-                          class_axes)
+                          class_axes, classes_last)
 
 # The kernels take the arrays as they are and check them in C.
 _k = kernels("_softmax_kernels")
@@ -35,10 +34,8 @@ def _classes_last(x: np.ndarray, axis: Any) -> tuple[np.ndarray, tuple[int, ...]
             f"logits is 0-d: it has no axis {axis!r} (axis=None takes it as one class)")
     axes = class_axes(axis, x.ndim)
     rest = tuple(i for i in range(x.ndim) if i not in axes)
-    batch = tuple(x.shape[i] for i in rest)
-    moved = x.transpose(rest + axes)
-    n = math.prod(x.shape[i] for i in axes)
-    return np.ascontiguousarray(moved).reshape(batch + (n,)), batch, moved.shape
+    rows = classes_last(x, axes)
+    return rows, rows.shape[:-1], tuple(x.shape[i] for i in rest + axes)
 
 
 def _rowwise(kernel: Any, logits: Any, axis: Any, out: np.ndarray | None,

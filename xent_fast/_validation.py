@@ -8,6 +8,7 @@ attribute reads, because small calls in training loops pay for every microsecond
 
 from __future__ import annotations
 
+import math
 import operator
 import os
 from typing import Any, Literal
@@ -104,6 +105,15 @@ def class_axes(axis: Any, ndim: int) -> tuple[int, ...]:
     if len(set(axes)) != len(axes):
         raise ValueError(f"axis {axis!r} names an axis more than once")
     return tuple(sorted(axes))
+
+
+def classes_last(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """A C-contiguous copy of ``a`` with the axes ``axes`` (sorted) moved last and
+    flattened into one: rows of classes, the other axes in their order."""
+    rest = [i for i in range(a.ndim) if i not in axes]
+    moved = a.transpose(rest + list(axes))
+    n = math.prod(a.shape[i] for i in axes)
+    return np.ascontiguousarray(moved).reshape([a.shape[i] for i in rest] + [n])
 
 
 def as_float_like(x: Any, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:

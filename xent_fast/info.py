@@ -27,15 +27,13 @@ true class probability 0.7.
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from numpy.exceptions import AxisError
 
 from . import _info_kernels as _k
-from ._validation import CTYPE, _asarray, check_threads, position_of
+from ._validation import CTYPE, _asarray, check_threads, class_axes, classes_last, position_of
 
 __all__ = ["surprisal", "entropy", "cross_entropy", "kl_divergence"]
 
@@ -85,39 +83,10 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
-def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
-    """``axis`` (an int, a tuple of ints, or None for every axis) as sorted, distinct,
-    non-negative axes, as ``scipy.stats.entropy`` takes it."""
-    if axis is None:
-        return tuple(range(ndim))
-    items = axis if isinstance(axis, tuple) else (axis,)
-    axes = []
-    for a in items:
-        if isinstance(a, (bool, np.bool_)):
-            raise TypeError("axis must be an int, a tuple of ints or None, got a bool")
-        try:
-            i = operator.index(a)
-        except TypeError:
-            raise TypeError(f"axis must be an int, a tuple of ints or None, got {_describe(a)}") from None
-        if not -ndim <= i < ndim:
-            raise AxisError(i, ndim, "axis")     # a ValueError (and IndexError)
-        axes.append(i % ndim)
-    if len(set(axes)) != len(axes):
-        raise ValueError(f"axis {axis!r} names an axis more than once")
-    return tuple(sorted(axes))
-
-
 class _Moved(NamedTuple):
     """How the caller's outcome axes were moved last and flattened into one."""
     shape: tuple[int, ...]       # the caller's shape
     axes: tuple[int, ...]        # the outcome axes, sorted
-
-
-def _outcomes_last(a: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    batch = [i for i in range(a.ndim) if i not in axes]
-    moved = np.transpose(a, batch + list(axes))
-    n = math.prod(a.shape[i] for i in axes)
-    return np.ascontiguousarray(moved).reshape([a.shape[i] for i in batch] + [n])
 
 
 def _not_probability(name: str, arr: np.ndarray, flat: int, moved: _Moved | None = None) -> ValueError:
@@ -182,11 +151,11 @@ def _measure(measure: int, p: Any, q: Any, base: Any, axis: Any) -> Any:
         raise ValueError("p must have at least one dimension (a probability vector), got a scalar")
     moved = None
     if type(axis) is not int or axis != -1:
-        axes = _axes(axis, pa.ndim)
+        axes = class_axes(axis, pa.ndim)
         if axes != (pa.ndim - 1,):   # the kernels reduce the last axis: one transposed copy
             moved = _Moved(pa.shape, axes)
-            pa = _outcomes_last(pa, axes)
-            qa = None if qa is None else _outcomes_last(qa, axes)
+            pa = classes_last(pa, axes)
+            qa = None if qa is None else classes_last(qa, axes)
     n = pa.shape[-1]
     if n == 0:
         # A sum over no outcomes is 0, as scipy.stats.entropy gives for an empty vector.
