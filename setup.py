@@ -40,7 +40,10 @@ from setuptools.command.build_ext import build_ext
 BASELINE_MODULES = ["_runtime", "_info_kernels"]
 # The hot kernels are also compiled for wider instruction sets, from the same source,
 # as xent_fast/_<name>_kernels_<level>; xent_fast/_simd.py picks one at import.
-SIMD_MODULES = ["_softmax_kernels", "_cross_entropy_kernels", "_binary_kernels", "_score_kernels"]
+SIMD_MODULES = ["_softmax_kernels", "_cross_entropy_kernels", "_binary_kernels", "_score_kernels",
+                # xent_fast.jax's compiled XLA FFI handlers: each includes a kernel source
+                # (src/_xla_*.pyx), so it is built for the same levels
+                "_xla_cross_entropy", "_xla_binary"]
 SIMD_LEVELS = {
     "gcc": {
         "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mpopcnt"],
