@@ -54,7 +54,9 @@ _OPTAX_GRAD = {(fn, argnums): jax.jit(jax.grad(_weighted_sum(fn), argnums=argnum
                for argnums in (0, 1)}
 OPTAX = {INT: _optax_jit(optax.softmax_cross_entropy_with_integer_labels),
          SOFT: _optax_jit(optax.softmax_cross_entropy)}
-MECHANISMS = ["ffi", "callback"] if xfj.mechanism() == "ffi" else ["callback"]
+# every mechanism this process registered: the compiled handler, the ctypes one, and
+# pure_callback (see xent_fast.jax.mechanism)
+MECHANISMS = [m for m in ("ffi", "ctypes") if m in xfj._TARGETS] + ["callback"]
 # float32 results against float64 (the reference) or against optax, which rounds
 # differently: a few ulps of the row's log-sum-exp.
 F32 = dict(rtol=2e-6, atol=2e-6)
@@ -147,12 +149,14 @@ def test_reloading_the_module_keeps_every_handler_alive():
     import importlib
     compiled_before = jax.jit(lambda x: INT(x, 1))
     assert np.isclose(float(compiled_before(np.zeros(4, np.float32))), np.log(4))
-    mechanism, target = xfj.mechanism(), xfj._TARGET
+    mechanism, targets = xfj.mechanism(), xfj._TARGETS
     importlib.reload(xfj)
     gc.collect()
     assert xfj.mechanism() == mechanism
-    if mechanism == "ffi":
-        assert xfj._TARGET != target
+    if "ctypes" in targets:     # a new ctypes handler, under a name of its own
+        assert xfj._TARGETS["ctypes"]["softmax"] != targets["ctypes"]["softmax"]
+    if "ffi" in targets:        # the compiled handler cannot die: the same one
+        assert xfj._TARGETS["ffi"] == targets["ffi"]
     assert np.isclose(float(compiled_before(np.ones(4, np.float32))), np.log(4))
     after = jax.jit(jax.grad(lambda x: INT(x, 2)))(np.zeros(4, np.float32))
     _close(after, [0.25, 0.25, -0.75, 0.25], F32)
@@ -166,8 +170,9 @@ def test_docstring_examples_run():
 # --- values and gradients ----------------------------------------------------------------
 
 # eager calls go through the same mechanism as jitted ones: one of them is enough there
-@pytest.mark.parametrize("jit, mech", [(False, "ffi"), (True, "ffi"), (True, "callback")],
-                         ids=["eager", "jit", "jit-callback"])
+@pytest.mark.parametrize("jit, mech", [(False, "ffi"), (True, "ffi"), (True, "ctypes"),
+                                       (True, "callback")],
+                         ids=["eager", "jit", "jit-ctypes", "jit-callback"])
 @pytest.mark.parametrize("shape", [(7,), (5, 7), (2, 3, 7), (0, 7), (3, 1)],
                          ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("kind", ["int", "soft"])

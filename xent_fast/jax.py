@@ -33,6 +33,7 @@ import ctypes
 import operator
 import os
 import warnings
+from functools import partial
 from typing import Any, Sequence, Union
 
 import numpy as np
@@ -46,11 +47,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without JAX
         'xent_fast.jax needs JAX; install it with: pip install "xent_fast[jax]"'
     ) from exc
 
-from ._cross_entropy import cross_entropy, cross_entropy_and_grad
+from ._cross_entropy import cross_entropy as _np_cross_entropy
+from ._cross_entropy import cross_entropy_and_grad as _np_cross_entropy_and_grad
+from ._simd import kernels as _kernels
 
 __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
+    "sigmoid_binary_cross_entropy",
+    "sigmoid_focal_loss",
     "mechanism",
 ]
 
@@ -92,18 +97,18 @@ def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, g: np.ndarra
             _raise_bad_label(y_in, rows_in, n)
         try:
             if grad is None:
-                out = cross_entropy(x, t, ignore_index=_INT64_MIN, reduction="none")
+                out = _np_cross_entropy(x, t, ignore_index=_INT64_MIN, reduction="none")
             else:
-                out = cross_entropy_and_grad(x, t, ignore_index=_INT64_MIN, reduction="none",
+                out = _np_cross_entropy_and_grad(x, t, ignore_index=_INT64_MIN, reduction="none",
                                              grad_output=go, grad_out=grad)[0]
         except ValueError:
             _raise_bad_label(y_in, rows_in, n)
             raise
     else:
         if grad is None:
-            out = cross_entropy(x, y, reduction="none")
+            out = _np_cross_entropy(x, y, reduction="none")
         else:
-            out = cross_entropy_and_grad(x, y, reduction="none", grad_output=go,
+            out = _np_cross_entropy_and_grad(x, y, reduction="none", grad_output=go,
                                          grad_out=grad)[0]
         if rows is not None:
             skipped = ~rows
@@ -274,6 +279,61 @@ def _execute(frame: Any) -> None:
     _compute(x, y, rows, g, loss, grad)
 
 
+def _binary_compute(params: np.ndarray, x: np.ndarray, y: np.ndarray, g: np.ndarray | None,
+                    out: np.ndarray) -> None:
+    """The binary kernels on NumPy arrays: params (..., 4) = (mode, kind, alpha, gamma)
+    (leading dimensions are copies that vmap adds), mode 0 the losses of x against y
+    into ``out``, mode 1 the gradient scaled elementwise by ``g`` (out may be x)."""
+    mode, kind, alpha, gamma = (float(v) for v in params.reshape(-1, 4)[0])
+    if x.size == 0:
+        return
+    two = [None if a is None else a.reshape(1, -1) for a in (x, y, g, out)]
+    _binary_kernel()(int(kind), two[0], two[1], None, None, two[3] if mode == 0 else None,
+                     two[3] if mode == 1 else None, two[2], 1.0,
+                     alpha if alpha >= 0 else -1.0, gamma, 0)
+
+
+def _binary_kernel() -> Any:
+    return _kernels("_binary_kernels").binary_loss
+
+
+def _binary_callback(mode: int) -> Any:
+    """The host function of the ``jax.pure_callback`` mechanism for the binary losses."""
+    def host(params: Any, x: Any, y: Any, *extra: Any) -> Any:
+        x, y = np.asarray(x), np.asarray(y)
+        g = np.asarray(extra[0]) if mode == 1 else None
+        out = np.empty(x.shape, x.dtype)
+        _binary_compute(np.asarray(params), x, y, g, out)
+        return (out,)
+    return host
+
+
+def _binary_execute(frame: Any) -> None:
+    # Arguments: params, logits, labels, then for the gradient the upstream gradient
+    # (and an argument that only orders the call); one result.
+    args, rets = frame.args, frame.rets
+    for lst in (args, rets):
+        if lst.size and any(lst.types[i] != _KIND_BUFFER for i in range(lst.size)):
+            raise TypeError("the xent_fast FFI call takes and returns buffers only")
+    if not 3 <= args.size <= 5 or rets.size != 1:
+        raise TypeError(f"the xent_fast FFI call takes 3 to 5 buffers and returns 1, "
+                        f"got {args.size} and {rets.size}")
+    params = _view(args.items[0], True)
+    x = _view(args.items[1], True)
+    y = _view(args.items[2], True)
+    g = _view(args.items[3], True) if args.size > 3 else None
+    out = _view(rets.items[0], False)
+    if (params.shape[-1:] != (4,) or params.dtype != x.dtype or y.shape != x.shape
+            or out.shape != x.shape or y.dtype != x.dtype or out.dtype != x.dtype
+            or x.dtype.kind != "f" or (g is not None and (g.shape, g.dtype) != (x.shape, x.dtype))):
+        raise TypeError("the xent_fast FFI call got buffers of unexpected shapes or types")
+    if params.size and params.reshape(-1, 4)[0, 0] == 1 and g is None:
+        raise TypeError("the xent_fast FFI call got no upstream gradient")
+    if out.size and out.ctypes.data == x.ctypes.data:
+        x = out  # the gradient replaces the logits (input_output_aliases)
+    _binary_compute(params, x, y, g, out)
+
+
 def _error(frame: Any, exc: BaseException) -> int | None:
     errc = _ERR_INVALID_ARGUMENT if isinstance(exc, (ValueError, TypeError)) else _ERR_INTERNAL
     api = frame.api
@@ -284,8 +344,16 @@ def _error(frame: Any, exc: BaseException) -> int | None:
     return api.contents.error_create(ctypes.byref(args))  # type: ignore[no-any-return]
 
 
-@ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_CallFrame))
-def _handler(frame_ptr: Any) -> int | None:
+def _ctypes_handler(execute: Any) -> Any:
+    """An XLA FFI handler, a ctypes callback that decodes the call frame and runs
+    ``execute(frame)`` (Python, under the GIL, on XLA's thread)."""
+    @ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_CallFrame))
+    def handler(frame_ptr: Any) -> int | None:
+        return _handle(frame_ptr, execute)
+    return handler
+
+
+def _handle(frame_ptr: Any, execute: Any) -> int | None:
     frame = frame_ptr.contents
     try:
         if frame.struct_size < _FRAME_SIZE:
@@ -307,42 +375,91 @@ def _handler(frame_ptr: Any) -> int | None:
             md.traits = 0
             return None
         if frame.stage == _STAGE_EXECUTE:
-            _execute(frame)
+            execute(frame)
         return None
     except BaseException as exc:  # noqa: BLE001 - a ctypes callback must not raise
         return _error(frame, exc)
 
 
-def _register() -> tuple[str, str]:
-    """Register the FFI handler: (the mechanism in use, the handler's target name)."""
-    name = "xent_fast_softmax_cross_entropy"
-    wanted = os.environ.get("XENT_FAST_JAX_MECHANISM", "").strip().lower()
-    if wanted == "callback":
-        return "callback", name
-    if wanted not in ("", "ffi"):
-        warnings.warn(f"XENT_FAST_JAX_MECHANISM={wanted!r} is neither 'ffi' nor 'callback'; "
-                      "using the default", RuntimeWarning, stacklevel=3)
-    # XLA keeps a handler for the life of the process, and refuses a second one under
-    # the same name. This module may be reloaded or imported afresh, which makes a new
-    # handler: it is registered under a name of its own, and no handler is ever freed
-    # (each gets a reference that is never released).
-    capsule = None
-    for target in (name, f"{name}_{id(_handler):x}"):
+_handler = _ctypes_handler(_execute)
+_binary_handler = _ctypes_handler(_binary_execute)
+
+
+def _register_ctypes(name: str, handler: Any) -> str:
+    """Register a ctypes handler; its target name. XLA keeps a handler for the life of
+    the process and refuses a second, different one under the same name. This module
+    may be reloaded or imported afresh, which makes a new handler: it is registered
+    under a name of its own, and no handler is ever freed (each gets a reference that
+    is never released)."""
+    capsule = jax.ffi.pycapsule(ctypes.cast(handler, ctypes.c_void_p).value)
+    error: Exception | None = None
+    for target in (name, f"{name}_{id(handler):x}"):
         try:
-            capsule = capsule or jax.ffi.pycapsule(ctypes.cast(_handler, ctypes.c_void_p).value)
             jax.ffi.register_ffi_target(target, capsule, platform="cpu")
-        except Exception as exc:  # an older or a changed JAX: the portable path still works
+        except Exception as exc:
             error = exc
             continue
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(_handler))
-        return "ffi", target
-    warnings.warn(f"xent_fast.jax could not register its XLA FFI handler ({error}); "
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(handler))
+        return target
+    raise RuntimeError(str(error))
+
+
+def _register_compiled(family: str) -> str:
+    """Register the compiled handler of the SIMD level in use; its target name. Its
+    address never changes in a process (the module is never unloaded), so registering
+    it again under the same name, after a reload, is accepted."""
+    module = _kernels(f"_xla_{family}")
+    name = f"xent_fast_{family}_{module.__name__.rsplit('_', 1)[-1]}"
+    if not module.__name__.endswith(("avx2", "avx512")):
+        name = f"xent_fast_{family}_baseline"
+    jax.ffi.register_ffi_target(name, module.handler_capsule(), platform="cpu")
+    return name
+
+
+def _register() -> tuple[str, dict[str, dict[str, str]]]:
+    """Register the FFI handlers: (the mechanism in use, {mechanism: {family: target}}).
+
+    ``"ffi"``: the compiled handlers (src/_xla_*.pyx); ``"ctypes"``: the ctypes
+    handlers above (also registered when the compiled ones are, as their fallback);
+    ``"callback"``: jax.pure_callback, which needs no registration.
+    """
+    wanted = os.environ.get("XENT_FAST_JAX_MECHANISM", "").strip().lower()
+    if wanted == "callback":
+        return "callback", {}
+    if wanted not in ("", "ffi", "ctypes"):
+        warnings.warn(f"XENT_FAST_JAX_MECHANISM={wanted!r} is not 'ffi', 'ctypes' or "
+                      "'callback'; using the default", RuntimeWarning, stacklevel=3)
+        wanted = ""
+    targets: dict[str, dict[str, str]] = {}
+    errors = []
+    if wanted != "ctypes":
+        try:
+            targets["ffi"] = {"softmax": _register_compiled("cross_entropy"),
+                              "binary": _register_compiled("binary")}
+        except Exception as exc:  # a build without the handlers, an older or changed JAX
+            errors.append(exc)
+    try:
+        targets["ctypes"] = {
+            "softmax": _register_ctypes("xent_fast_softmax_cross_entropy", _handler),
+            "binary": _register_ctypes("xent_fast_sigmoid_binary", _binary_handler)}
+    except Exception as exc:
+        errors.append(exc)
+    for mech in ("ffi", "ctypes"):
+        if mech in targets:
+            if wanted == "ffi" and mech != "ffi":
+                warnings.warn(f"xent_fast.jax could not register its compiled XLA FFI "
+                              f"handler ({errors[0]}); using the ctypes one, which runs "
+                              "Python on every call", RuntimeWarning, stacklevel=3)
+            return mech, targets
+    warnings.warn(f"xent_fast.jax could not register its XLA FFI handler ({errors[-1]}); "
                   "using jax.pure_callback, which copies every input and output",
                   RuntimeWarning, stacklevel=3)
-    return "callback", name
+    return "callback", targets
 
 
-_MECHANISM, _TARGET = _register()
+_MECHANISM, _TARGETS = _register()
+# The target of the softmax handler in use (None with pure_callback).
+_TARGET = _TARGETS.get(_MECHANISM, {}).get("softmax")
 # Whether a call that writes the gradient writes it over the logits' buffer. XLA then
 # needs no second buffer of the logits' size when the logits die there (as in a
 # training step), and copies them first when they do not (logits passed to jax.jit).
@@ -350,22 +467,25 @@ _ALIAS = True
 
 
 def mechanism() -> str:
-    """How traced calls reach the kernels: ``"ffi"`` or ``"callback"``.
+    """How traced calls reach the kernels: ``"ffi"``, ``"ctypes"`` or ``"callback"``.
 
-    ``"ffi"`` (the default) is an XLA FFI handler that computes on XLA's own buffers;
-    ``"callback"`` is ``jax.pure_callback``, which copies the inputs and outputs and is
-    used when the handler cannot be registered or when the environment variable
-    ``XENT_FAST_JAX_MECHANISM=callback`` is set before ``xent_fast.jax`` is imported.
+    ``"ffi"`` (the default) is a compiled XLA FFI handler that computes on XLA's own
+    buffers, on XLA's threads, without Python or the GIL. ``"ctypes"`` is an XLA FFI
+    handler written in Python (through ``ctypes``), used when the compiled one cannot be
+    registered: the same buffers, but Python runs on every call. ``"callback"`` is
+    ``jax.pure_callback``, which copies the inputs and outputs, used when no handler can
+    be registered. The environment variable ``XENT_FAST_JAX_MECHANISM`` (``ffi``,
+    ``ctypes`` or ``callback``), set before ``xent_fast.jax`` is imported, chooses.
 
     Returns
     -------
     str
-        ``"ffi"`` or ``"callback"``.
+        ``"ffi"``, ``"ctypes"`` or ``"callback"``.
 
     Examples
     --------
     >>> import xent_fast.jax as xfj
-    >>> xfj.mechanism() in ("ffi", "callback")
+    >>> xfj.mechanism() in ("ffi", "ctypes", "callback")
     True
     """
     return _MECHANISM
@@ -383,12 +503,34 @@ def _call(mode: str, x: Any, y: Any, rows: Any, g: Any = None, after: Any = None
     grad_t = jax.ShapeDtypeStruct(x.shape, x.dtype)
     outs = {"loss": (loss_t,), "fused": (loss_t, grad_t), "grad": (grad_t,)}[mode]
     args = tuple(a for a in (x, y, rows, g, after) if a is not None)
-    if _MECHANISM == "ffi":
+    if _MECHANISM in _TARGETS:
         aliases = {0: len(outs) - 1} if mode != "loss" and _ALIAS else None
-        call = jax.ffi.ffi_call(_TARGET, outs, vmap_method="broadcast_all",
-                                input_output_aliases=aliases)
+        call = jax.ffi.ffi_call(_TARGETS[_MECHANISM]["softmax"], outs,
+                                vmap_method="broadcast_all", input_output_aliases=aliases)
         return call(*args)
     return jax.pure_callback(_callback(mode), outs, *args, vmap_method="broadcast_all")
+
+
+_BCE, _FOCAL = 1, 2   # the binary kernels' loss kinds
+
+
+def _binary_call(mode: int, kind: int, x: Any, y: Any, alpha: float, gamma: float,
+                 g: Any = None, after: Any = None) -> Any:
+    """One call of the binary kernels, elementwise on x and y of one shape and compute
+    dtype: mode 0 the losses, mode 1 their gradient scaled by ``g`` (written over x's
+    buffer; ``after`` as in _call). alpha < 0: no alpha."""
+    out = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    # The options travel as a small constant buffer: vmap may give it a leading axis of
+    # copies, which the handlers ignore.
+    params = jnp.asarray(np.array([mode, kind, alpha, gamma], np.float64), x.dtype)
+    args = tuple(a for a in (params, x, y, g, after) if a is not None)
+    if _MECHANISM in _TARGETS:
+        aliases = {1: 0} if mode == 1 and _ALIAS else None
+        call = jax.ffi.ffi_call(_TARGETS[_MECHANISM]["binary"], (out,),
+                                vmap_method="broadcast_all", input_output_aliases=aliases)
+        return call(*args)[0]
+    return jax.pure_callback(_binary_callback(mode), (out,), *args,
+                             vmap_method="broadcast_all")[0]
 
 
 # --- differentiation -------------------------------------------------------------------
@@ -410,7 +552,7 @@ def _xent_fwd(x: Any, y: Any, rows: Any) -> tuple[Any, Any]:
     # Soft labels are differentiable too: d loss / d y = -log_softmax(x), which needs
     # the logits in the backward pass.
     x_for_dy = x.value if y.perturbed and jnp.issubdtype(y.value.dtype, jnp.floating) else None
-    if x.perturbed and _MECHANISM != "ffi":
+    if x.perturbed and _MECHANISM not in _TARGETS:
         loss, grad = _call("fused", x.value, y.value, rows)
         return loss, (grad, None, None, x_for_dy, rows, None)
     loss = _call("loss", x.value, y.value, rows)[0]
@@ -704,3 +846,194 @@ def softmax_cross_entropy_with_integer_labels(
     if cls is not None:
         xc = jnp.where(cls, xc, -jnp.inf)
     return _xent(xc, t, rows).astype(x.dtype)
+
+
+# --- the binary losses -------------------------------------------------------------------
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _binary(x: Any, y: Any, kind: int, alpha: float, gamma: float) -> Any:
+    return _binary_call(0, kind, x, y, alpha, gamma)
+
+
+def _binary_fwd(x: Any, y: Any, kind: int, alpha: float, gamma: float) -> tuple[Any, Any]:
+    # As for the softmax: the losses alone in the forward pass, one read of the logits;
+    # the gradient, already scaled by the upstream one, in the backward, written over
+    # the logits. The labels' gradient (when they are differentiated) is plain JAX.
+    loss = _binary_call(0, kind, x.value, y.value, alpha, gamma)
+    keep = x.perturbed or y.perturbed
+    return loss, (x.value if keep else None, y.value if keep else None,
+                  loss if x.perturbed else None, x.perturbed, y.perturbed)
+
+
+def _binary_bwd(kind: int, alpha: float, gamma: float, res: Any,
+                g: Any) -> tuple[Any, Any]:
+    x, y, loss, dx_wanted, dy_wanted = res
+    if isinstance(g, SymbolicZero):
+        return None, None
+    dx = dy = None
+    if dy_wanted:
+        dy = g * _binary_label_grad(x, y, kind, alpha, gamma)
+    if dx_wanted:
+        dx = _binary_call(1, kind, x, y, alpha, gamma, g.astype(x.dtype), after=loss)
+    return dx, dy
+
+
+def _binary_label_grad(x: Any, y: Any, kind: int, alpha: float, gamma: float) -> Any:
+    """d loss / d labels, elementwise: -x for the cross-entropy; for the focal loss
+    a_t q^gamma ce with a_t = alpha y + (1 - alpha)(1 - y), q = p (1 - y) + (1 - p) y,
+    ce = (1 - y) softplus(x) + y softplus(-x), differentiated in y."""
+    if kind == _BCE:
+        return -x
+    p = jax.nn.sigmoid(x)
+    q = p * (1 - y) + (1 - p) * y
+    ce = (1 - y) * jax.nn.softplus(x) + y * jax.nn.softplus(-x)
+    mod = q ** gamma if gamma != 0 else jnp.ones_like(q)
+    dmod = (gamma * jnp.where(q > 0, q ** (gamma - 1) if gamma != 1 else 1.0, 0.0)
+            * (1 - 2 * p)) if gamma != 0 else jnp.zeros_like(q)
+    d = dmod * ce - mod * x
+    if alpha >= 0:
+        a_t = alpha * y + (1 - alpha) * (1 - y)
+        d = a_t * d + (2 * alpha - 1) * mod * ce
+    return d
+
+
+_binary.defvjp(_binary_fwd, _binary_bwd, symbolic_zeros=True)
+
+
+def _binary_inputs(logits: Any, labels: Any) -> tuple[Any, Any, Any]:
+    """(logits, labels) broadcast to one shape in the compute dtype, and the output
+    dtype (the logits'), as optax casts the labels to the logits' dtype."""
+    x = _check_logits(logits)
+    y = _labels_array(labels)
+    if not (jnp.issubdtype(y.dtype, jnp.floating) or jnp.issubdtype(y.dtype, jnp.integer)
+            or y.dtype == jnp.bool_):
+        raise TypeError(f"labels must be real numbers, got dtype {y.dtype}")
+    try:
+        shape = jnp.broadcast_shapes(x.shape, y.shape)
+    except ValueError:
+        raise ValueError(f"labels of shape {y.shape} do not broadcast with logits of shape "
+                         f"{x.shape}") from None
+    comp = _compute_dtype(x.dtype)
+    # labels rounded to the logits' dtype first, as optax does
+    y = y.astype(x.dtype)
+    return (jnp.broadcast_to(x, shape).astype(comp), jnp.broadcast_to(y, shape).astype(comp),
+            x.dtype)
+
+
+def _static_number(v: Any) -> float | None:
+    """``v`` as a float if it is a concrete real scalar (not traced), else None."""
+    if isinstance(v, (bool, np.bool_)) or np.ndim(v) != 0:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, jax.errors.ConcretizationTypeError):
+        return None
+    return f if np.isfinite(f) else None
+
+
+def sigmoid_binary_cross_entropy(logits: Any, labels: Any) -> jax.Array:
+    """Sigmoid cross-entropy between logits and binary or probability labels, per element.
+
+    ``optax.sigmoid_binary_cross_entropy`` computed by xent_fast's binary kernels: the
+    same arguments and elementwise losses ``-labels log sigmoid(logits) - (1 - labels)
+    log sigmoid(-logits)``, in one pass; differentiable with ``jax.grad`` (in the
+    logits and the labels) and usable under ``jax.jit`` and ``jax.vmap``.
+
+    Parameters
+    ----------
+    logits : array_like of floats
+        Unnormalised log-odds of each binary prediction. bfloat16 and float16 are
+        computed in float32; float64 (with ``jax_enable_x64``) in float64.
+    labels : array_like
+        Binary labels or target probabilities, broadcastable with ``logits``; cast to
+        the logits' dtype, as optax does.
+
+    Returns
+    -------
+    jax.Array
+        One loss per element (the broadcast shape of logits and labels), in nats, of the
+        logits' dtype.
+
+    Notes
+    -----
+    Each loss is ``(1 - labels) softplus(logits) + labels softplus(-logits)``, every
+    term >= 0: a tiny loss keeps its digits, and any finite logit, +-1e4 included,
+    gives a finite loss. Forward-mode differentiation (``jax.jvp``) is not supported.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> import xent_fast.jax as xfj
+    >>> logits = jnp.array([2.0, -1.0, 0.0])
+    >>> labels = jnp.array([1.0, 1.0, 0.0])
+    >>> print(np.asarray(xfj.sigmoid_binary_cross_entropy(logits, labels)).round(4))
+    [0.1269 1.3133 0.6931]
+    >>> grad = jax.grad(lambda x: xfj.sigmoid_binary_cross_entropy(x, labels).sum())(logits)
+    >>> print(np.asarray(grad).round(4))          # sigmoid(logits) - labels
+    [-0.1192 -0.7311  0.5   ]
+    """
+    x, y, out_dtype = _binary_inputs(logits, labels)
+    return _binary(x, y, _BCE, -1.0, 0.0).astype(out_dtype)
+
+
+def sigmoid_focal_loss(logits: Any, labels: Any, *, alpha: Any = None,
+                       gamma: Any = 2.0) -> jax.Array:
+    """Sigmoid focal loss, per element (Lin et al., 2017).
+
+    ``optax.sigmoid_focal_loss`` computed by xent_fast's binary kernels: the same
+    arguments and elementwise losses ``alpha_t (1 - p_t)^gamma ce``, with ``ce`` the
+    sigmoid cross-entropy, ``1 - p_t = p (1 - labels) + (1 - p) labels`` and ``alpha_t
+    = alpha labels + (1 - alpha)(1 - labels)`` (1 without alpha); differentiable with
+    ``jax.grad`` and usable under ``jax.jit`` and ``jax.vmap``.
+
+    Parameters
+    ----------
+    logits : array_like of floats
+        Unnormalised log-odds. bfloat16 and float16 are computed in float32; float64
+        (with ``jax_enable_x64``) in float64.
+    labels : array_like
+        Binary labels or target probabilities in [0, 1], broadcastable with ``logits``.
+    alpha : float or array_like, optional
+        Weight of the positive class, in (0, 1); None (the default) weights nothing.
+    gamma : float or array_like, default 2.0
+        Exponent of the modulating factor ``(1 - p_t)``.
+
+    Returns
+    -------
+    jax.Array
+        One loss per element, of the logits' dtype.
+
+    Notes
+    -----
+    A number ``alpha >= 0`` and a number ``gamma`` (not traced) run in the kernel's one
+    pass. A traced or array ``alpha``, or a negative one, multiplies the kernel's loss
+    in JAX (and is differentiable, as in optax); a traced or array ``gamma`` computes
+    the loss with ``jax.numpy`` as optax does. Forward-mode differentiation
+    (``jax.jvp``) is not supported.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> import xent_fast.jax as xfj
+    >>> logits = jnp.array([2.0, -1.0, 0.0])
+    >>> labels = jnp.array([1.0, 1.0, 0.0])
+    >>> print(np.asarray(xfj.sigmoid_focal_loss(logits, labels, alpha=0.25)).round(4))
+    [0.0005 0.1755 0.13  ]
+    """
+    x, y, out_dtype = _binary_inputs(logits, labels)
+    g = _static_number(gamma)
+    a = None if alpha is None else _static_number(alpha)
+    kernel_alpha = a if g is not None and a is not None and a >= 0 else -1.0
+    if g is None:
+        # optax's formula, for a gamma that is traced or varies by element
+        log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
+        ce = -y * log_p - (1 - y) * log_q
+        log_1mpt = jax.scipy.special.logsumexp(jnp.stack([log_p, log_q], axis=-1), axis=-1,
+                                               b=jnp.stack([1 - y, y], axis=-1))
+        loss = ce * jnp.exp(jnp.asarray(gamma).astype(x.dtype) * log_1mpt)
+    else:
+        loss = _binary(x, y, _FOCAL, kernel_alpha, g)
+    if alpha is not None and kernel_alpha < 0:
+        al = jnp.asarray(alpha)
+        loss = (al * y + (1.0 - al) * (1.0 - y)) * loss
+    return loss.astype(out_dtype)
