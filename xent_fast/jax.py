@@ -29,19 +29,19 @@ Design
 
 from __future__ import annotations
 
-import ctypes
-import operator
-import os
-import warnings
-from functools import partial
-from typing import Any, Sequence, Union
+import ctypes as _ctypes
+import operator as _operator
+import os as _os
+import warnings as _warnings
+from functools import partial as _partial
+from typing import Any as _Any, Sequence as _Sequence, Union as _Union
 
-import numpy as np
+import numpy as _np
 
 try:
-    import jax
-    import jax.numpy as jnp
-    from jax.custom_derivatives import SymbolicZero
+    import jax as _jax
+    import jax.numpy as _jnp
+    from jax.custom_derivatives import SymbolicZero as _SymbolicZero
 except ImportError as exc:  # pragma: no cover - exercised only without JAX
     raise ImportError(
         'xent_fast.jax needs JAX; install it with: pip install "xent_fast[jax]"'
@@ -59,19 +59,19 @@ __all__ = [
     "mechanism",
 ]
 
-Axis = Union[int, Sequence[int], None]
+_Axis = _Union[int, _Sequence[int], None]
 
-_INT64_MIN = np.iinfo(np.int64).min
+_INT64_MIN = _np.iinfo(_np.int64).min
 # The kernels skip rows whose class index equals ignore_index. Rows that a ``where``
 # mask leaves out get this value, which no int32 label can hold; int64 labels that hold
 # it are caught before the call (see _compute).
-_SKIP = np.int64(_INT64_MIN)
+_SKIP = _np.int64(_INT64_MIN)
 
 
 # --- host side: NumPy arrays in, losses (and gradients) written into given arrays ------
 
-def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, g: np.ndarray | None,
-             loss: np.ndarray | None, grad: np.ndarray | None) -> None:
+def _compute(x: _np.ndarray, y: _np.ndarray, rows: _np.ndarray | None, g: _np.ndarray | None,
+             loss: _np.ndarray | None, grad: _np.ndarray | None) -> None:
     """Losses of the rows of ``x`` into ``loss`` and/or their gradient into ``grad``.
 
     ``x`` (..., C) float32/float64; ``y`` class indices (...) of int32/int64 or
@@ -92,7 +92,7 @@ def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, g: np.ndarra
     grad = None if grad is None else grad.reshape(-1, n)
     go = 1.0 if g is None else g
     if y.dtype.kind in "iu":
-        t = y if rows is None else np.where(rows, y, _SKIP)
+        t = y if rows is None else _np.where(rows, y, _SKIP)
         if y.dtype.itemsize == 8 and y.size and y.min() == _INT64_MIN:
             _raise_bad_label(y_in, rows_in, n)
         try:
@@ -119,31 +119,31 @@ def _compute(x: np.ndarray, y: np.ndarray, rows: np.ndarray | None, g: np.ndarra
         loss[...] = out
 
 
-def _raise_bad_label(y: np.ndarray, rows: np.ndarray | None, n: int) -> None:
+def _raise_bad_label(y: _np.ndarray, rows: _np.ndarray | None, n: int) -> None:
     """Raise the ValueError that names the first counted label outside [0, n)."""
     bad = (y < 0) | (y >= n)
     if rows is not None:
         bad &= rows
     if bad.any():
-        pos = np.unravel_index(int(np.argmax(bad)), y.shape)
+        pos = _np.unravel_index(int(_np.argmax(bad)), y.shape)
         where = "[" + ", ".join(str(int(i)) for i in pos) + "]" if pos else ""
         raise ValueError(f"labels{where} = {y[pos]} is not a valid class index: "
                          f"it must be in [0, {n})") from None  # not the kernels' wording
 
 
-def _callback(mode: str) -> Any:
+def _callback(mode: str) -> _Any:
     """The host function of the ``jax.pure_callback`` mechanism (modes as in _call)."""
-    def host(x: Any, y: Any, *extra: Any) -> Any:
-        x, y = np.asarray(x), np.asarray(y)
+    def host(x: _Any, y: _Any, *extra: _Any) -> _Any:
+        x, y = _np.asarray(x), _np.asarray(y)
         rows = g = None
         for a in extra:
-            a = np.asarray(a)
-            if a.dtype == np.bool_:
+            a = _np.asarray(a)
+            if a.dtype == _np.bool_:
                 rows = a
             elif g is None:
                 g = a
-        loss = None if mode == "grad" else np.empty(x.shape[:-1], x.dtype)
-        grad = None if mode == "loss" else np.empty(x.shape, x.dtype)
+        loss = None if mode == "grad" else _np.empty(x.shape[:-1], x.dtype)
+        grad = None if mode == "loss" else _np.empty(x.shape, x.dtype)
         _compute(x, y, rows, g, loss, grad)
         return tuple(a for a in (loss, grad) if a is not None)
     return host
@@ -154,87 +154,87 @@ def _callback(mode: str) -> Any:
 # that the handler reads. Every struct starts with its size, which the handler checks
 # against these declarations before it reads a field.
 
-class _Ext(ctypes.Structure):
+class _Ext(_ctypes.Structure):
     pass
 
 
-_Ext._fields_ = [("struct_size", ctypes.c_size_t), ("type", ctypes.c_int),
-                 ("next", ctypes.POINTER(_Ext))]
+_Ext._fields_ = [("struct_size", _ctypes.c_size_t), ("type", _ctypes.c_int),
+                 ("next", _ctypes.POINTER(_Ext))]
 
 
-class _Version(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("major", ctypes.c_int), ("minor", ctypes.c_int)]
+class _Version(_ctypes.Structure):
+    _fields_ = [("struct_size", _ctypes.c_size_t), ("extension_start", _ctypes.c_void_p),
+                ("major", _ctypes.c_int), ("minor", _ctypes.c_int)]
 
 
-class _Metadata(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("api_version", _Version),
-                ("traits", ctypes.c_uint32)]
+class _Metadata(_ctypes.Structure):
+    _fields_ = [("struct_size", _ctypes.c_size_t), ("api_version", _Version),
+                ("traits", _ctypes.c_uint32)]
 
 
-class _MetadataExt(ctypes.Structure):
-    _fields_ = [("base", _Ext), ("metadata", ctypes.POINTER(_Metadata))]
+class _MetadataExt(_ctypes.Structure):
+    _fields_ = [("base", _Ext), ("metadata", _ctypes.POINTER(_Metadata))]
 
 
-class _Buffer(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("dtype", ctypes.c_int), ("data", ctypes.c_void_p), ("rank", ctypes.c_int64),
-                ("dims", ctypes.POINTER(ctypes.c_int64))]
+class _Buffer(_ctypes.Structure):
+    _fields_ = [("struct_size", _ctypes.c_size_t), ("extension_start", _ctypes.c_void_p),
+                ("dtype", _ctypes.c_int), ("data", _ctypes.c_void_p), ("rank", _ctypes.c_int64),
+                ("dims", _ctypes.POINTER(_ctypes.c_int64))]
 
 
-class _List(ctypes.Structure):   # XLA_FFI_Args and XLA_FFI_Rets have one layout
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("size", ctypes.c_int64), ("types", ctypes.POINTER(ctypes.c_int)),
-                ("items", ctypes.POINTER(ctypes.POINTER(_Buffer)))]
+class _List(_ctypes.Structure):   # XLA_FFI_Args and XLA_FFI_Rets have one layout
+    _fields_ = [("struct_size", _ctypes.c_size_t), ("extension_start", _ctypes.c_void_p),
+                ("size", _ctypes.c_int64), ("types", _ctypes.POINTER(_ctypes.c_int)),
+                ("items", _ctypes.POINTER(_ctypes.POINTER(_Buffer)))]
 
 
-class _Attrs(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("size", ctypes.c_int64), ("types", ctypes.c_void_p),
-                ("names", ctypes.c_void_p), ("attrs", ctypes.c_void_p)]
+class _Attrs(_ctypes.Structure):
+    _fields_ = [("struct_size", _ctypes.c_size_t), ("extension_start", _ctypes.c_void_p),
+                ("size", _ctypes.c_int64), ("types", _ctypes.c_void_p),
+                ("names", _ctypes.c_void_p), ("attrs", _ctypes.c_void_p)]
 
 
-class _ErrorArgs(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("message", ctypes.c_char_p), ("errc", ctypes.c_int)]
+class _ErrorArgs(_ctypes.Structure):
+    _fields_ = [("struct_size", _ctypes.c_size_t), ("extension_start", _ctypes.c_void_p),
+                ("message", _ctypes.c_char_p), ("errc", _ctypes.c_int)]
 
 
-_ErrorCreate = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_ErrorArgs))
+_ErrorCreate = _ctypes.CFUNCTYPE(_ctypes.c_void_p, _ctypes.POINTER(_ErrorArgs))
 
 
-class _Api(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.c_void_p),
-                ("api_version", _Version), ("internal_api", ctypes.c_void_p),
+class _Api(_ctypes.Structure):
+    _fields_ = [("struct_size", _ctypes.c_size_t), ("extension_start", _ctypes.c_void_p),
+                ("api_version", _Version), ("internal_api", _ctypes.c_void_p),
                 ("error_create", _ErrorCreate)]
 
 
-class _CallFrame(ctypes.Structure):
-    _fields_ = [("struct_size", ctypes.c_size_t), ("extension_start", ctypes.POINTER(_Ext)),
-                ("api", ctypes.POINTER(_Api)), ("ctx", ctypes.c_void_p), ("stage", ctypes.c_int),
+class _CallFrame(_ctypes.Structure):
+    _fields_ = [("struct_size", _ctypes.c_size_t), ("extension_start", _ctypes.POINTER(_Ext)),
+                ("api", _ctypes.POINTER(_Api)), ("ctx", _ctypes.c_void_p), ("stage", _ctypes.c_int),
                 ("args", _List), ("rets", _List), ("attrs", _Attrs)]
 
 
 _EXT_METADATA, _STAGE_EXECUTE, _KIND_BUFFER = 1, 3, 1
 _ERR_INVALID_ARGUMENT, _ERR_INTERNAL = 3, 13
 # XLA_FFI_DataType -> NumPy dtype, for the types the handler is given.
-_DTYPES = {1: np.dtype(np.bool_), 4: np.dtype(np.int32), 5: np.dtype(np.int64),
-           11: np.dtype(np.float32), 12: np.dtype(np.float64)}
+_DTYPES = {1: _np.dtype(_np.bool_), 4: _np.dtype(_np.int32), 5: _np.dtype(_np.int64),
+           11: _np.dtype(_np.float32), 12: _np.dtype(_np.float64)}
 # Bytes of each struct up to the last field read here.
-_FRAME_SIZE = _CallFrame.rets.offset + ctypes.sizeof(_List)
-_API_SIZE = ctypes.sizeof(_Api)
-_BUFFER_SIZE = ctypes.sizeof(_Buffer)
+_FRAME_SIZE = _CallFrame.rets.offset + _ctypes.sizeof(_List)
+_API_SIZE = _ctypes.sizeof(_Api)
+_BUFFER_SIZE = _ctypes.sizeof(_Buffer)
 
 
 class _Memory:
     """NumPy's view of one XLA buffer (the array interface; no copy)."""
     __slots__ = ("__array_interface__",)
 
-    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: np.dtype, readonly: bool):
+    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: _np.dtype, readonly: bool):
         self.__array_interface__ = {"data": (ptr, readonly), "shape": shape,
                                     "typestr": dtype.str, "version": 3}
 
 
-def _view(buf: Any, readonly: bool) -> np.ndarray:
+def _view(buf: _Any, readonly: bool) -> _np.ndarray:
     b = buf.contents
     if b.struct_size < _BUFFER_SIZE:
         raise RuntimeError("XLA FFI buffer struct is smaller than expected")
@@ -243,11 +243,11 @@ def _view(buf: Any, readonly: bool) -> np.ndarray:
         raise TypeError(f"unexpected XLA data type {b.dtype}")
     shape = tuple(b.dims[i] for i in range(b.rank))
     if 0 in shape or not b.data:
-        return np.zeros(shape, dtype)
-    return np.asarray(_Memory(b.data, shape, dtype, readonly))
+        return _np.zeros(shape, dtype)
+    return _np.asarray(_Memory(b.data, shape, dtype, readonly))
 
 
-def _execute(frame: Any) -> None:
+def _execute(frame: _Any) -> None:
     # Arguments: logits, labels, then optionally the row mask (bool) and the upstream
     # gradient of each row (float). Results: the losses and/or the gradient, told apart
     # by their rank.
@@ -263,7 +263,7 @@ def _execute(frame: Any) -> None:
     rows = g = None
     for i in range(2, args.size):
         a = _view(args.items[i], True)
-        if a.dtype == np.bool_:
+        if a.dtype == _np.bool_:
             rows = a
         elif g is None:
             g = a   # a second float array only orders the call (see _call)
@@ -279,8 +279,8 @@ def _execute(frame: Any) -> None:
     _compute(x, y, rows, g, loss, grad)
 
 
-def _binary_compute(params: np.ndarray, x: np.ndarray, y: np.ndarray, g: np.ndarray | None,
-                    out: np.ndarray) -> None:
+def _binary_compute(params: _np.ndarray, x: _np.ndarray, y: _np.ndarray, g: _np.ndarray | None,
+                    out: _np.ndarray) -> None:
     """The binary kernels on NumPy arrays: params (..., 4) = (mode, kind, alpha, gamma)
     (leading dimensions are copies that vmap adds), mode 0 the losses of x against y
     into ``out``, mode 1 the gradient scaled elementwise by ``g`` (out may be x)."""
@@ -293,22 +293,22 @@ def _binary_compute(params: np.ndarray, x: np.ndarray, y: np.ndarray, g: np.ndar
                      alpha if alpha >= 0 else -1.0, gamma, 0)
 
 
-def _binary_kernel() -> Any:
+def _binary_kernel() -> _Any:
     return _kernels("_binary_kernels").binary_loss
 
 
-def _binary_callback(mode: int) -> Any:
+def _binary_callback(mode: int) -> _Any:
     """The host function of the ``jax.pure_callback`` mechanism for the binary losses."""
-    def host(params: Any, x: Any, y: Any, *extra: Any) -> Any:
-        x, y = np.asarray(x), np.asarray(y)
-        g = np.asarray(extra[0]) if mode == 1 else None
-        out = np.empty(x.shape, x.dtype)
-        _binary_compute(np.asarray(params), x, y, g, out)
+    def host(params: _Any, x: _Any, y: _Any, *extra: _Any) -> _Any:
+        x, y = _np.asarray(x), _np.asarray(y)
+        g = _np.asarray(extra[0]) if mode == 1 else None
+        out = _np.empty(x.shape, x.dtype)
+        _binary_compute(_np.asarray(params), x, y, g, out)
         return (out,)
     return host
 
 
-def _binary_execute(frame: Any) -> None:
+def _binary_execute(frame: _Any) -> None:
     # Arguments: params, logits, labels, then for the gradient the upstream gradient
     # (and an argument that only orders the call); one result.
     args, rets = frame.args, frame.rets
@@ -334,26 +334,26 @@ def _binary_execute(frame: Any) -> None:
     _binary_compute(params, x, y, g, out)
 
 
-def _error(frame: Any, exc: BaseException) -> int | None:
+def _error(frame: _Any, exc: BaseException) -> int | None:
     errc = _ERR_INVALID_ARGUMENT if isinstance(exc, (ValueError, TypeError)) else _ERR_INTERNAL
     api = frame.api
     if not api or api.contents.struct_size < _API_SIZE:
         return None
     message = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-    args = _ErrorArgs(ctypes.sizeof(_ErrorArgs), None, message.encode(), errc)
-    return api.contents.error_create(ctypes.byref(args))  # type: ignore[no-any-return]
+    args = _ErrorArgs(_ctypes.sizeof(_ErrorArgs), None, message.encode(), errc)
+    return api.contents.error_create(_ctypes.byref(args))  # type: ignore[no-any-return]
 
 
-def _ctypes_handler(execute: Any) -> Any:
+def _ctypes_handler(execute: _Any) -> _Any:
     """An XLA FFI handler, a ctypes callback that decodes the call frame and runs
     ``execute(frame)`` (Python, under the GIL, on XLA's thread)."""
-    @ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.POINTER(_CallFrame))
-    def handler(frame_ptr: Any) -> int | None:
+    @_ctypes.CFUNCTYPE(_ctypes.c_void_p, _ctypes.POINTER(_CallFrame))
+    def handler(frame_ptr: _Any) -> int | None:
         return _handle(frame_ptr, execute)
     return handler
 
 
-def _handle(frame_ptr: Any, execute: Any) -> int | None:
+def _handle(frame_ptr: _Any, execute: _Any) -> int | None:
     frame = frame_ptr.contents
     try:
         if frame.struct_size < _FRAME_SIZE:
@@ -367,8 +367,8 @@ def _handle(frame_ptr: Any, execute: Any) -> int | None:
         if ext and ext.contents.type == _EXT_METADATA:
             # XLA asks which FFI version the handler speaks: the one it runs (the
             # handler reads only fields whose size it checks), and no traits.
-            md = ctypes.cast(ext, ctypes.POINTER(_MetadataExt)).contents.metadata.contents
-            md.api_version.struct_size = ctypes.sizeof(_Version)
+            md = _ctypes.cast(ext, _ctypes.POINTER(_MetadataExt)).contents.metadata.contents
+            md.api_version.struct_size = _ctypes.sizeof(_Version)
             md.api_version.extension_start = None
             md.api_version.major = api.api_version.major
             md.api_version.minor = api.api_version.minor
@@ -385,21 +385,21 @@ _handler = _ctypes_handler(_execute)
 _binary_handler = _ctypes_handler(_binary_execute)
 
 
-def _register_ctypes(name: str, handler: Any) -> str:
+def _register_ctypes(name: str, handler: _Any) -> str:
     """Register a ctypes handler; its target name. XLA keeps a handler for the life of
     the process and refuses a second, different one under the same name. This module
     may be reloaded or imported afresh, which makes a new handler: it is registered
     under a name of its own, and no handler is ever freed (each gets a reference that
     is never released)."""
-    capsule = jax.ffi.pycapsule(ctypes.cast(handler, ctypes.c_void_p).value)
+    capsule = _jax.ffi.pycapsule(_ctypes.cast(handler, _ctypes.c_void_p).value)
     error: Exception | None = None
     for target in (name, f"{name}_{id(handler):x}"):
         try:
-            jax.ffi.register_ffi_target(target, capsule, platform="cpu")
+            _jax.ffi.register_ffi_target(target, capsule, platform="cpu")
         except Exception as exc:
             error = exc
             continue
-        ctypes.pythonapi.Py_IncRef(ctypes.py_object(handler))
+        _ctypes.pythonapi.Py_IncRef(_ctypes.py_object(handler))
         return target
     raise RuntimeError(str(error))
 
@@ -412,7 +412,7 @@ def _register_compiled(family: str) -> str:
     name = f"xent_fast_{family}_{module.__name__.rsplit('_', 1)[-1]}"
     if not module.__name__.endswith(("avx2", "avx512")):
         name = f"xent_fast_{family}_baseline"
-    jax.ffi.register_ffi_target(name, module.handler_capsule(), platform="cpu")
+    _jax.ffi.register_ffi_target(name, module.handler_capsule(), platform="cpu")
     return name
 
 
@@ -423,11 +423,11 @@ def _register() -> tuple[str, dict[str, dict[str, str]]]:
     handlers above (also registered when the compiled ones are, as their fallback);
     ``"callback"``: jax.pure_callback, which needs no registration.
     """
-    wanted = os.environ.get("XENT_FAST_JAX_MECHANISM", "").strip().lower()
+    wanted = _os.environ.get("XENT_FAST_JAX_MECHANISM", "").strip().lower()
     if wanted == "callback":
         return "callback", {}
     if wanted not in ("", "ffi", "ctypes"):
-        warnings.warn(f"XENT_FAST_JAX_MECHANISM={wanted!r} is not 'ffi', 'ctypes' or "
+        _warnings.warn(f"XENT_FAST_JAX_MECHANISM={wanted!r} is not 'ffi', 'ctypes' or "
                       "'callback'; using the default", RuntimeWarning, stacklevel=3)
         wanted = ""
     targets: dict[str, dict[str, str]] = {}
@@ -447,11 +447,11 @@ def _register() -> tuple[str, dict[str, dict[str, str]]]:
     for mech in ("ffi", "ctypes"):
         if mech in targets:
             if wanted == "ffi" and mech != "ffi":
-                warnings.warn(f"xent_fast.jax could not register its compiled XLA FFI "
+                _warnings.warn(f"xent_fast.jax could not register its compiled XLA FFI "
                               f"handler ({errors[0]}); using the ctypes one, which runs "
                               "Python on every call", RuntimeWarning, stacklevel=3)
             return mech, targets
-    warnings.warn(f"xent_fast.jax could not register its XLA FFI handler ({errors[-1]}); "
+    _warnings.warn(f"xent_fast.jax could not register its XLA FFI handler ({errors[-1]}); "
                   "using jax.pure_callback, which copies every input and output",
                   RuntimeWarning, stacklevel=3)
     return "callback", targets
@@ -491,7 +491,7 @@ def mechanism() -> str:
     return _MECHANISM
 
 
-def _call(mode: str, x: Any, y: Any, rows: Any, g: Any = None, after: Any = None) -> Any:
+def _call(mode: str, x: _Any, y: _Any, rows: _Any, g: _Any = None, after: _Any = None) -> _Any:
     """One call of the kernels on canonical arrays (classes last, x of its compute dtype).
 
     ``mode`` "loss" gives (losses,), "fused" (losses, gradient) and "grad" (gradient,)
@@ -499,48 +499,48 @@ def _call(mode: str, x: Any, y: Any, rows: Any, g: Any = None, after: Any = None
     ignores, makes it run after the call that computed ``after``: when that call also
     read ``x``, XLA can then let this one overwrite ``x`` instead of copying it first.
     """
-    loss_t = jax.ShapeDtypeStruct(x.shape[:-1], x.dtype)
-    grad_t = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    loss_t = _jax.ShapeDtypeStruct(x.shape[:-1], x.dtype)
+    grad_t = _jax.ShapeDtypeStruct(x.shape, x.dtype)
     outs = {"loss": (loss_t,), "fused": (loss_t, grad_t), "grad": (grad_t,)}[mode]
     args = tuple(a for a in (x, y, rows, g, after) if a is not None)
     if _MECHANISM in _TARGETS:
         aliases = {0: len(outs) - 1} if mode != "loss" and _ALIAS else None
-        call = jax.ffi.ffi_call(_TARGETS[_MECHANISM]["softmax"], outs,
+        call = _jax.ffi.ffi_call(_TARGETS[_MECHANISM]["softmax"], outs,
                                 vmap_method="broadcast_all", input_output_aliases=aliases)
         return call(*args)
-    return jax.pure_callback(_callback(mode), outs, *args, vmap_method="broadcast_all")
+    return _jax.pure_callback(_callback(mode), outs, *args, vmap_method="broadcast_all")
 
 
 _BCE, _FOCAL = 1, 2   # the binary kernels' loss kinds
 
 
-def _binary_call(mode: int, kind: int, x: Any, y: Any, alpha: float, gamma: float,
-                 g: Any = None, after: Any = None) -> Any:
+def _binary_call(mode: int, kind: int, x: _Any, y: _Any, alpha: float, gamma: float,
+                 g: _Any = None, after: _Any = None) -> _Any:
     """One call of the binary kernels, elementwise on x and y of one shape and compute
     dtype: mode 0 the losses, mode 1 their gradient scaled by ``g`` (written over x's
     buffer; ``after`` as in _call). alpha < 0: no alpha."""
-    out = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    out = _jax.ShapeDtypeStruct(x.shape, x.dtype)
     # The options travel as a small constant buffer: vmap may give it a leading axis of
     # copies, which the handlers ignore.
-    params = jnp.asarray(np.array([mode, kind, alpha, gamma], np.float64), x.dtype)
+    params = _jnp.asarray(_np.array([mode, kind, alpha, gamma], _np.float64), x.dtype)
     args = tuple(a for a in (params, x, y, g, after) if a is not None)
     if _MECHANISM in _TARGETS:
         aliases = {1: 0} if mode == 1 and _ALIAS else None
-        call = jax.ffi.ffi_call(_TARGETS[_MECHANISM]["binary"], (out,),
+        call = _jax.ffi.ffi_call(_TARGETS[_MECHANISM]["binary"], (out,),
                                 vmap_method="broadcast_all", input_output_aliases=aliases)
         return call(*args)[0]
-    return jax.pure_callback(_binary_callback(mode), (out,), *args,
+    return _jax.pure_callback(_binary_callback(mode), (out,), *args,
                              vmap_method="broadcast_all")[0]
 
 
 # --- differentiation -------------------------------------------------------------------
 
-@jax.custom_vjp
-def _xent(x: Any, y: Any, rows: Any) -> Any:
+@_jax.custom_vjp
+def _xent(x: _Any, y: _Any, rows: _Any) -> _Any:
     return _call("loss", x, y, rows)[0]
 
 
-def _xent_fwd(x: Any, y: Any, rows: Any) -> tuple[Any, Any]:
+def _xent_fwd(x: _Any, y: _Any, rows: _Any) -> tuple[_Any, _Any]:
     # Where the gradient is computed. Through the FFI, in the backward pass: the forward
     # reads the logits once for the losses and keeps them; the backward reads them once
     # more and writes the gradient, already scaled by the upstream one, over them. Two
@@ -551,7 +551,7 @@ def _xent_fwd(x: Any, y: Any, rows: Any) -> tuple[Any, Any]:
     rows = None if rows is None else rows.value
     # Soft labels are differentiable too: d loss / d y = -log_softmax(x), which needs
     # the logits in the backward pass.
-    x_for_dy = x.value if y.perturbed and jnp.issubdtype(y.value.dtype, jnp.floating) else None
+    x_for_dy = x.value if y.perturbed and _jnp.issubdtype(y.value.dtype, _jnp.floating) else None
     if x.perturbed and _MECHANISM not in _TARGETS:
         loss, grad = _call("fused", x.value, y.value, rows)
         return loss, (grad, None, None, x_for_dy, rows, None)
@@ -561,9 +561,9 @@ def _xent_fwd(x: Any, y: Any, rows: Any) -> tuple[Any, Any]:
     return loss, (None, None, None, x_for_dy, rows, None)
 
 
-def _xent_bwd(res: Any, g: Any) -> tuple[Any, Any, None]:
+def _xent_bwd(res: _Any, g: _Any) -> tuple[_Any, _Any, None]:
     grad, x, y, x_for_dy, rows, loss = res
-    if isinstance(g, SymbolicZero):
+    if isinstance(g, _SymbolicZero):
         return None, None, None
     dx = dy = None
     if grad is not None:
@@ -571,9 +571,9 @@ def _xent_bwd(res: Any, g: Any) -> tuple[Any, Any, None]:
     elif x is not None:
         dx = _call("grad", x, y, rows, g.astype(x.dtype), after=loss)[0]
     if x_for_dy is not None:
-        dy = -g[..., None] * jax.nn.log_softmax(x_for_dy, axis=-1)
+        dy = -g[..., None] * _jax.nn.log_softmax(x_for_dy, axis=-1)
         if rows is not None:   # skipped rows: a constant 0 whatever the labels
-            dy = jnp.where(rows[..., None], dy, 0)
+            dy = _jnp.where(rows[..., None], dy, 0)
     return dx, dy, None
 
 
@@ -582,24 +582,24 @@ _xent.defvjp(_xent_fwd, _xent_bwd, symbolic_zeros=True)
 
 # --- the optax interface -----------------------------------------------------------------
 
-def _check_logits(logits: Any) -> Any:
+def _check_logits(logits: _Any) -> _Any:
     try:
-        x = jnp.asarray(logits)
+        x = _jnp.asarray(logits)
     except TypeError as exc:
         raise TypeError(f"logits could not be converted to a JAX array: {exc}") from None
-    if not jnp.issubdtype(x.dtype, jnp.floating):
+    if not _jnp.issubdtype(x.dtype, _jnp.floating):
         raise TypeError(f"logits must be a floating array, got dtype {x.dtype}")
     return x
 
 
-def _compute_dtype(dtype: Any) -> Any:
+def _compute_dtype(dtype: _Any) -> _Any:
     """float64 stays float64; every narrower float is computed in float32."""
-    return jnp.float64 if jnp.dtype(dtype).itemsize == 8 else jnp.float32
+    return _jnp.float64 if _jnp.dtype(dtype).itemsize == 8 else _jnp.float32
 
 
-def _class_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
+def _class_axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
     """optax's ``axis`` as non-negative class axes, in the given order."""
-    axes: tuple[Any, ...]
+    axes: tuple[_Any, ...]
     if axis is None:
         axes = tuple(range(ndim))
     elif isinstance(axis, (tuple, list)):
@@ -609,7 +609,7 @@ def _class_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     out = []
     for a in axes:
         try:
-            a = operator.index(a)
+            a = _operator.index(a)
         except TypeError:
             raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}") from None
         if not -ndim <= a < ndim:
@@ -622,14 +622,14 @@ def _class_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _labels_array(labels: Any) -> Any:
+def _labels_array(labels: _Any) -> _Any:
     try:
-        return jnp.asarray(labels)
+        return _jnp.asarray(labels)
     except TypeError as exc:
         raise TypeError(f"labels could not be converted to a JAX array: {exc}") from None
 
 
-def _nonempty_class_axes(axis: Axis, shape: tuple[int, ...]) -> tuple[int, ...]:
+def _nonempty_class_axes(axis: _Axis, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The class axes of an array of ``shape``, which must have at least one class."""
     if len(shape) == 0:
         raise ValueError("logits must have at least one dimension (the classes)")
@@ -640,24 +640,24 @@ def _nonempty_class_axes(axis: Axis, shape: tuple[int, ...]) -> tuple[int, ...]:
     return axes
 
 
-def _classes_last(a: Any, axes: tuple[int, ...]) -> Any:
+def _classes_last(a: _Any, axes: tuple[int, ...]) -> _Any:
     """``a`` with the class axes moved last (in the given order) and flattened to one."""
     batch = tuple(i for i in range(a.ndim) if i not in axes)
     order = batch + axes
     if order != tuple(range(a.ndim)):
-        a = jnp.transpose(a, order)
+        a = _jnp.transpose(a, order)
     if len(axes) != 1:
         a = a.reshape(a.shape[:len(batch)] + (-1,))
     return a
 
 
-def _masks(where: Any, axis: Axis, axes: tuple[int, ...],
-           shape: tuple[int, ...]) -> tuple[Any, Any]:
+def _masks(where: _Any, axis: _Axis, axes: tuple[int, ...],
+           shape: tuple[int, ...]) -> tuple[_Any, _Any]:
     """optax's ``where`` as (row mask of the batch shape or None, class mask or None)."""
     if where is None:
         return None, None
     try:
-        w = jnp.asarray(where)
+        w = _jnp.asarray(where)
     except TypeError as exc:
         raise TypeError(f"where could not be converted to a JAX array: {exc}") from None
     ndim = len(shape)
@@ -665,28 +665,28 @@ def _masks(where: Any, axis: Axis, axes: tuple[int, ...],
         if axis is None or w.ndim + len(axes) != ndim:
             raise ValueError(f"where of shape {w.shape} is neither of the logits' shape "
                              f"{shape} nor of the batch shape")
-        w = jnp.expand_dims(w, axes)
+        w = _jnp.expand_dims(w, axes)
     try:
-        fits = jnp.broadcast_shapes(w.shape, shape) == shape
+        fits = _jnp.broadcast_shapes(w.shape, shape) == shape
     except ValueError:
         fits = False
     if not fits:
-        raise ValueError(f"where of shape {jnp.shape(where)} does not broadcast to the "
+        raise ValueError(f"where of shape {_jnp.shape(where)} does not broadcast to the "
                          f"logits' shape {shape}")
     w = w.astype(bool)
     if all(w.shape[a] == 1 for a in axes):   # the same for every class: it selects examples
         batch = tuple(shape[i] for i in range(ndim) if i not in axes)
-        return jnp.broadcast_to(_classes_last(w, axes)[..., 0], batch), None
-    w = _classes_last(jnp.broadcast_to(w, shape), axes)
-    return jnp.any(w, axis=-1), w
+        return _jnp.broadcast_to(_classes_last(w, axes)[..., 0], batch), None
+    w = _classes_last(_jnp.broadcast_to(w, shape), axes)
+    return _jnp.any(w, axis=-1), w
 
 
 def softmax_cross_entropy(
-    logits: Any,
-    labels: Any,
-    axis: Axis = -1,
-    where: Any = None,
-) -> jax.Array:
+    logits: _Any,
+    labels: _Any,
+    axis: _Axis = -1,
+    where: _Any = None,
+) -> _jax.Array:
     """Softmax cross-entropy between logits and probability labels, per example.
 
     ``optax.softmax_cross_entropy`` computed by xent_fast's kernels: the same arguments
@@ -740,32 +740,32 @@ def softmax_cross_entropy(
     """
     x = _check_logits(logits)
     y = _labels_array(labels)
-    if not (jnp.issubdtype(y.dtype, jnp.floating) or jnp.issubdtype(y.dtype, jnp.integer)
-            or y.dtype == jnp.bool_):
+    if not (_jnp.issubdtype(y.dtype, _jnp.floating) or _jnp.issubdtype(y.dtype, _jnp.integer)
+            or y.dtype == _jnp.bool_):
         raise TypeError(f"labels must be real numbers (probabilities), got dtype {y.dtype}")
-    out_dtype = jnp.result_type(x.dtype, y.dtype)
+    out_dtype = _jnp.result_type(x.dtype, y.dtype)
     try:
-        shape = jnp.broadcast_shapes(x.shape, y.shape)
+        shape = _jnp.broadcast_shapes(x.shape, y.shape)
     except ValueError:
         raise ValueError(f"labels of shape {y.shape} do not broadcast with logits of shape "
                          f"{x.shape}") from None
     axes = _nonempty_class_axes(axis, shape)
     rows, cls = _masks(where, axis, axes, shape)
     comp = _compute_dtype(x.dtype)
-    xc = _classes_last(jnp.broadcast_to(x, shape), axes).astype(comp)
-    yc = _classes_last(jnp.broadcast_to(y, shape), axes).astype(comp)
+    xc = _classes_last(_jnp.broadcast_to(x, shape), axes).astype(comp)
+    yc = _classes_last(_jnp.broadcast_to(y, shape), axes).astype(comp)
     if cls is not None:
-        xc = jnp.where(cls, xc, -jnp.inf)
-        yc = jnp.where(cls, yc, 0)
+        xc = _jnp.where(cls, xc, -_jnp.inf)
+        yc = _jnp.where(cls, yc, 0)
     return _xent(xc, yc, rows).astype(out_dtype)
 
 
 def softmax_cross_entropy_with_integer_labels(
-    logits: Any,
-    labels: Any,
-    axis: Axis = -1,
-    where: Any = None,
-) -> jax.Array:
+    logits: _Any,
+    labels: _Any,
+    axis: _Axis = -1,
+    where: _Any = None,
+) -> _jax.Array:
     """Softmax cross-entropy between logits and integer class labels, per example.
 
     ``optax.softmax_cross_entropy_with_integer_labels`` computed by xent_fast's
@@ -827,7 +827,7 @@ def softmax_cross_entropy_with_integer_labels(
     """
     x = _check_logits(logits)
     t = _labels_array(labels)
-    if not jnp.issubdtype(t.dtype, jnp.integer):
+    if not _jnp.issubdtype(t.dtype, _jnp.integer):
         raise TypeError(f"labels must be integer class indices, got dtype {t.dtype}")
     if axis is None:
         raise TypeError("axis must be an int or a tuple of ints for integer labels, got None")
@@ -836,26 +836,26 @@ def softmax_cross_entropy_with_integer_labels(
     xc = _classes_last(x, axes).astype(_compute_dtype(x.dtype))
     batch = xc.shape[:-1]
     try:
-        t = jnp.broadcast_to(t, batch)
+        t = _jnp.broadcast_to(t, batch)
     except ValueError:
         raise ValueError(f"labels of shape {t.shape} do not match the logits' batch shape "
                          f"{batch}") from None
-    if t.dtype not in (jnp.int32, jnp.int64):
+    if t.dtype not in (_jnp.int32, _jnp.int64):
         # The kernels take int32 and int64; narrower types fit in int32.
-        t = t.astype(jnp.int64 if t.dtype.itemsize == 8 else jnp.int32)
+        t = t.astype(_jnp.int64 if t.dtype.itemsize == 8 else _jnp.int32)
     if cls is not None:
-        xc = jnp.where(cls, xc, -jnp.inf)
+        xc = _jnp.where(cls, xc, -_jnp.inf)
     return _xent(xc, t, rows).astype(x.dtype)
 
 
 # --- the binary losses -------------------------------------------------------------------
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _binary(x: Any, y: Any, kind: int, alpha: float, gamma: float) -> Any:
+@_partial(_jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _binary(x: _Any, y: _Any, kind: int, alpha: float, gamma: float) -> _Any:
     return _binary_call(0, kind, x, y, alpha, gamma)
 
 
-def _binary_fwd(x: Any, y: Any, kind: int, alpha: float, gamma: float) -> tuple[Any, Any]:
+def _binary_fwd(x: _Any, y: _Any, kind: int, alpha: float, gamma: float) -> tuple[_Any, _Any]:
     # As for the softmax: the losses alone in the forward pass, one read of the logits;
     # the gradient, already scaled by the upstream one, in the backward, written over
     # the logits. The labels' gradient (when they are differentiated) is plain JAX.
@@ -865,10 +865,10 @@ def _binary_fwd(x: Any, y: Any, kind: int, alpha: float, gamma: float) -> tuple[
                   loss if x.perturbed else None, x.perturbed, y.perturbed)
 
 
-def _binary_bwd(kind: int, alpha: float, gamma: float, res: Any,
-                g: Any) -> tuple[Any, Any]:
+def _binary_bwd(kind: int, alpha: float, gamma: float, res: _Any,
+                g: _Any) -> tuple[_Any, _Any]:
     x, y, loss, dx_wanted, dy_wanted = res
-    if isinstance(g, SymbolicZero):
+    if isinstance(g, _SymbolicZero):
         return None, None
     dx = dy = None
     if dy_wanted:
@@ -878,18 +878,18 @@ def _binary_bwd(kind: int, alpha: float, gamma: float, res: Any,
     return dx, dy
 
 
-def _binary_label_grad(x: Any, y: Any, kind: int, alpha: float, gamma: float) -> Any:
+def _binary_label_grad(x: _Any, y: _Any, kind: int, alpha: float, gamma: float) -> _Any:
     """d loss / d labels, elementwise: -x for the cross-entropy; for the focal loss
     a_t q^gamma ce with a_t = alpha y + (1 - alpha)(1 - y), q = p (1 - y) + (1 - p) y,
     ce = (1 - y) softplus(x) + y softplus(-x), differentiated in y."""
     if kind == _BCE:
         return -x
-    p = jax.nn.sigmoid(x)
+    p = _jax.nn.sigmoid(x)
     q = p * (1 - y) + (1 - p) * y
-    ce = (1 - y) * jax.nn.softplus(x) + y * jax.nn.softplus(-x)
-    mod = q ** gamma if gamma != 0 else jnp.ones_like(q)
-    dmod = (gamma * jnp.where(q > 0, q ** (gamma - 1) if gamma != 1 else 1.0, 0.0)
-            * (1 - 2 * p)) if gamma != 0 else jnp.zeros_like(q)
+    ce = (1 - y) * _jax.nn.softplus(x) + y * _jax.nn.softplus(-x)
+    mod = q ** gamma if gamma != 0 else _jnp.ones_like(q)
+    dmod = (gamma * _jnp.where(q > 0, q ** (gamma - 1) if gamma != 1 else 1.0, 0.0)
+            * (1 - 2 * p)) if gamma != 0 else _jnp.zeros_like(q)
     d = dmod * ce - mod * x
     if alpha >= 0:
         a_t = alpha * y + (1 - alpha) * (1 - y)
@@ -900,38 +900,38 @@ def _binary_label_grad(x: Any, y: Any, kind: int, alpha: float, gamma: float) ->
 _binary.defvjp(_binary_fwd, _binary_bwd, symbolic_zeros=True)
 
 
-def _binary_inputs(logits: Any, labels: Any) -> tuple[Any, Any, Any]:
+def _binary_inputs(logits: _Any, labels: _Any) -> tuple[_Any, _Any, _Any]:
     """(logits, labels) broadcast to one shape in the compute dtype, and the output
     dtype (the logits'), as optax casts the labels to the logits' dtype."""
     x = _check_logits(logits)
     y = _labels_array(labels)
-    if not (jnp.issubdtype(y.dtype, jnp.floating) or jnp.issubdtype(y.dtype, jnp.integer)
-            or y.dtype == jnp.bool_):
+    if not (_jnp.issubdtype(y.dtype, _jnp.floating) or _jnp.issubdtype(y.dtype, _jnp.integer)
+            or y.dtype == _jnp.bool_):
         raise TypeError(f"labels must be real numbers, got dtype {y.dtype}")
     try:
-        shape = jnp.broadcast_shapes(x.shape, y.shape)
+        shape = _jnp.broadcast_shapes(x.shape, y.shape)
     except ValueError:
         raise ValueError(f"labels of shape {y.shape} do not broadcast with logits of shape "
                          f"{x.shape}") from None
     comp = _compute_dtype(x.dtype)
     # labels rounded to the logits' dtype first, as optax does
     y = y.astype(x.dtype)
-    return (jnp.broadcast_to(x, shape).astype(comp), jnp.broadcast_to(y, shape).astype(comp),
+    return (_jnp.broadcast_to(x, shape).astype(comp), _jnp.broadcast_to(y, shape).astype(comp),
             x.dtype)
 
 
-def _static_number(v: Any) -> float | None:
+def _static_number(v: _Any) -> float | None:
     """``v`` as a float if it is a concrete real scalar (not traced), else None."""
-    if isinstance(v, (bool, np.bool_)) or np.ndim(v) != 0:
+    if isinstance(v, (bool, _np.bool_)) or _np.ndim(v) != 0:
         return None
     try:
         f = float(v)
-    except (TypeError, jax.errors.ConcretizationTypeError):
+    except (TypeError, _jax.errors.ConcretizationTypeError):
         return None
-    return f if np.isfinite(f) else None
+    return f if _np.isfinite(f) else None
 
 
-def sigmoid_binary_cross_entropy(logits: Any, labels: Any) -> jax.Array:
+def sigmoid_binary_cross_entropy(logits: _Any, labels: _Any) -> _jax.Array:
     """Sigmoid cross-entropy between logits and binary or probability labels, per element.
 
     ``optax.sigmoid_binary_cross_entropy`` computed by xent_fast's binary kernels: the
@@ -976,8 +976,8 @@ def sigmoid_binary_cross_entropy(logits: Any, labels: Any) -> jax.Array:
     return _binary(x, y, _BCE, -1.0, 0.0).astype(out_dtype)
 
 
-def sigmoid_focal_loss(logits: Any, labels: Any, *, alpha: Any = None,
-                       gamma: Any = 2.0) -> jax.Array:
+def sigmoid_focal_loss(logits: _Any, labels: _Any, *, alpha: _Any = None,
+                       gamma: _Any = 2.0) -> _jax.Array:
     """Sigmoid focal loss, per element (Lin et al., 2017).
 
     ``optax.sigmoid_focal_loss`` computed by xent_fast's binary kernels: the same
@@ -1026,14 +1026,17 @@ def sigmoid_focal_loss(logits: Any, labels: Any, *, alpha: Any = None,
     kernel_alpha = a if g is not None and a is not None and a >= 0 else -1.0
     if g is None:
         # optax's formula, for a gamma that is traced or varies by element
-        log_p, log_q = jax.nn.log_sigmoid(x), jax.nn.log_sigmoid(-x)
+        log_p, log_q = _jax.nn.log_sigmoid(x), _jax.nn.log_sigmoid(-x)
         ce = -y * log_p - (1 - y) * log_q
-        log_1mpt = jax.scipy.special.logsumexp(jnp.stack([log_p, log_q], axis=-1), axis=-1,
-                                               b=jnp.stack([1 - y, y], axis=-1))
-        loss = ce * jnp.exp(jnp.asarray(gamma).astype(x.dtype) * log_1mpt)
+        log_1mpt = _jax.scipy.special.logsumexp(_jnp.stack([log_p, log_q], axis=-1), axis=-1,
+                                               b=_jnp.stack([1 - y, y], axis=-1))
+        loss = ce * _jnp.exp(_jnp.asarray(gamma).astype(x.dtype) * log_1mpt)
     else:
         loss = _binary(x, y, _FOCAL, kernel_alpha, g)
     if alpha is not None and kernel_alpha < 0:
-        al = jnp.asarray(alpha)
+        al = _jnp.asarray(alpha)
         loss = (al * y + (1.0 - al) * (1.0 - y)) * loss
     return loss.astype(out_dtype)
+
+
+del annotations  # bound by the __future__ import; the module's public names are __all__
