@@ -462,8 +462,16 @@ _MECHANISM, _TARGETS = _register()
 _TARGET = _TARGETS.get(_MECHANISM, {}).get("softmax")
 # Whether a call that writes the gradient writes it over the logits' buffer. XLA then
 # needs no second buffer of the logits' size when the logits die there (as in a
-# training step), and copies them first when they do not (logits passed to jax.jit).
-_ALIAS = True
+# training step), but copies them first when they do not (logits passed to jax.jit):
+# measured (bench/adapters_jax.py), that copy cost more than the buffer saves, up to
+# 1.5x the whole loss + gradient at 8192x1000. Off; the memory cost is one buffer of
+# the logits' size.
+_ALIAS = False
+# Logits of at most this many elements get their gradient in the forward pass, from
+# the same exps as the losses, and the backward scales it (see _xent_fwd). Measured
+# faster at every size of bench/adapters_jax.py (32x10 to 8192x1000) than losses
+# forward and gradient backward (which computes the exps twice): so all sizes.
+_FUSED_UP_TO = 1 << 62
 
 
 def mechanism() -> str:
@@ -541,18 +549,19 @@ def _xent(x: _Any, y: _Any, rows: _Any) -> _Any:
 
 
 def _xent_fwd(x: _Any, y: _Any, rows: _Any) -> tuple[_Any, _Any]:
-    # Where the gradient is computed. Through the FFI, in the backward pass: the forward
-    # reads the logits once for the losses and keeps them; the backward reads them once
-    # more and writes the gradient, already scaled by the upstream one, over them. Two
-    # reads and a write of the logits' size, and no buffer beyond the logits'. Computing
-    # the gradient in the forward pass instead (the fused kernel) and scaling it in the
-    # backward adds a read and a write, which cost more than the second read saves.
-    # Through pure_callback, in the forward pass: each callback copies the logits.
+    # Where the gradient is computed. Up to _FUSED_UP_TO elements (by default always),
+    # in the forward pass, by the fused kernel: one pass computes the exps for the
+    # losses and the gradient, which the backward scales by the upstream gradient (an
+    # XLA multiply). Beyond, in the backward pass: the forward reads the logits once
+    # for the losses and keeps them; the backward reads them once more and writes the
+    # gradient, already scaled, over them (two reads and a write, no buffer beyond the
+    # logits', but the exps computed twice, which measured slower). Through
+    # pure_callback, always in the forward pass: each callback copies the logits.
     rows = None if rows is None else rows.value
     # Soft labels are differentiable too: d loss / d y = -log_softmax(x), which needs
     # the logits in the backward pass.
     x_for_dy = x.value if y.perturbed and _jnp.issubdtype(y.value.dtype, _jnp.floating) else None
-    if x.perturbed and _MECHANISM not in _TARGETS:
+    if x.perturbed and (_MECHANISM not in _TARGETS or x.value.size <= _FUSED_UP_TO):
         loss, grad = _call("fused", x.value, y.value, rows)
         return loss, (grad, None, None, x_for_dy, rows, None)
     loss = _call("loss", x.value, y.value, rows)[0]
