@@ -140,7 +140,7 @@ def _mlp_step(loss_fn, opt):
 def training_step(rows: int, features: int, classes: int, batch: int, epochs: int,
                   repeat: int) -> list[str]:
     rng = np.random.default_rng(1)
-    centers = rng.normal(size=(classes, features)) * 2
+    centers = rng.normal(size=(classes, features)) * 0.3
     y_np = rng.integers(0, classes, rows)
     x_np = (centers[y_np] + rng.normal(size=(rows, features))).astype(np.float32)
     x_all, y_all = jnp.asarray(x_np), jnp.asarray(y_np.astype(np.int32))
