@@ -4,30 +4,50 @@
 ``sigmoid_focal_loss`` take the arguments of ``torch.nn.functional.cross_entropy``,
 ``torch.nn.functional.binary_cross_entropy_with_logits`` and
 ``torchvision.ops.sigmoid_focal_loss``, and give the same values and gradients through
-autograd. Each is a ``torch.autograd.Function`` whose forward calls the fused kernel on
-the tensor's memory (no copy for contiguous float32/float64 CPU tensors), computing the
-loss and its gradient in one pass. Only that gradient is kept for the backward, not the
-logits, and the backward only scales it by the upstream gradient.
+autograd. The forward calls the fused kernel on the tensor's memory (no copy for
+contiguous float32/float64 CPU tensors), computing the loss and its gradient in one pass.
+Only that gradient is kept for the backward, not the logits, and the backward only
+scales it by the upstream gradient.
+
+They behave as PyTorch's own ops inside PyTorch's machinery:
+
+- ``torch.func.grad``, ``torch.func.vmap`` / ``torch.vmap`` (per-sample gradients of a
+  ``functional_call`` model; extra leading dimensions): the batched dimension is folded
+  into the rows, one kernel call computes every sample's rows, and the loss is reduced
+  per sample;
+- ``torch.compile(fullgraph=True)``: the kernels are registered as ``torch.library``
+  custom ops (``torch.ops.xent_fast.cross_entropy``, ``torch.ops.xent_fast.binary_loss``)
+  with fake implementations and autograd formulas, used while compiling, so no graph
+  breaks (eager calls keep a cheaper ``autograd.Function`` path);
+- ``torch.autocast("cpu", dtype=torch.bfloat16 or torch.float16)``: a bfloat16/float16
+  input gives a float32 loss, as PyTorch's losses do there, and its gradient in the
+  input's dtype;
+- ``torch.jit.script``: the functions are left to Python (``torch.jit.ignore``), so a
+  scripted function or module that calls them runs, but cannot be saved; use
+  ``torch.compile`` to compile code that calls them.
 
 Differences from PyTorch, on purpose:
 
 - a ``"mean"`` that counts nothing (every row ignored) is 0 with a zero gradient, not nan;
 - ``z_loss``, ``softcap``, ``n_threads`` and ``inplace`` are extra keyword arguments;
-- bfloat16 and float16 are computed in float32; the loss and the gradient are returned in
-  the input's dtype.
+- bfloat16 and float16 are computed in float32; the loss is returned in the input's dtype
+  (float32 under autocast), the gradient in the input's dtype;
+- second derivatives are not supported: differentiating a gradient of these losses
+  (``create_graph=True``, gradient penalties, ``torch.func.hessian``) raises
+  ``RuntimeError``, never gives zeros; forward-mode AD (``torch.func.jvp``) is not
+  implemented.
 
 Only dense CPU tensors are accepted; a tensor on another device raises ``ValueError``.
 A mistake raises ``TypeError`` or ``ValueError`` naming the torch argument (``input``,
 ``target``, ``weight``, ...), of a class that is also the type PyTorch raises for it
-(``RuntimeError``, ``NotImplementedError``, ``IndexError``). Second derivatives are not
-supported: differentiating a gradient of these losses (``create_graph=True``, gradient
-penalties) raises ``RuntimeError``, never gives zeros.
+(``RuntimeError``, ``NotImplementedError``, ``IndexError``).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, NoReturn, cast
+from typing import Any, NoReturn, Optional, cast
 
 try:
     import torch
@@ -42,6 +62,8 @@ import numpy as np
 
 from . import _binary as _xb
 from . import _cross_entropy as _xc
+from . import _validation as _xv
+from ._runtime import float_scalar as _float_scalar
 from ._softmax import log_softmax as _log_softmax
 
 __all__ = [
@@ -55,6 +77,28 @@ __all__ = [
 _NATIVE = (torch.float32, torch.float64)
 _WIDENED = (torch.float16, torch.bfloat16)
 _STRIDED = torch.strided
+_F32, _F64 = torch.float32, torch.float64
+
+# The hot path's names, bound once (each global or attribute lookup costs per call).
+_Tensor = torch.Tensor
+_from_numpy = torch.from_numpy
+_empty = np.empty
+_np_array = np.array
+_grad_enabled = torch.is_grad_enabled
+_transforms_active = torch._C._are_functorch_transforms_active
+_INDEX_KERNEL = _xc._INDEX_KERNEL
+_BINARY_KERNEL = _xb._KERNEL
+_BCE_LOGITS, _FOCAL = _xb._BCE_LOGITS, _xb._FOCAL
+_FLT_MAX = float(np.finfo(np.float32).max)
+_INF = math.inf
+_NAN = math.nan
+_REDUCTIONS = ("mean", "sum", "none")
+
+try:
+    from torch.compiler import is_compiling as _compiling
+except ImportError:  # pragma: no cover - older PyTorch
+    def _compiling() -> bool:
+        return False
 
 try:
     # True while a backward may run again over the same graph (retain_graph/create_graph)
@@ -120,6 +164,15 @@ def _float_input(t: torch.Tensor, name: str) -> None:
                      f"bfloat16), got {t.dtype}")
 
 
+def _loss_dtype(input: torch.Tensor) -> torch.dtype:
+    """The dtype PyTorch returns the loss in: the input's, but float32 for a bfloat16 or
+    float16 input under CPU autocast (where PyTorch's losses run in float32)."""
+    dt = input.dtype
+    if dt in _WIDENED and torch.is_autocast_enabled("cpu"):
+        return _F32
+    return dt
+
+
 def _np(t: torch.Tensor) -> np.ndarray:
     """A NumPy view of a CPU tensor's memory (no copy)."""
     t = t.detach()
@@ -152,146 +205,92 @@ def _not_differentiable(fn: str, name: str) -> _ValueError:
                        f"'{name}'. This input cannot have requires_grad True.")
 
 
-class _NoDoubleBackward(torch.autograd.Function):
-    """The gradients a backward under ``create_graph=True`` returns: computed by
-    ``fn`` in the forward, and any attempt to differentiate them raises.
-
-    The saved gradient passed in is an output of the loss node, so it carries that node
-    as its ``grad_fn`` and connects the result to the logits' graph: a second derivative
-    with respect to them reaches this backward and raises, rather than autograd's "does
-    not require grad", or a silent ``None`` with ``allow_unused``."""
-
-    @staticmethod
-    def forward(ctx: Any, name: str, fn: Any, node: Any, grad_loss: torch.Tensor,
-                *saved: torch.Tensor) -> Any:
-        ctx.name = name
-        return fn(node, grad_loss, saved, True)
-
-    @staticmethod
-    def backward(ctx: Any, *grads: Any) -> Any:
-        raise RuntimeError(_double_backward(ctx.name))
-
-
 def _double_backward(name: str) -> str:
     return (f"double backward of xent_fast.torch.{name} is not supported: its gradient "
             "cannot be differentiated again (create_graph=True for a gradient penalty, "
             "Hessians, ...); use PyTorch's own loss where second derivatives are needed")
 
 
-def _backward(name: str, grads: Any, ctx: Any, grad_loss: torch.Tensor | None) -> Any:
-    """The gradients of a loss Function: ``grads(ctx, grad_loss, saved, fresh)``, fresh
-    tensors whenever the graph may run backward again (a hook may edit what it is given
-    in place; the fast path hands out the saved gradient itself)."""
-    if grad_loss is None:
-        return (None,) * ctx.n_inputs
-    saved = ctx.saved_tensors
-    if torch.is_grad_enabled():  # create_graph=True
-        return _NoDoubleBackward.apply(name, grads, ctx, grad_loss, *saved)
-    return grads(ctx, grad_loss, saved, _keep_graph())
+class _NoDoubleBackward(torch.autograd.Function):
+    """The gradients a backward returns under ``create_graph=True`` (and inside
+    ``torch.func`` transforms, which differentiate that way): copies of the gradients
+    computed from the forward's, and any attempt to differentiate them raises.
+
+    ``anchor`` is the loss itself, saved by the loss node: it carries that node as its
+    ``grad_fn`` and so connects the result to the logits' graph. A second derivative
+    with respect to them reaches this backward and raises, rather than autograd's "does
+    not require grad", or a silent ``None`` with ``allow_unused``. The forward is plain
+    tensor operations, so functorch derives its vmap rule."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(name: str, anchor: torch.Tensor, *grads: torch.Tensor) -> Any:
+        return tuple(g.clone() for g in grads)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.name = inputs[0]
+
+    @staticmethod
+    def backward(ctx: Any, *grads: Any) -> Any:
+        raise RuntimeError(_double_backward(ctx.name))
 
 
-def _scale(grad: torch.Tensor, grad_loss: torch.Tensor, reduction: str,
-           fresh: bool) -> torch.Tensor:
-    """grad_output * d(loss)/d(input), from the gradient of the loss's own value."""
-    if reduction == "none":
-        # per-row (or per-element) upstream gradient, broadcast over the class dimension
-        g = grad_loss.to(grad.dtype)
-        return grad * (g.unsqueeze(1) if grad.dim() > g.dim() and g.dim() > 0 else g)
+def _guard(name: str, anchor: torch.Tensor, grads: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``grads`` (None where no gradient) made non-differentiable but for an error."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    out = iter(_apply(_NoDoubleBackward, name, anchor, *present))
+    return tuple(None if g is None else next(out) for g in grads)
+
+
+def _times(grad: torch.Tensor, grad_loss: torch.Tensor) -> torch.Tensor:
+    """``grad_output * d(loss)/d(input)`` from the gradient of the loss's own value: a
+    per-row (or per-element) upstream gradient broadcasts over the class dimension."""
+    g = grad_loss if grad_loss.dtype is grad.dtype else grad_loss.to(grad.dtype)
+    if grad.dim() > g.dim() > 0:
+        g = g.unsqueeze(1)
+    return grad * g
+
+
+def _scale(grad: torch.Tensor, grad_loss: torch.Tensor, fresh: bool) -> torch.Tensor:
+    """:func:`_times`, without an N x C pass for the usual ``loss.backward()`` (a scalar
+    upstream gradient of 1); a copy only where the graph is kept (a hook may edit the
+    gradient it is handed in place), and otherwise in place in the saved gradient."""
+    if grad_loss.dim() or _transforms_active():
+        return _times(grad, grad_loss)
     if grad_loss.item() == 1.0:
-        # the usual loss.backward(): no N x C pass at all, unless the graph is kept
         return grad.clone() if fresh else grad
-    return grad * grad_loss.to(grad.dtype)
+    if fresh:
+        return _times(grad, grad_loss)
+    return grad.mul_(grad_loss)
 
 
-class _CrossEntropy(torch.autograd.Function):
-    """Loss and gradient in the forward pass; the backward scales the saved gradient.
+# --- cross_entropy ---------------------------------------------------------------------
 
-    The gradient is also the second output (with ``inplace``, the input that now holds
-    it), so that its saved copy knows this node: see :class:`_NoDoubleBackward`."""
-
-    @staticmethod
-    def forward(ctx: Any, input: torch.Tensor, target: torch.Tensor,
-                weight: torch.Tensor | None, options: dict[str, Any], inplace: bool) -> Any:
-        ctx.set_materialize_grads(False)
-        ctx.n_inputs = 5
-        ctx.reduction = options["reduction"]
-        x, t = _rows_layout(input.detach(), target.detach())
-        x_np, t_np = _np(x), _np(t)
-        if inplace:
-            _check_overlap(x_np, ((t_np, "target"), (options["weight"], "weight")))
-        # Probability targets' and weights' gradients need log_softmax(logits), taken
-        # before the kernel: in place, it writes the gradient over the logits.
-        soft = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
-        lp = _log_probs(x_np, options["softcap"]) if soft else None
-        loss, grad = _xc.cross_entropy_and_grad(
-            x_np, t_np, grad_out=x_np if inplace else None, **options)
-        loss_t = torch.as_tensor(loss).to(input.dtype)
-        if inplace:
-            ctx.mark_dirty(input)
-            grad_t = input
-        else:
-            grad_t = _from_rows_layout(torch.from_numpy(grad), input)
-        if soft:
-            ctx.options = options
-            ctx.in_layout = (input.dim(), target.dtype,
-                             None if weight is None else weight.dtype)
-            ctx.save_for_backward(grad_t, lp, t if ctx.needs_input_grad[2] else None)
-        else:
-            ctx.save_for_backward(grad_t)
-        return loss_t, grad_t
+class _FastCrossEntropy(torch.autograd.Function):
+    """The eager hot path: the kernel already ran (in :func:`cross_entropy`, on the
+    tensors' memory); the forward wraps its loss and gradient, the backward scales the
+    gradient. The gradient is saved (autograd releases it once the node has run, so that
+    it becomes ``input.grad`` without a copy), and so is the loss (a few bytes), the
+    anchor of :class:`_NoDoubleBackward`."""
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: torch.Tensor | None, *unused: Any) -> Any:
-        return _backward("cross_entropy", _cross_entropy_grads, ctx, grad_loss)
+    def forward(ctx: Any, input: torch.Tensor, loss: np.ndarray, grad: np.ndarray,
+                name: str) -> Any:
+        out = _from_numpy(loss)
+        ctx.name = name
+        ctx.save_for_backward(_from_numpy(grad), out)
+        return out
 
-
-def _cross_entropy_grads(ctx: Any, grad_loss: torch.Tensor, saved: tuple[Any, ...],
-                         fresh: bool) -> tuple[Any, ...]:
-    grad_x = (_scale(saved[0], grad_loss, ctx.reduction, fresh)
-              if ctx.needs_input_grad[0] else None)
-    if len(saved) == 1:
-        return grad_x, None, None, None, None
-    _, lp, t = saved
-    # loss row r = -sum_c w_c q_rc lp_rc (+ z_loss, free of target and weight), with
-    # q = (1 - eps) target + eps / C: d/dtarget = -(1 - eps) w lp, d/dw = -sum_r q lp
-    o = ctx.options
-    n_classes = lp.shape[-1]
-    rows = lp.numel() // n_classes if n_classes else 0
-    g = grad_loss.to(torch.float64)
-    if ctx.reduction == "none":
-        g = g.unsqueeze(-1) if g.dim() else g  # rows layout: classes last
-    elif ctx.reduction == "mean":
-        g = g / rows if rows else g * 0.0
-    glp = lp * g
-    eps = o["label_smoothing"]
-    dim, t_dtype, w_dtype = ctx.in_layout
-    grad_t = grad_w = None
-    if ctx.needs_input_grad[1]:
-        gt = -(1.0 - eps) * glp
-        if o["weight"] is not None:
-            gt = gt * torch.from_numpy(o["weight"]).to(torch.float64)
-        grad_t = (gt.movedim(-1, 1) if dim > 2 else gt).to(t_dtype)
-    if ctx.needs_input_grad[2]:
-        q = t.to(torch.float64) * (1.0 - eps) + eps / n_classes
-        grad_w = (-(q * glp)).reshape(-1, n_classes).sum(0).to(w_dtype)
-    return grad_x, grad_t, grad_w, None, None
-
-
-def _log_probs(x: np.ndarray, cap: Any) -> torch.Tensor:
-    """log_softmax of the (soft-capped) logits in float64, classes last."""
-    z = x.astype(np.float64)
-    if cap is not None:
-        z = cap * np.tanh(z / cap)
-    return torch.from_numpy(np.asarray(_log_softmax(z)))
-
-
-def _check_overlap(x: np.ndarray, others: tuple[tuple[Any, str], ...]) -> None:
-    """In place, the kernel writes over ``x``: no other argument may share its memory
-    (checked on the arrays the kernel gets, not on the tensors they came from)."""
-    for arr, name in others:
-        if arr is not None and np.may_share_memory(x, arr):
-            raise _ValueError(f"inplace=True would write the gradient over {name}, which "
-                              "shares memory with input; use inplace=False")
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> Any:
+        grad, anchor = ctx.saved_tensors
+        if _grad_enabled():  # create_graph=True
+            return _guard(ctx.name, anchor, (_times(grad, grad_loss),)) + (None, None, None)
+        return _scale(grad, grad_loss, _keep_graph()), None, None, None
 
 
 def _rows_layout(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,6 +313,193 @@ def _from_rows_layout(g: torch.Tensor, input: torch.Tensor) -> torch.Tensor:
     if g.dtype != input.dtype:
         g = g.to(input.dtype)  # bf16/f16: keep the saved gradient at the input's size
     return g.movedim(-1, 1) if input.dim() > 2 else g
+
+
+def _log_probs(x: np.ndarray, cap: Any) -> torch.Tensor:
+    """log_softmax of the (soft-capped) logits in float64, classes last."""
+    z = x.astype(np.float64)
+    if cap is not None:
+        z = cap * np.tanh(z / cap)
+    return torch.from_numpy(np.asarray(_log_softmax(z)))
+
+
+def _check_overlap(x: np.ndarray, others: tuple[tuple[Any, str], ...]) -> None:
+    """In place, the kernel writes over ``x``: no other argument may share its memory
+    (checked on the arrays the kernel gets, not on the tensors they came from)."""
+    for arr, name in others:
+        if arr is not None and np.may_share_memory(x, arr):
+            raise _ValueError(f"inplace=True would write the gradient over {name}, which "
+                              "shares memory with input; use inplace=False")
+
+
+def _ce_forward(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                options: dict[str, Any], inplace: bool, soft: bool,
+                out_dtype: torch.dtype | None) -> tuple[Any, Any, Any]:
+    """(loss in ``out_dtype``, gradient in ``input``'s layout and dtype, float64
+    log-probabilities classes last if ``soft`` else None), every option checked by the
+    core. ``out_dtype=None`` leaves the loss in the computation dtype."""
+    dtype = input.dtype if input.dtype in _NATIVE else _F32
+    w = _weight_np(weight, "weight", dtype)
+    x, t = _rows_layout(input.detach(), target.detach())
+    x_np, t_np = _np(x), _np(t)
+    if inplace:
+        _check_overlap(x_np, ((t_np, "target"), (w, "weight")))
+    # Probability targets' and weights' gradients need log_softmax(logits), taken
+    # before the kernel: in place, it writes the gradient over the logits.
+    lp = _log_probs(x_np, options["softcap"]) if soft else None
+    loss, grad = _xc.cross_entropy_and_grad(
+        x_np, t_np, weight=w, grad_out=x_np if inplace else None, **options)
+    loss_t = torch.as_tensor(loss)
+    if out_dtype is not None and loss_t.dtype is not out_dtype:
+        loss_t = loss_t.to(out_dtype)
+    grad_t = input if inplace else _from_rows_layout(torch.from_numpy(grad), input)
+    return loss_t, grad_t, lp
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """Every case the hot path leaves: loss and gradient in the forward pass, the
+    backward scales the saved gradient (and, for probability targets and weights that
+    require grad, their gradients from the log-probabilities). ``setup_context`` style,
+    with a ``vmap`` rule, so that ``torch.func`` transforms work."""
+
+    @staticmethod
+    def forward(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                options: dict[str, Any], inplace: bool, soft: bool,
+                out_dtype: torch.dtype | None) -> Any:
+        return _ce_forward(input, target, weight, options, inplace, soft, out_dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        input, target, weight, options, inplace, soft, _ = inputs
+        loss, grad, lp = output
+        ctx.set_materialize_grads(False)
+        if inplace:
+            ctx.mark_dirty(input)
+        ctx.mark_non_differentiable(grad)
+        ctx.options = options
+        if soft:
+            ctx.mark_non_differentiable(lp)
+            ctx.in_layout = (input.dim(), target.dtype,
+                             None if weight is None else weight.dtype)
+            ctx.save_for_backward(grad, loss, lp, target if ctx.needs_input_grad[2] else None,
+                                  weight)
+        else:
+            ctx.save_for_backward(grad, loss)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor | None, *unused: Any) -> Any:
+        if grad_loss is None:
+            return (None,) * 7
+        saved = ctx.saved_tensors
+        guarded = _grad_enabled()  # create_graph=True, and torch.func transforms
+        grad = saved[0]
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = (_times(grad, grad_loss) if guarded
+                      else _scale(grad, grad_loss, _keep_graph()))
+        grad_t = grad_w = None
+        if len(saved) > 2:
+            _, _, lp, t, weight = saved
+            grad_t, grad_w = _soft_grads(
+                lp, t, weight, grad_loss, ctx.options["reduction"],
+                ctx.options["label_smoothing"], ctx.in_layout,
+                ctx.needs_input_grad[1], ctx.needs_input_grad[2])
+        grads = (grad_x, grad_t, grad_w)
+        if guarded:
+            grads = _guard("cross_entropy", saved[1], grads)
+        return grads + (None,) * 4
+
+    @staticmethod
+    def vmap(info: Any, in_dims: Any, input: torch.Tensor, target: torch.Tensor,
+             weight: torch.Tensor | None, options: dict[str, Any], inplace: bool,
+             soft: bool, out_dtype: torch.dtype | None) -> Any:
+        """One kernel call for every sample: the vmapped dimension folded into the rows,
+        per-row losses, then each sample's reduction (its own "mean" denominator)."""
+        b = info.batch_size
+        xd, td, wd = in_dims[:3]
+        if wd is not None:  # a weight per sample: one call per sample
+            return _per_sample(_CrossEntropy, info, in_dims, (
+                input, target, weight, options, False, soft, out_dtype), (0, 0, 0))
+        x = input.movedim(xd, 0) if xd is not None else input.expand(b, *input.shape)
+        t = target.movedim(td, 0) if td is not None else target.expand(b, *target.shape)
+        one_row = x.dim() == 2  # samples of shape (C,): one row each
+        xf = x if one_row else x.reshape(-1, *x.shape[2:])
+        tf = t if one_row or t.dim() < 2 else t.reshape(-1, *t.shape[2:])
+        reduction = options["reduction"]
+        rows_opts = dict(options, reduction="none")
+        loss_rows, grad_rows, lp = _apply(_CrossEntropy, xf, tf, weight, rows_opts, False,
+                                          soft, None)
+        grad = grad_rows.reshape(x.shape)
+        if lp is not None and not one_row:
+            lp = lp.reshape(b, -1, *lp.shape[1:])
+        if reduction == "none":
+            loss = loss_rows if one_row else loss_rows.reshape(b, x.shape[1], *x.shape[3:])
+        else:
+            per = loss_rows.reshape(b, -1)
+            loss = per.sum(1)
+            if reduction == "mean":
+                if tf.is_floating_point():
+                    count = torch.full((b,), per.shape[1], dtype=per.dtype)
+                    denom = count
+                else:
+                    valid = tf.reshape(b, -1) != options["ignore_index"]
+                    count = valid.sum(1)
+                    if weight is None:
+                        denom = count.to(per.dtype)
+                    else:
+                        n_classes = x.shape[-1] if one_row else x.shape[2]
+                        w = weight.detach().to(per.dtype)
+                        wt = w[tf.reshape(b, -1).clamp(0, max(n_classes - 1, 0))]
+                        denom = torch.where(valid, wt, torch.zeros((), dtype=per.dtype)).sum(1)
+                # 0 when a sample counts nothing (as the core), nan when its weights sum to 0
+                empty = torch.where(count > 0, _NAN, 0.0).to(per.dtype)
+                safe = torch.where(denom != 0, denom, torch.ones((), dtype=per.dtype))
+                loss = torch.where(denom != 0, loss / safe, empty)
+                scale = torch.where(denom != 0, 1.0 / safe, empty)
+                grad = grad * scale.to(grad.dtype).reshape(b, *(1,) * (grad.dim() - 1))
+        if out_dtype is not None:
+            loss = loss.to(out_dtype)
+        return (loss, grad, lp), (0, 0, None if lp is None else 0)
+
+
+def _per_sample(fn: Any, info: Any, in_dims: Any, args: tuple[Any, ...],
+                out_dims: tuple[Any, ...]) -> Any:
+    """A vmap rule by a loop over the samples (for a weight that differs per sample)."""
+    outs = []
+    for i in range(info.batch_size):
+        sample = tuple(a.select(d, i) if d is not None else a for a, d in zip(args, in_dims))
+        outs.append(_apply(fn, *sample))
+    stacked = tuple(None if o[0] is None else torch.stack(o) for o in zip(*outs))
+    return stacked, tuple(None if s is None else d for s, d in zip(stacked, out_dims))
+
+
+def _soft_grads(lp: torch.Tensor, t: torch.Tensor | None, weight: torch.Tensor | None,
+                grad_loss: torch.Tensor, reduction: str, eps: float,
+                in_layout: tuple[Any, ...], want_t: bool, want_w: bool) -> tuple[Any, Any]:
+    """The gradients of probability targets and class weights, in tensor operations.
+
+    Loss row r = -sum_c w_c q_rc lp_rc (+ z_loss, free of target and weight), with
+    q = (1 - eps) target + eps / C: d/dtarget = -(1 - eps) w lp, d/dw = -sum_r q lp."""
+    n_classes = lp.shape[-1]
+    rows = lp.numel() // n_classes if n_classes else 0
+    g = grad_loss.to(torch.float64)
+    if reduction == "none":
+        g = g.unsqueeze(-1) if g.dim() else g  # rows layout: classes last
+    elif reduction == "mean":
+        g = g / rows if rows else g * 0.0
+    glp = lp * g
+    dim, t_dtype, w_dtype = in_layout
+    grad_t = grad_w = None
+    if want_t:
+        gt = -(1.0 - eps) * glp
+        if weight is not None:
+            gt = gt * weight.detach().to(torch.float64)
+        grad_t = (gt.movedim(-1, 1) if dim > 2 else gt).to(t_dtype)
+    if want_w and t is not None:
+        tt = t.movedim(1, -1) if dim > 2 else t
+        q = tt.to(torch.float64) * (1.0 - eps) + eps / n_classes
+        grad_w = (-(q * glp)).reshape(-1, n_classes).sum(0).to(w_dtype)
+    return grad_t, grad_w
 
 
 def _explain_cross_entropy(input: torch.Tensor, target: torch.Tensor,
@@ -415,33 +601,89 @@ def cross_entropy(
     >>> round(loss.item(), 4), [round(v, 4) for v in logits.grad[0].tolist()]
     (0.417, [-0.341, 0.2424, 0.0986])
     """
+    # The hot path: a dense (N, C) float32/float64 CPU input with class indices and no
+    # weight, eager and outside torch.func: the kernel runs here, on the tensors' memory,
+    # and checks the arrays itself; anything it refuses takes the general path below,
+    # which names the mistake.
+    if (type(input) is _Tensor and type(target) is _Tensor and weight is None
+            and size_average is None and reduce is None and softcap is None and not inplace
+            and type(label_smoothing) is float and 0.0 <= label_smoothing <= 1.0
+            and type(z_loss) is float and 0.0 <= z_loss < _INF
+            and type(ignore_index) is int and type(reduction) is str
+            and reduction in _REDUCTIONS and input.is_cpu
+            and not _transforms_active() and not _compiling()):
+        try:
+            x = input.numpy(force=True)
+            t = target.numpy()
+            grad = _empty(x.shape, x.dtype) if input.requires_grad and _grad_enabled() else None
+            rows = _empty(t.shape, x.dtype) if reduction == "none" else None
+            nt = (0 if n_threads is None and not _xv._forked_child
+                  else _xv.check_threads(n_threads))
+            total, denom, count, bad = _INDEX_KERNEL(
+                x, t, None, rows, grad, None, 1.0, reduction == "mean", ignore_index,
+                label_smoothing, z_loss, 0.0, nt)
+        except (TypeError, ValueError, RuntimeError, OverflowError):
+            bad = 0
+        if bad < 0:
+            if rows is None:
+                if reduction == "mean":
+                    total = total / denom if denom else (_NAN if count else 0.0)
+                rows = _scalar_array(total, x)
+            if grad is None:
+                return _from_numpy(rows)
+            return cast(torch.Tensor, _fast_apply(input, rows, grad, "cross_entropy"))
+    return _cross_entropy(input, target, weight, size_average, ignore_index, reduce,
+                          reduction, label_smoothing, z_loss, softcap, n_threads, inplace)
+
+
+_fast_apply = super(torch.autograd.Function, _FastCrossEntropy).apply  # type: ignore[misc]
+
+
+def _cross_entropy(input: Any, target: Any, weight: Any, size_average: Any, ignore_index: Any,
+                   reduce: Any, reduction: Any, label_smoothing: Any, z_loss: Any,
+                   softcap: Any, n_threads: Any, inplace: Any) -> torch.Tensor:
+    """Every case the hot path leaves (and every mistake)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
+    if _compiling():
+        return _compiled_cross_entropy(input, target, weight, ignore_index, reduction,
+                                       label_smoothing, z_loss, softcap, n_threads)
     _check_tensor(input, "input")
     _check_tensor(target, "target")
     _float_input(input, "input")
-    dtype = input.dtype if input.dtype in _NATIVE else torch.float32
     options: dict[str, Any] = dict(
-        weight=_weight_np(weight, "weight", dtype), ignore_index=ignore_index,
-        reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
-        softcap=softcap, n_threads=n_threads)
-    grad_mode = torch.is_grad_enabled()
+        ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+        z_loss=z_loss, softcap=softcap, n_threads=n_threads)
+    grad_mode = _grad_enabled()
+    functorch = _transforms_active()
     weight_grad = grad_mode and weight is not None and weight.requires_grad
+    out_dtype = _loss_dtype(input)
     try:
-        if not (grad_mode and (input.requires_grad or target.requires_grad or weight_grad)):
+        if not functorch and not (grad_mode and (input.requires_grad or target.requires_grad
+                                                 or weight_grad)):
+            dtype = input.dtype if input.dtype in _NATIVE else _F32
             x, t = _rows_layout(input.detach(), target.detach())
-            loss = _xc.cross_entropy(_np(x), _np(t), **options)
-            return torch.as_tensor(loss).to(input.dtype)
+            loss = _xc.cross_entropy(_np(x), _np(t), weight=_weight_np(weight, "weight", dtype),
+                                     **options)
+            return torch.as_tensor(loss).to(out_dtype)
         if weight_grad and not target.is_floating_point():
             raise _not_differentiable("nll_loss_forward", "weight")
-        inplace = inplace and input.requires_grad  # else no gradient to write
+        inplace = inplace and input.requires_grad and grad_mode and not functorch
         if inplace:
             _check_inplace(input)
-        return cast(torch.Tensor,
-                    _apply(_CrossEntropy, input, target, weight, options, inplace)[0])
+        soft = grad_mode and target.is_floating_point() and (target.requires_grad or weight_grad)
+        return cast(torch.Tensor, _apply(_CrossEntropy, input, target, weight, options,
+                                         inplace, soft, out_dtype)[0])
     except (TypeError, ValueError) as exc:
         if not isinstance(exc, _OURS):
             _explain_cross_entropy(input, target, weight)
         _reraise(exc, {"logits": "input"})
+
+
+def _scalar_array(value: float, x: np.ndarray) -> np.ndarray:
+    """A 0-d array of ``x``'s dtype holding ``value``, rounded once."""
+    if -_FLT_MAX <= value <= _FLT_MAX or x.dtype.num == 12:
+        return _np_array(value, x.dtype)
+    return _np_array(_float_scalar(value, 11))  # float32 overflow (to inf, no warning), nan
 
 
 def _check_inplace(input: torch.Tensor) -> None:
@@ -463,46 +705,7 @@ def _check_inplace(input: torch.Tensor) -> None:
                           "inplace=False, or compute the logits in their (N, C) shape")
 
 
-class _Binary(torch.autograd.Function):
-    """Elementwise losses: the gradient with respect to the logits comes from the forward
-    kernel; the target's gradient (rare) from the logits, while they are at hand. The
-    gradient is also the second output, as in :class:`_CrossEntropy`."""
-
-    @staticmethod
-    def forward(ctx: Any, input: torch.Tensor, target: torch.Tensor, kind: str,
-                options: dict[str, Any]) -> Any:
-        ctx.set_materialize_grads(False)
-        ctx.n_inputs = 4
-        ctx.name = "binary_cross_entropy_with_logits" if kind == "bce" else "sigmoid_focal_loss"
-        ctx.reduction = options["reduction"]
-        x, t = _binary_layout(input.detach(), target.detach())
-        fn = (_xb.binary_cross_entropy_with_logits_and_grad if kind == "bce"
-              else _xb.sigmoid_focal_loss_and_grad)
-        loss, grad = fn(_np(x), _np(t), **options)
-        grad_t = torch.from_numpy(grad).to(input.dtype)
-        if ctx.needs_input_grad[1]:
-            ctx.save_for_backward(grad_t, _bce_target_grad(x, options).to(target.dtype))
-        else:
-            ctx.save_for_backward(grad_t)
-        return torch.as_tensor(loss).to(input.dtype), grad_t
-
-    @staticmethod
-    def backward(ctx: Any, grad_loss: torch.Tensor | None, *unused: Any) -> Any:
-        return _backward(ctx.name, _binary_grads, ctx, grad_loss)
-
-
-def _binary_grads(ctx: Any, grad_loss: torch.Tensor, saved: tuple[Any, ...],
-                  fresh: bool) -> tuple[Any, ...]:
-    out: list[torch.Tensor | None] = []
-    for grad, needed in zip(saved, ctx.needs_input_grad):
-        if not needed:
-            out.append(None)
-        elif ctx.reduction == "none":  # elementwise: the gradient's shape
-            out.append(grad * grad_loss.to(grad.dtype))
-        else:
-            out.append(_scale(grad, grad_loss, ctx.reduction, fresh))
-    return out[0], out[1] if len(out) > 1 else None, None, None
-
+# --- binary_cross_entropy_with_logits, sigmoid_focal_loss ---------------------------------
 
 def _binary_layout(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if x.dtype in _WIDENED:
@@ -527,6 +730,117 @@ def _bce_target_grad(x: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
     if options["reduction"] == "mean" and g.numel():
         g = g / g.numel()
     return g
+
+
+def _binary_forward(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                    pos_weight: torch.Tensor | None, kind: str, options: dict[str, Any],
+                    soft: bool, out_dtype: torch.dtype | None) -> tuple[Any, Any, Any]:
+    """(loss, gradient in ``input``'s dtype, the target's gradient if ``soft``)."""
+    dtype = input.dtype if input.dtype in _NATIVE else _F32
+    x, t = _binary_layout(input.detach(), target.detach())
+    opts = dict(options)
+    if kind == "bce":
+        opts["weight"] = _weight_np(weight, "weight", dtype)
+        opts["pos_weight"] = _weight_np(pos_weight, "pos_weight", dtype)
+        fn = _xb.binary_cross_entropy_with_logits_and_grad
+    else:
+        fn = _xb.sigmoid_focal_loss_and_grad
+    loss, grad = fn(_np(x), _np(t), **opts)
+    grad_t = torch.from_numpy(grad).to(input.dtype)
+    tgrad = _bce_target_grad(x, opts).to(target.dtype) if soft else None
+    loss_t = torch.as_tensor(loss)
+    if out_dtype is not None and loss_t.dtype is not out_dtype:
+        loss_t = loss_t.to(out_dtype)
+    return loss_t, grad_t, tgrad
+
+
+_BINARY_NAMES = {"bce": "binary_cross_entropy_with_logits", "focal": "sigmoid_focal_loss"}
+
+
+class _FastBinary(torch.autograd.Function):
+    """:class:`_FastCrossEntropy` for the elementwise losses."""
+
+    @staticmethod
+    def forward(ctx: Any, input: torch.Tensor, loss: np.ndarray, grad: np.ndarray,
+                name: str) -> Any:
+        out = _from_numpy(loss)
+        ctx.name = name
+        ctx.save_for_backward(_from_numpy(grad), out)
+        return out
+
+    backward = _FastCrossEntropy.backward
+
+
+_fast_binary_apply = super(torch.autograd.Function, _FastBinary).apply  # type: ignore[misc]
+
+
+class _Binary(torch.autograd.Function):
+    """Elementwise losses: the gradient with respect to the logits comes from the forward
+    kernel; the target's gradient (rare) from the logits, while they are at hand.
+    ``setup_context`` style with a ``vmap`` rule, as :class:`_CrossEntropy`."""
+
+    @staticmethod
+    def forward(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
+                pos_weight: torch.Tensor | None, kind: str, options: dict[str, Any],
+                soft: bool, out_dtype: torch.dtype | None) -> Any:
+        return _binary_forward(input, target, weight, pos_weight, kind, options, soft,
+                               out_dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        kind, options = inputs[4], inputs[5]
+        loss, grad, tgrad = output
+        ctx.set_materialize_grads(False)
+        ctx.name = _BINARY_NAMES[kind]
+        ctx.mark_non_differentiable(grad)
+        if tgrad is not None:
+            ctx.mark_non_differentiable(tgrad)
+        ctx.save_for_backward(grad, loss, tgrad)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor | None, *unused: Any) -> Any:
+        if grad_loss is None:
+            return (None,) * 8
+        grad, anchor, tgrad = ctx.saved_tensors
+        guarded = _grad_enabled()  # create_graph=True, and torch.func transforms
+        fresh = guarded or _keep_graph()
+        out = []
+        for g, needed in ((grad, ctx.needs_input_grad[0]), (tgrad, ctx.needs_input_grad[1])):
+            if not needed or g is None:
+                out.append(None)
+            else:
+                out.append(_times(g, grad_loss) if guarded else _scale(g, grad_loss, fresh))
+        grads = tuple(out)
+        if guarded:
+            grads = _guard(ctx.name, anchor, grads)
+        return grads + (None,) * 6
+
+    @staticmethod
+    def vmap(info: Any, in_dims: Any, input: torch.Tensor, target: torch.Tensor,
+             weight: torch.Tensor | None, pos_weight: torch.Tensor | None, kind: str,
+             options: dict[str, Any], soft: bool, out_dtype: torch.dtype | None) -> Any:
+        """Every sample's elements in one call, then each sample's reduction."""
+        b = info.batch_size
+        xd, td, wd, pd = in_dims[:4]
+        if wd is not None or pd is not None:
+            return _per_sample(_Binary, info, in_dims, (
+                input, target, weight, pos_weight, kind, options, soft, out_dtype), (0, 0, 0))
+        x = input.movedim(xd, 0) if xd is not None else input.expand(b, *input.shape)
+        t = target.movedim(td, 0) if td is not None else target.expand(b, *target.shape)
+        reduction = options["reduction"]
+        loss, grad, tgrad = _apply(_Binary, x, t, weight, pos_weight, kind,
+                                   dict(options, reduction="none"), soft, None)
+        if reduction != "none":
+            loss = loss.reshape(b, -1).sum(1)
+            if reduction == "mean":
+                size = x[0].numel()
+                loss = loss / size if size else loss * 0.0
+                grad = grad / size if size else grad * 0.0
+                if tgrad is not None:
+                    tgrad = tgrad / size if size else tgrad * 0.0
+        if out_dtype is not None:
+            loss = loss.to(out_dtype)
+        return (loss, grad, tgrad), (0, 0, None if tgrad is None else 0)
 
 
 def binary_cross_entropy_with_logits(
@@ -569,22 +883,30 @@ def binary_cross_entropy_with_logits(
     >>> round(loss.item(), 4), [round(v, 4) for v in x.grad[0].tolist()]
     (0.3377, [-0.0912, 0.1888])
     """
+    # The hot path, as cross_entropy's: a dense 2-D float32/float64 CPU input and a target
+    # of its dtype and shape that needs no gradient, no weights, eager, outside torch.func.
+    if (type(input) is _Tensor and type(target) is _Tensor and weight is None
+            and pos_weight is None and size_average is None and reduce is None
+            and type(reduction) is str and reduction in _REDUCTIONS and input.is_cpu
+            and not _transforms_active() and not _compiling()):
+        result = _binary_fast(_BCE_LOGITS, input, target, reduction, 0.0, 0.0, n_threads,
+                              "binary_cross_entropy_with_logits")
+        if result is not None:
+            return result
     reduction = _legacy_reduction(size_average, reduce, reduction)
-    _check_tensor(input, "input")
-    _check_tensor(target, "target")
-    _float_input(input, "input")
+    if not _compiling():
+        _check_tensor(input, "input")
+        _check_tensor(target, "target")
+        _float_input(input, "input")
     if input.shape != target.shape:
         raise _ValueError(f"target size ({tuple(target.shape)}) must be the same as input "
                           f"size ({tuple(input.shape)})")
-    dtype = input.dtype if input.dtype in _NATIVE else torch.float32
-    if torch.is_grad_enabled():
+    if _grad_enabled():
         for w, name in ((weight, "weight"), (pos_weight, "pos_weight")):
             if w is not None and w.requires_grad:
                 raise _not_differentiable("binary_cross_entropy_with_logits", name)
-    options: dict[str, Any] = dict(weight=_weight_np(weight, "weight", dtype),
-                                   pos_weight=_weight_np(pos_weight, "pos_weight", dtype),
-                                   reduction=reduction, n_threads=n_threads)
-    return _binary("bce", input, target, options, {"logits": "input"})
+    options: dict[str, Any] = dict(reduction=reduction, n_threads=n_threads)
+    return _binary("bce", input, target, weight, pos_weight, options, {"logits": "input"})
 
 
 def sigmoid_focal_loss(
@@ -627,31 +949,219 @@ def sigmoid_focal_loss(
     >>> round(loss.item(), 4), [round(v, 4) for v in x.grad.tolist()]
     (0.1755, [-0.0001, -0.1921])
     """
-    _check_tensor(inputs, "inputs")
-    _check_tensor(targets, "targets")
-    _float_input(inputs, "inputs")
+    if (type(inputs) is _Tensor and type(targets) is _Tensor and type(alpha) is float
+            and -_INF < alpha <= 1.0 and (type(gamma) is float or type(gamma) is int)
+            and 0 <= gamma < _INF
+            and type(reduction) is str and reduction in _REDUCTIONS and inputs.is_cpu
+            and not _transforms_active() and not _compiling()):
+        result = _binary_fast(_FOCAL, inputs, targets, reduction, alpha, gamma, n_threads,
+                              "sigmoid_focal_loss")
+        if result is not None:
+            return result
+    if not _compiling():
+        _check_tensor(inputs, "inputs")
+        _check_tensor(targets, "targets")
+        _float_input(inputs, "inputs")
     if inputs.shape != targets.shape:
         raise _ValueError(f"targets size ({tuple(targets.shape)}) must be the same as inputs "
                           f"size ({tuple(inputs.shape)})")
-    if targets.requires_grad and torch.is_grad_enabled():
+    if targets.requires_grad and _grad_enabled():
         raise _ValueError("xent_fast.torch.sigmoid_focal_loss does not differentiate with "
                           "respect to targets; pass targets.detach()")
     options: dict[str, Any] = dict(alpha=alpha, gamma=gamma, reduction=reduction,
                                    n_threads=n_threads)
-    return _binary("focal", inputs, targets, options, {"logits": "inputs", "target": "targets"})
+    return _binary("focal", inputs, targets, None, None, options,
+                   {"logits": "inputs", "target": "targets"})
 
 
-def _binary(kind: str, input: torch.Tensor, target: torch.Tensor,
-            options: dict[str, Any], names: dict[str, str]) -> torch.Tensor:
+def _binary_fast(kind: int, input: torch.Tensor, target: torch.Tensor, reduction: str,
+                 alpha: float, gamma: float, n_threads: Any, name: str) -> Any:
+    """The elementwise losses' hot path (None: take the general one)."""
     try:
-        if not (torch.is_grad_enabled() and (input.requires_grad or target.requires_grad)):
+        x = input.numpy(force=True)
+        t = target.numpy()  # (refuses a target that requires grad: its gradient is general)
+        grad = _empty(x.shape, x.dtype) if input.requires_grad and _grad_enabled() else None
+        rows = _empty(x.shape, x.dtype) if reduction == "none" else None
+        size = x.size
+        scale = (1.0 / size if size else 0.0) if reduction == "mean" else 1.0
+        nt = 0 if n_threads is None and not _xv._forked_child else _xv.check_threads(n_threads)
+        total, _ = _BINARY_KERNEL(kind, x, t, None, None, rows, grad, None, scale, alpha,
+                                  gamma, nt)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        return None
+    if rows is None:
+        if reduction == "mean":
+            total = total / size if size else 0.0
+        rows = _scalar_array(total, x)
+    if grad is None:
+        return _from_numpy(rows)
+    return _fast_binary_apply(input, rows, grad, name)
+
+
+def _binary(kind: str, input: torch.Tensor, target: torch.Tensor, weight: Any,
+            pos_weight: Any, options: dict[str, Any], names: dict[str, str]) -> torch.Tensor:
+    if _compiling():
+        return _compiled_binary(kind, input, target, weight, pos_weight, options)
+    functorch = _transforms_active()
+    grad_mode = _grad_enabled()
+    out_dtype = _loss_dtype(input)
+    try:
+        if not functorch and not (grad_mode and (input.requires_grad or target.requires_grad)):
+            dtype = input.dtype if input.dtype in _NATIVE else _F32
+            x, t = _binary_layout(input.detach(), target.detach())
+            opts = dict(options)
+            if kind == "bce":
+                opts["weight"] = _weight_np(weight, "weight", dtype)
+                opts["pos_weight"] = _weight_np(pos_weight, "pos_weight", dtype)
             fn = (_xb.binary_cross_entropy_with_logits if kind == "bce"
                   else _xb.sigmoid_focal_loss)
-            x, t = _binary_layout(input.detach(), target.detach())
-            return torch.as_tensor(fn(_np(x), _np(t), **options)).to(input.dtype)
-        return cast(torch.Tensor, _apply(_Binary, input, target, kind, options)[0])
+            return torch.as_tensor(fn(_np(x), _np(t), **opts)).to(out_dtype)
+        soft = grad_mode and target.requires_grad
+        return cast(torch.Tensor, _apply(_Binary, input, target, weight, pos_weight, kind,
+                                         options, soft, out_dtype)[0])
     except (TypeError, ValueError) as exc:
         _reraise(exc, names)
+
+
+# --- torch.compile: the kernels as torch.library custom ops ------------------------------
+# While compiling, the losses call these ops, which Dynamo puts in the graph as they are
+# (no graph break), with shapes from the fake implementations and the backward from the
+# registered autograd formulas. Eager calls take the autograd.Functions above, which cost
+# less per call than the dispatcher's route to a Python kernel.
+
+_CE_SCHEMA = ("(Tensor input, Tensor target, Tensor? weight, int ignore_index, str reduction, "
+              "float label_smoothing, float z_loss, float? softcap, int? n_threads, "
+              "bool soft, ScalarType out_dtype) -> (Tensor, Tensor, Tensor)")
+_BINARY_SCHEMA = ("(Tensor input, Tensor target, Tensor? weight, Tensor? pos_weight, "
+                  "str kind, str reduction, float alpha, float gamma, int? n_threads, "
+                  "bool soft, ScalarType out_dtype) -> (Tensor, Tensor, Tensor)")
+
+
+@torch.library.custom_op("xent_fast::cross_entropy", mutates_args=(), schema=_CE_SCHEMA)
+def _ce_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
+           ignore_index: int, reduction: str, label_smoothing: float, z_loss: float,
+           softcap: Optional[float], n_threads: Optional[int], soft: bool,
+           out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, gradient, float64 log-probabilities classes last or an empty tensor)."""
+    options = dict(ignore_index=ignore_index, reduction=reduction,
+                   label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+                   n_threads=n_threads)
+    try:
+        loss, grad, lp = _ce_forward(input, target, weight, options, False, soft, out_dtype)
+    except (TypeError, ValueError) as exc:
+        if not isinstance(exc, _OURS):
+            _explain_cross_entropy(input, target, weight)
+        _reraise(exc, {"logits": "input"})
+    if lp is None:
+        lp = torch.empty((0,), dtype=torch.float64)
+    return loss, grad.contiguous(), lp
+
+
+@_ce_op.register_fake
+def _ce_op_fake(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
+                ignore_index: int, reduction: str, label_smoothing: float, z_loss: float,
+                softcap: Optional[float], n_threads: Optional[int], soft: bool,
+                out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    shape = tuple(input.shape)
+    batch = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    loss = input.new_empty(batch if reduction == "none" else (), dtype=out_dtype)
+    grad = input.new_empty(shape)
+    rows = (shape[:1] + shape[2:] + shape[1:2]) if len(shape) > 2 else shape
+    lp = input.new_empty(rows if soft else (0,), dtype=torch.float64)
+    return loss, grad, lp
+
+
+def _ce_op_setup(ctx: Any, inputs: Any, output: Any) -> None:
+    input, target, weight, _, reduction, eps = inputs[:6]
+    soft = inputs[9]
+    ctx.reduction, ctx.eps, ctx.soft = reduction, eps, soft
+    ctx.in_layout = (input.dim(), target.dtype, None if weight is None else weight.dtype)
+    _, grad, lp = output
+    ctx.save_for_backward(grad, lp, target if soft else None, weight if soft else None)
+
+
+def _ce_op_backward(ctx: Any, grad_loss: torch.Tensor, *unused: Any) -> Any:
+    grad, lp, t, w = ctx.saved_tensors
+    grad_x = _times(grad, grad_loss) if ctx.needs_input_grad[0] else None
+    grad_t = grad_w = None
+    if ctx.soft:
+        grad_t, grad_w = _soft_grads(lp, t, w, grad_loss, ctx.reduction, ctx.eps,
+                                     ctx.in_layout, ctx.needs_input_grad[1],
+                                     ctx.needs_input_grad[2])
+    return (grad_x, grad_t, grad_w) + (None,) * 8
+
+
+_ce_op.register_autograd(_ce_op_backward, setup_context=_ce_op_setup)
+
+
+def _compiled_cross_entropy(input: Any, target: Any, weight: Any, ignore_index: Any,
+                            reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any,
+                            n_threads: Any) -> torch.Tensor:
+    grad_mode = _grad_enabled()
+    weight_grad = grad_mode and weight is not None and weight.requires_grad
+    if weight_grad and not target.is_floating_point():
+        raise _not_differentiable("nll_loss_forward", "weight")
+    soft = grad_mode and target.is_floating_point() and (target.requires_grad or weight_grad)
+    return cast(torch.Tensor, torch.ops.xent_fast.cross_entropy(
+        input, target, weight, ignore_index, reduction, float(label_smoothing),
+        float(z_loss), None if softcap is None else float(softcap), n_threads, soft,
+        _loss_dtype(input))[0])
+
+
+@torch.library.custom_op("xent_fast::binary_loss", mutates_args=(), schema=_BINARY_SCHEMA)
+def _binary_op(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
+               pos_weight: Optional[torch.Tensor], kind: str, reduction: str, alpha: float,
+               gamma: float, n_threads: Optional[int], soft: bool,
+               out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, gradient, the target's gradient or an empty tensor)."""
+    options: dict[str, Any] = dict(reduction=reduction, n_threads=n_threads)
+    if kind == "focal":
+        options.update(alpha=alpha, gamma=gamma)
+    names = ({"logits": "input"} if kind == "bce"
+             else {"logits": "inputs", "target": "targets"})
+    try:
+        loss, grad, tgrad = _binary_forward(input, target, weight, pos_weight, kind, options,
+                                            soft, out_dtype)
+    except (TypeError, ValueError) as exc:
+        _reraise(exc, names)
+    if tgrad is None:
+        tgrad = torch.empty((0,), dtype=target.dtype)
+    return loss, grad, tgrad
+
+
+@_binary_op.register_fake
+def _binary_op_fake(input: torch.Tensor, target: torch.Tensor, weight: Optional[torch.Tensor],
+                    pos_weight: Optional[torch.Tensor], kind: str, reduction: str,
+                    alpha: float, gamma: float, n_threads: Optional[int], soft: bool,
+                    out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    loss = input.new_empty(input.shape if reduction == "none" else (), dtype=out_dtype)
+    tgrad = target.new_empty(target.shape if soft else (0,))
+    return loss, input.new_empty(input.shape), tgrad
+
+
+def _binary_op_setup(ctx: Any, inputs: Any, output: Any) -> None:
+    ctx.soft = inputs[9]
+    _, grad, tgrad = output
+    ctx.save_for_backward(grad, tgrad)
+
+
+def _binary_op_backward(ctx: Any, grad_loss: torch.Tensor, *unused: Any) -> Any:
+    grad, tgrad = ctx.saved_tensors
+    grad_x = _times(grad, grad_loss) if ctx.needs_input_grad[0] else None
+    grad_t = _times(tgrad, grad_loss) if ctx.soft and ctx.needs_input_grad[1] else None
+    return (grad_x, grad_t) + (None,) * 9
+
+
+_binary_op.register_autograd(_binary_op_backward, setup_context=_binary_op_setup)
+
+
+def _compiled_binary(kind: str, input: Any, target: Any, weight: Any, pos_weight: Any,
+                     options: dict[str, Any]) -> torch.Tensor:
+    soft = _grad_enabled() and target.requires_grad
+    return cast(torch.Tensor, torch.ops.xent_fast.binary_loss(
+        input, target, weight, pos_weight, kind, options["reduction"],
+        float(options.get("alpha", 0.0)), float(options.get("gamma", 0.0)),
+        options["n_threads"], soft, _loss_dtype(input))[0])
 
 
 class CrossEntropyLoss(_WeightedLoss):
