@@ -420,7 +420,7 @@ for fname, f in INFO_2:
         CASES.append((f"{fname}/q={v}", ValueError, "q[1, 2]", lambda f=f, v=v: c(f, Y(), bad_at(P(), (1, 2), v))))
     CASES += [
         (f"{fname}/p-q-shape-mismatch-(4,5)-(4,4)", ValueError, ("p", "q"), lambda f=f: c(f, Y(), P()[:, :4])),
-        (f"{fname}/p-q-shape-mismatch-(4,5)-(5,)", ValueError, ("p", "q"), lambda f=f: c(f, Y(), P()[0])),
+        (f"{fname}/p-q-shape-mismatch-(4,5)-(3,5)", ValueError, ("p", "q"), lambda f=f: c(f, Y(), P()[:3])),
         (f"{fname}/q-complex", TypeError, "q", lambda f=f: c(f, Y(), P().astype(complex))),
         (f"{fname}/q-None", TypeError, "q", lambda f=f: c(f, Y(), None)),
         (f"{fname}/p-scalar", ValueError, "p", lambda f=f: c(f, 0.5, 0.5)),

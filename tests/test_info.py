@@ -185,7 +185,7 @@ def test_mismatched_shapes_raise_value_error():
     with pytest.raises(ValueError):
         xf.info.cross_entropy([0.5, 0.5], [0.2, 0.3, 0.5])
     with pytest.raises(ValueError):
-        xf.info.kl_divergence(np.full((2, 3), 1 / 3), np.full((3,), 1 / 3))
+        xf.info.kl_divergence(np.full((2, 3), 1 / 3), np.full((2,), 1 / 3))
     with pytest.raises(ValueError):
         xf.info.cross_entropy(np.full((2, 3), 1 / 3), np.full((3, 2), 0.5))
 

@@ -153,3 +153,47 @@ def test_jax_soft_labels_with_where_on_one_example_match_optax():
             optax.softmax_cross_entropy_with_integer_labels(x, 2, where=where), rtol=1e-6, atol=1e-7)
     assert float(xfj.softmax_cross_entropy(x, y, where=jnp.array([1, 0, 1, 1, 0], bool))) == \
         pytest.approx(0.83090615, rel=1e-6)
+
+
+# --- found by the red-team review of the fixes above
+
+def test_huge_integer_grad_output_is_an_infinite_factor_not_an_overflow():
+    x, t = np.zeros((2, 3)), np.array([0, 1])
+    loss, grad = xf.cross_entropy_and_grad(x, t, grad_output=10**400)
+    assert np.isinf(grad).any() and not np.isnan(grad[grad != 0]).any()
+    loss, grad = xf.binary_cross_entropy_with_logits_and_grad(x, np.zeros((2, 3)), grad_output=-(10**400))
+    assert np.isneginf(grad).all()
+    with pytest.raises(TypeError, match="grad_output"):
+        xf.cross_entropy_and_grad(x, t, grad_output=np.True_)
+
+
+def test_ignore_index_is_checked_with_probability_targets_too():
+    x = np.zeros((2, 3))
+    with pytest.raises(TypeError, match="ignore_index"):
+        xf.cross_entropy(x, np.full((2, 3), 1 / 3), ignore_index="a")
+
+
+@pytest.mark.parametrize("wrap", WRAPPERS)
+def test_grad_out_overlap_is_refused_on_another_class_axis(wrap):
+    a = np.random.default_rng(7).random((3, 4))
+    t = np.array([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="grad_out overlaps grad_output"):
+        xf.cross_entropy_and_grad(a, t, axis=0, reduction="none", grad_output=wrap(a[0]), grad_out=a)
+    with pytest.raises(ValueError, match="grad_out overlaps weight"):
+        xf.cross_entropy_and_grad(a, t, axis=0, weight=wrap(a.reshape(-1)[:3]), grad_out=a)
+
+
+def test_softmax_of_a_scalar_is_a_numpy_scalar_as_scipy():
+    assert isinstance(xf.softmax(1.0, axis=None), np.float64)
+    assert isinstance(xf.log_softmax(np.float32(2.0), axis=None), np.float32)
+
+
+def test_info_measures_broadcast_p_and_q_as_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(8)
+    p = rng.dirichlet(np.ones(3))
+    q = rng.dirichlet(np.ones(3), 2)
+    np.testing.assert_allclose(xf.info.kl_divergence(p, q), stats.entropy(p, q, axis=-1), rtol=1e-13)
+    np.testing.assert_allclose(xf.info.cross_entropy(q, p), -(q * np.log(p)).sum(-1), rtol=1e-13)
+    with pytest.raises(ValueError, match="broadcast"):
+        xf.info.kl_divergence(p, np.full((2, 4), 0.25))

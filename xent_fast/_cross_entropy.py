@@ -198,9 +198,14 @@ def _other_axis(axis: Any, logits: Any, target: Any, weight: Any, ignore_index: 
     grad = None
     if grad_out is not None:
         dt = np.dtype(np.float32) if x.dtype == np.float16 else x.dtype
+        # Every argument as the arrays it will be read through (a memoryview or a tensor
+        # shares memory with grad_out through them), as on the last-axis path.
+        views = [(a if isinstance(a, np.ndarray) else _asarray(a, name), name)
+                 for a, name in ((target, "target"), (weight, "weight"), (grad_output, "grad_output"))
+                 if a is not None and not isinstance(a, (int, float))]
         grad = check_out(grad_out, "grad_out", x.shape, dt, (
-            (logits, "logits", True), (x, "logits", True), (target, "target", False),
-            (weight, "weight", False), (grad_output, "grad_output", False)))
+            (logits, "logits", True), (x, "logits", True),
+            *((a, name, False) for a, name in views)))
     loss, g = _cross_entropy(np.moveaxis(x, ax, -1), t, *options, grad_output, None, want_grad)
     if g is None:
         return loss, None
@@ -244,10 +249,10 @@ def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, red
     z = 0.0 if type(z_loss) is float and z_loss == 0.0 else check_number(z_loss, "z_loss", 0.0)
     cap = 0.0 if softcap is None else check_number(softcap, "softcap", 0.0, low_open=True)
     nt = check_threads(n_threads) if n_threads is not None or _v._forked_child else 0
-    if by_index:
-        ignore = ignore_index
-        if type(ignore) is not int or not _INT64_MIN <= ignore <= _INT64_MAX:
-            ignore = check_int64(ignore_index, "ignore_index")
+    # Checked with probability targets too (which do not use it), as PyTorch does.
+    ignore = ignore_index
+    if type(ignore) is not int or not _INT64_MIN <= ignore <= _INT64_MAX:
+        ignore = check_int64(ignore_index, "ignore_index")
 
     # Optional arrays the kernels do not need are passed as None.
     grad = grad2 = g_rows = None

@@ -39,7 +39,7 @@ def _classes_last(x: np.ndarray, axis: Any) -> tuple[np.ndarray, tuple[int, ...]
 
 
 def _rowwise(kernel: Any, logits: Any, axis: Any, out: np.ndarray | None,
-             n_threads: int | None) -> np.ndarray:
+             n_threads: int | None) -> Any:
     x = _as_logits(logits)
     nt = check_threads(n_threads)
     if type(axis) is int and axis == -1 and x.ndim:
@@ -61,14 +61,15 @@ def _rowwise(kernel: Any, logits: Any, axis: Any, out: np.ndarray | None,
         back = tuple(int(i) for i in np.argsort(rest + axes))
         res = res.reshape(moved_shape).transpose(back)
         if out is None:
-            return np.asarray(res, order="C")  # (ascontiguousarray would make 0-d 1-d)
+            # a NumPy scalar for a 0-d input (axis=None), as SciPy gives it
+            return np.ascontiguousarray(res) if res.ndim else res[()]
         np.copyto(out, res)
         return out
     return res
 
 
 def softmax(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
-                   out: np.ndarray | None = None, n_threads: int | None = None) -> np.ndarray:
+                   out: np.ndarray | None = None, n_threads: int | None = None) -> Any:
     """Softmax along the last axis, ``exp(x - logsumexp(x))``, computed stably.
 
     Parameters
@@ -90,7 +91,7 @@ def softmax(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
 
     Returns
     -------
-    ndarray
+    ndarray, or a NumPy scalar for a 0-d input with ``axis=None``
         Probabilities of the logits' shape; each row sums to 1. A row holding NaN or
         ``+inf``, or with every entry ``-inf``, is all NaN.
 
@@ -104,7 +105,7 @@ def softmax(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
 
 
 def log_softmax(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
-                       out: np.ndarray | None = None, n_threads: int | None = None) -> np.ndarray:
+                       out: np.ndarray | None = None, n_threads: int | None = None) -> Any:
     """Logarithm of the softmax along the last axis, ``x - logsumexp(x)``, computed stably.
 
     Unlike ``log(softmax(x))`` it keeps full relative accuracy where the probability
@@ -125,7 +126,7 @@ def log_softmax(logits: Any, *, axis: int | tuple[int, ...] | None = -1,
 
     Returns
     -------
-    ndarray
+    ndarray, or a NumPy scalar for a 0-d input with ``axis=None``
         Log-probabilities of the logits' shape; ``-inf`` for masked classes.
 
     Examples

@@ -269,7 +269,12 @@ def upstream_gradient(grad_output: Any, reduction: str, loss_shape: tuple[int, .
     """(scalar factor, None) or (1.0, C-contiguous array of ``loss_shape``) from
     ``grad_output``: a scalar, or with ``reduction="none"`` one value per loss."""
     if isinstance(grad_output, (float, int)) and not isinstance(grad_output, bool):
-        return float(grad_output), None
+        try:
+            return float(grad_output), None
+        except OverflowError:  # an int past float's range: as autograd, an infinite factor
+            return (math.inf if grad_output > 0 else -math.inf), None
+    if isinstance(grad_output, (bool, np.bool_)):
+        raise TypeError("grad_output must be a real number or array, got a bool")
     g = _asarray(grad_output, "grad_output")
     if g.dtype.kind not in "fiu":
         raise TypeError(f"grad_output must be a real number or array, got dtype {g.dtype}")

@@ -143,8 +143,14 @@ def _measure(measure: int, p: Any, q: Any, base: Any, axis: Any) -> Any:
         qa = None
     else:
         qa = _probabilities(q, "q")
-        if qa.shape != pa.shape:
-            raise ValueError(f"p and q must have the same shape, got {pa.shape} and {qa.shape}")
+        if qa.shape != pa.shape:  # broadcast against each other, as scipy.stats.entropy
+            try:
+                shape = np.broadcast_shapes(pa.shape, qa.shape)
+            except ValueError:
+                raise ValueError(f"p and q must have the same shape or broadcast to one, got "
+                                 f"{pa.shape} and {qa.shape}") from None
+            pa = np.ascontiguousarray(np.broadcast_to(pa, shape))
+            qa = np.ascontiguousarray(np.broadcast_to(qa, shape))
         if qa.dtype != pa.dtype:
             pa, qa = pa.astype(np.float64), qa.astype(np.float64)
     if pa.ndim == 0:
@@ -211,7 +217,7 @@ def cross_entropy(p: Any, q: Any, *, base: float | None = None,
     ----------
     p : array_like of shape (..., C)
         True probabilities (a one-hot label, or soft labels).
-    q : array_like of the same shape
+    q : array_like of the same shape (or broadcastable with p)
         Predicted probabilities.
     base : float, optional
         Logarithm base: ``None`` for nats, 2 for bits, 10 for hartleys.
@@ -245,7 +251,7 @@ def kl_divergence(p: Any, q: Any, *, base: float | None = None,
     ----------
     p : array_like of shape (..., C)
         True probabilities.
-    q : array_like of the same shape
+    q : array_like of the same shape (or broadcastable with p)
         Predicted probabilities.
     base : float, optional
         Logarithm base: ``None`` for nats, 2 for bits, 10 for hartleys.
