@@ -90,7 +90,8 @@ def test_an_output_that_is_an_input_is_refused_before_any_work(d, argv, named):
     (d / "sub").mkdir()
     before = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}
     res = cli(d, *argv)
-    assert_clean_error(res, "is the same file as " + named, "refusing to write over")
+    over = "the other output" if named.startswith("--") else "an input"
+    assert_clean_error(res, "is the same file as " + named, "refusing to write over " + over)
     assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()} == before
     assert not leftovers(d) and not (d / "o.png").exists()
 
@@ -322,7 +323,7 @@ def test_a_file_truncated_while_it_is_scored_is_an_error_not_sigbus(tmp_path, wh
 # -- 14: no partial output after a signal or a failure ----------------------------------
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs Linux /proc")
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGALRM"])
 def test_a_signal_during_per_row_leaves_nothing_behind(tmp_path, sig):
     rows = 100_000
     np.save(tmp_path / "x.npy", np.zeros((rows, 16), np.float32))

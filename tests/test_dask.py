@@ -164,3 +164,24 @@ def test_a_bad_uint64_target_is_named_with_its_value(data):
     bad[1234] = 2**64 - 100             # wraps to -100, the ignore index, as int64
     with pytest.raises(ValueError, match=rf"target\[1234\] = {2**64 - 100} is not a valid"):
         xfd.score(da.from_array(x, chunks=(500, 17)), da.from_array(bad, chunks=500))
+
+
+def test_arrays_of_unknown_chunk_sizes_are_scored(data):
+    # Boolean indexing leaves the chunk sizes unknown (nan); they are learnt first.
+    x, t = data
+    keep = x[:, 0] > 0
+    X, T = da.from_array(x, chunks=(256, 17)), da.from_array(t, chunks=256)
+    m = X[:, 0] > 0
+    assert xfd.score(X[m], T[m], k=3) == xf.score(x[keep], t[keep], k=3).summary()
+
+
+@pytest.mark.parametrize("bad, exc", [(0, ValueError), (-3, ValueError), (True, TypeError),
+                                      (1.5, TypeError), ("4", TypeError)])
+def test_from_npy_checks_rows_per_chunk_before_opening(bad, exc):
+    with pytest.raises(exc, match="rows_per_chunk"):
+        xfd.from_npy("no-such-file.npy", rows_per_chunk=bad)
+
+
+def test_from_npy_of_no_path_is_a_type_error():
+    with pytest.raises(TypeError, match="path"):
+        xfd.from_npy(None)

@@ -81,16 +81,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Signalled(KeyboardInterrupt):
-    """Raised by the handler of SIGTERM, SIGHUP and SIGINT, so that a kill unwinds
-    through the same cleanup as Ctrl-C: no partial output is left behind."""
+    """Raised by the handler of every signal whose default is to end the process (bar
+    SIGKILL, which cannot be caught), so that a kill unwinds through the same cleanup as
+    Ctrl-C: no partial output is left behind."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
-_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP")
-                 if hasattr(signal, n))
+# SIGPIPE is not here: Python ignores it and reports a closed pipe as BrokenPipeError.
+_SIGNALS = tuple(getattr(signal, n) for n in (
+    "SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM",
+    "SIGPROF", "SIGXCPU", "SIGXFSZ") if hasattr(signal, n))
 
 
 def _on_signal(signum: int, frame: Any) -> None:
@@ -268,8 +271,9 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise InputError(f"{option} {out} exists and is not a regular file")
         for role, path in inputs:
             if _same_file(out, path):
+                what = "an input" if role in ("LOGITS", "TARGETS") else "the other output"
                 raise InputError(f"{option} {out} is the same file as {role} {path}: "
-                                 "refusing to write over an input")
+                                 f"refusing to write over {what}")
         inputs.append((option, out))
 
 

@@ -14,6 +14,7 @@ and on every worker.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,12 @@ def score(logits: Any, target: Any, k: int = 5, *, ignore_index: int = -100,
     t = target if isinstance(target, da.Array) else da.asarray(target)
     if x.dtype.kind != "f":
         raise TypeError(f"logits must be a floating array, got dtype {x.dtype}")
+    # Arrays of unknown chunk sizes (after boolean indexing) learn them first: the shapes
+    # must be known to pair the blocks. That computes the blocks once more.
+    if any(math.isnan(n) for n in x.shape):
+        x = x.compute_chunk_sizes()
+    if any(math.isnan(n) for n in t.shape):
+        t = t.compute_chunk_sizes()
     if x.ndim == 0 or x.shape[-1] == 0:
         raise ValueError(f"logits must have a class axis of length >= 1, got shape {x.shape}")
     kk = _check_k(k)
@@ -194,9 +201,17 @@ def from_npy(path: str, rows_per_chunk: int | None = None) -> Any:
     >>> a.chunks, float(a.sum().compute())
     (((4, 2), (2,)), 66.0)
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if rows_per_chunk is not None:
+        if isinstance(rows_per_chunk, bool) or not isinstance(rows_per_chunk, (int, np.integer)):
+            raise TypeError(f"rows_per_chunk must be a positive int, got "
+                            f"{type(rows_per_chunk).__name__}")
+        if rows_per_chunk < 1:
+            raise ValueError(f"rows_per_chunk must be a positive int, got {rows_per_chunk!r}")
     dask = _import_dask()
     da = dask.array
-    with ArrayFile(str(path), "path", ()) as f:
+    with ArrayFile(os.fspath(path), "path", ()) as f:
         shape, dtype, fortran, offset, file = f.shape, f.dtype, f.fortran, f.data_offset, f.path
     if offset is None:
         raise ValueError(f"{path}: a compressed .npz member cannot be read by rows")
@@ -205,9 +220,7 @@ def from_npy(path: str, rows_per_chunk: int | None = None) -> Any:
     if fortran and len(shape) > 1:
         raise ValueError(f"{path} is stored in Fortran order; save it in C order")
     row_bytes = max(1, math.prod(shape[1:]) * dtype.itemsize)
-    rows = rows_per_chunk or max(1, (128 * 2**20) // row_bytes)
-    if not isinstance(rows, int) or rows < 1:
-        raise ValueError(f"rows_per_chunk must be a positive int, got {rows_per_chunk!r}")
+    rows = max(1, (128 * 2**20) // row_bytes) if rows_per_chunk is None else int(rows_per_chunk)
     blocks = [da.from_delayed(dask.delayed(_load_rows, pure=True)(
                   file, offset, dtype.str, shape, a, min(a + rows, shape[0])),
                   shape=(min(a + rows, shape[0]) - a,) + tuple(shape[1:]), dtype=dtype)
