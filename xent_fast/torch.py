@@ -164,10 +164,15 @@ def _float_input(t: torch.Tensor, name: str) -> None:
                      f"bfloat16), got {t.dtype}")
 
 
-def _loss_dtype(input: torch.Tensor) -> torch.dtype:
-    """The dtype PyTorch returns the loss in: the input's, but float32 for a bfloat16 or
-    float16 input under CPU autocast (where PyTorch's losses run in float32)."""
+def _loss_dtype(input: torch.Tensor, target: torch.Tensor | None = None,
+                bce: bool = False) -> torch.dtype:
+    """The dtype PyTorch returns the loss in: the input's, promoted with a floating
+    target's for cross_entropy and the target's own for binary_cross_entropy_with_logits
+    (as PyTorch does); float32 for bfloat16/float16 under CPU autocast (where PyTorch's
+    losses run in float32)."""
     dt = input.dtype
+    if target is not None and target.dtype is not dt and target.is_floating_point():
+        dt = target.dtype if bce else torch.promote_types(dt, target.dtype)
     if dt in _WIDENED and torch.is_autocast_enabled("cpu"):
         return _F32
     return dt
@@ -467,7 +472,8 @@ def _per_sample(fn: Any, info: Any, in_dims: Any, args: tuple[Any, ...],
     """A vmap rule by a loop over the samples (for a weight that differs per sample)."""
     outs = []
     for i in range(info.batch_size):
-        sample = tuple(a.select(d, i) if d is not None else a for a, d in zip(args, in_dims))
+        sample = tuple(a.select(d, i) if isinstance(a, torch.Tensor) and d is not None
+                       else a for a, d in zip(args, in_dims))
         outs.append(_apply(fn, *sample))
     stacked = tuple(None if o[0] is None else torch.stack(o) for o in zip(*outs))
     return stacked, tuple(None if s is None else d for s, d in zip(stacked, out_dims))
@@ -656,7 +662,7 @@ def _cross_entropy(input: Any, target: Any, weight: Any, size_average: Any, igno
     grad_mode = _grad_enabled()
     functorch = _transforms_active()
     weight_grad = grad_mode and weight is not None and weight.requires_grad
-    out_dtype = _loss_dtype(input)
+    out_dtype = _loss_dtype(input, target)
     try:
         if not functorch and not (grad_mode and (input.requires_grad or target.requires_grad
                                                  or weight_grad)):
@@ -1004,7 +1010,7 @@ def _binary(kind: str, input: torch.Tensor, target: torch.Tensor, weight: Any,
         return _compiled_binary(kind, input, target, weight, pos_weight, options)
     functorch = _transforms_active()
     grad_mode = _grad_enabled()
-    out_dtype = _loss_dtype(input)
+    out_dtype = _loss_dtype(input, target, bce=True)
     try:
         if not functorch and not (grad_mode and (input.requires_grad or target.requires_grad)):
             dtype = input.dtype if input.dtype in _NATIVE else _F32
@@ -1105,7 +1111,7 @@ def _compiled_cross_entropy(input: Any, target: Any, weight: Any, ignore_index: 
     return cast(torch.Tensor, torch.ops.xent_fast.cross_entropy(
         input, target, weight, ignore_index, reduction, float(label_smoothing),
         float(z_loss), None if softcap is None else float(softcap), n_threads, soft,
-        _loss_dtype(input))[0])
+        _loss_dtype(input, target))[0])
 
 
 @torch.library.custom_op("xent_fast::binary_loss", mutates_args=(), schema=_BINARY_SCHEMA)
@@ -1161,7 +1167,28 @@ def _compiled_binary(kind: str, input: Any, target: Any, weight: Any, pos_weight
     return cast(torch.Tensor, torch.ops.xent_fast.binary_loss(
         input, target, weight, pos_weight, kind, options["reduction"],
         float(options.get("alpha", 0.0)), float(options.get("gamma", 0.0)),
-        options["n_threads"], soft, _loss_dtype(input))[0])
+        options["n_threads"], soft, _loss_dtype(input, target, bce=True))[0])
+
+
+class _NotScriptable(RuntimeError):
+    """torch.jit.script of code that calls these losses."""
+
+
+def _not_scriptable(name: str) -> Any:
+    def prepare(*unused: Any) -> NoReturn:
+        raise _NotScriptable(
+            f"xent_fast.torch.{name} cannot be compiled by torch.jit.script: it runs "
+            "compiled NumPy kernels, which TorchScript cannot see. Use torch.compile "
+            "instead (code that calls it compiles without a graph break, fullgraph=True "
+            "included), or leave the loss outside the scripted code.")
+    return prepare
+
+
+# torch.jit.script calls __prepare_scriptable__ on a function it is about to compile
+# (and on a module): it raises there, with the message above, instead of failing on
+# this module's source.
+for _fn in (cross_entropy, binary_cross_entropy_with_logits, sigmoid_focal_loss):
+    _fn.__prepare_scriptable__ = _not_scriptable(_fn.__name__)  # type: ignore[attr-defined]
 
 
 class CrossEntropyLoss(_WeightedLoss):
@@ -1193,6 +1220,8 @@ class CrossEntropyLoss(_WeightedLoss):
         self.n_threads = n_threads
         self.inplace = inplace
 
+    __prepare_scriptable__ = _not_scriptable("CrossEntropyLoss")
+
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
                              reduction=self.reduction, label_smoothing=self.label_smoothing,
@@ -1220,6 +1249,8 @@ class BCEWithLogitsLoss(_Loss):
         self.register_buffer("weight", weight)
         self.register_buffer("pos_weight", pos_weight)
         self.n_threads = n_threads
+
+    __prepare_scriptable__ = _not_scriptable("BCEWithLogitsLoss")
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return binary_cross_entropy_with_logits(input, target, cast(Any, self.weight),
