@@ -282,11 +282,11 @@ class _FastCrossEntropy(torch.autograd.Function):
     it becomes ``input.grad`` without a copy), and so is the loss (a few bytes), the
     anchor of :class:`_NoDoubleBackward`."""
 
+    name = "cross_entropy"
+
     @staticmethod
-    def forward(ctx: Any, input: torch.Tensor, loss: np.ndarray, grad: np.ndarray,
-                name: str) -> Any:
+    def forward(ctx: Any, input: torch.Tensor, loss: np.ndarray, grad: np.ndarray) -> Any:
         out = _from_numpy(loss)
-        ctx.name = name
         ctx.save_for_backward(_from_numpy(grad), out)
         return out
 
@@ -294,8 +294,8 @@ class _FastCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: torch.Tensor) -> Any:
         grad, anchor = ctx.saved_tensors
         if _grad_enabled():  # create_graph=True
-            return _guard(ctx.name, anchor, (_times(grad, grad_loss),)) + (None, None, None)
-        return _scale(grad, grad_loss, _keep_graph()), None, None, None
+            return _guard(ctx.name, anchor, (_times(grad, grad_loss),)) + (None, None)
+        return _scale(grad, grad_loss, _keep_graph()), None, None
 
 
 def _rows_layout(x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -634,10 +634,11 @@ def cross_entropy(
             if rows is None:
                 if reduction == "mean":
                     total = total / denom if denom else (_NAN if count else 0.0)
-                rows = _scalar_array(total, x)
+                rows = (_np_array(total, x.dtype) if -_FLT_MAX <= total <= _FLT_MAX
+                        else _scalar_array(total, x))
             if grad is None:
-                return _from_numpy(rows)
-            return cast(torch.Tensor, _fast_apply(input, rows, grad, "cross_entropy"))
+                return _from_numpy(rows)  # type: ignore[no-any-return]
+            return _fast_apply(input, rows, grad)  # type: ignore[no-any-return]
     return _cross_entropy(input, target, weight, size_average, ignore_index, reduce,
                           reduction, label_smoothing, z_loss, softcap, n_threads, inplace)
 
@@ -763,21 +764,20 @@ def _binary_forward(input: torch.Tensor, target: torch.Tensor, weight: torch.Ten
 _BINARY_NAMES = {"bce": "binary_cross_entropy_with_logits", "focal": "sigmoid_focal_loss"}
 
 
-class _FastBinary(torch.autograd.Function):
+class _FastBCE(_FastCrossEntropy):
     """:class:`_FastCrossEntropy` for the elementwise losses."""
 
-    @staticmethod
-    def forward(ctx: Any, input: torch.Tensor, loss: np.ndarray, grad: np.ndarray,
-                name: str) -> Any:
-        out = _from_numpy(loss)
-        ctx.name = name
-        ctx.save_for_backward(_from_numpy(grad), out)
-        return out
-
-    backward = _FastCrossEntropy.backward
+    name = "binary_cross_entropy_with_logits"
 
 
-_fast_binary_apply = super(torch.autograd.Function, _FastBinary).apply  # type: ignore[misc]
+class _FastFocal(_FastCrossEntropy):
+    name = "sigmoid_focal_loss"
+
+
+_FAST_BINARY_APPLY = {
+    _BCE_LOGITS: super(torch.autograd.Function, _FastBCE).apply,  # type: ignore[misc]
+    _FOCAL: super(torch.autograd.Function, _FastFocal).apply,  # type: ignore[misc]
+}
 
 
 class _Binary(torch.autograd.Function):
@@ -895,8 +895,7 @@ def binary_cross_entropy_with_logits(
             and pos_weight is None and size_average is None and reduce is None
             and type(reduction) is str and reduction in _REDUCTIONS and input.is_cpu
             and not _transforms_active() and not _compiling()):
-        result = _binary_fast(_BCE_LOGITS, input, target, reduction, 0.0, 0.0, n_threads,
-                              "binary_cross_entropy_with_logits")
+        result = _binary_fast(_BCE_LOGITS, input, target, reduction, 0.0, 0.0, n_threads)
         if result is not None:
             return result
     reduction = _legacy_reduction(size_average, reduce, reduction)
@@ -960,8 +959,7 @@ def sigmoid_focal_loss(
             and 0 <= gamma < _INF
             and type(reduction) is str and reduction in _REDUCTIONS and inputs.is_cpu
             and not _transforms_active() and not _compiling()):
-        result = _binary_fast(_FOCAL, inputs, targets, reduction, alpha, gamma, n_threads,
-                              "sigmoid_focal_loss")
+        result = _binary_fast(_FOCAL, inputs, targets, reduction, alpha, gamma, n_threads)
         if result is not None:
             return result
     if not _compiling():
@@ -981,7 +979,7 @@ def sigmoid_focal_loss(
 
 
 def _binary_fast(kind: int, input: torch.Tensor, target: torch.Tensor, reduction: str,
-                 alpha: float, gamma: float, n_threads: Any, name: str) -> Any:
+                 alpha: float, gamma: float, n_threads: Any) -> Any:
     """The elementwise losses' hot path (None: take the general one)."""
     try:
         x = input.numpy(force=True)
@@ -1001,7 +999,7 @@ def _binary_fast(kind: int, input: torch.Tensor, target: torch.Tensor, reduction
         rows = _scalar_array(total, x)
     if grad is None:
         return _from_numpy(rows)
-    return _fast_binary_apply(input, rows, grad, name)
+    return _FAST_BINARY_APPLY[kind](input, rows, grad)
 
 
 def _binary(kind: str, input: torch.Tensor, target: torch.Tensor, weight: Any,
