@@ -282,7 +282,7 @@ class _FastCrossEntropy(torch.autograd.Function):
     it becomes ``input.grad`` without a copy), and so is the loss (a few bytes), the
     anchor of :class:`_NoDoubleBackward`."""
 
-    name = "cross_entropy"
+    loss_name = "cross_entropy"
 
     @staticmethod
     def forward(ctx: Any, input: torch.Tensor, loss: np.ndarray, grad: np.ndarray) -> Any:
@@ -294,7 +294,8 @@ class _FastCrossEntropy(torch.autograd.Function):
     def backward(ctx: Any, grad_loss: torch.Tensor) -> Any:
         grad, anchor = ctx.saved_tensors
         if _grad_enabled():  # create_graph=True
-            return _guard(ctx.name, anchor, (_times(grad, grad_loss),)) + (None, None)
+            name = ctx._forward_cls.loss_name  # (ctx.name is the node's own method)
+            return _guard(name, anchor, (_times(grad, grad_loss),)) + (None, None)
         return _scale(grad, grad_loss, _keep_graph()), None, None
 
 
@@ -767,11 +768,11 @@ _BINARY_NAMES = {"bce": "binary_cross_entropy_with_logits", "focal": "sigmoid_fo
 class _FastBCE(_FastCrossEntropy):
     """:class:`_FastCrossEntropy` for the elementwise losses."""
 
-    name = "binary_cross_entropy_with_logits"
+    loss_name = "binary_cross_entropy_with_logits"
 
 
 class _FastFocal(_FastCrossEntropy):
-    name = "sigmoid_focal_loss"
+    loss_name = "sigmoid_focal_loss"
 
 
 _FAST_BINARY_APPLY = {
