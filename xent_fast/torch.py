@@ -30,12 +30,22 @@ Differences from PyTorch, on purpose:
 
 - a ``"mean"`` that counts nothing (every row ignored) is 0 with a zero gradient, not nan;
 - ``z_loss``, ``softcap``, ``n_threads`` and ``inplace`` are extra keyword arguments;
-- bfloat16 and float16 are computed in float32; the loss is returned in the input's dtype
-  (float32 under autocast), the gradient in the input's dtype;
+- bfloat16 and float16 are computed in float32 (rounded once); the loss is returned in
+  the dtype PyTorch returns it in (the input's, promoted with a floating target's; float32
+  under autocast), the gradient in the input's dtype;
 - second derivatives are not supported: differentiating a gradient of these losses
   (``create_graph=True``, gradient penalties, ``torch.func.hessian``) raises
   ``RuntimeError``, never gives zeros; forward-mode AD (``torch.func.jvp``) is not
   implemented.
+
+Per call, an eager ``cross_entropy`` on a contiguous float32/float64 ``(N, C)`` input with
+class indices (and ``binary_cross_entropy_with_logits``/``sigmoid_focal_loss`` on 2-D
+inputs without weights) calls the kernel directly on the tensors' memory and wraps the
+result in a minimal ``autograd.Function``; what remains of the cost is mostly autograd's
+own (creating the node, running the backward engine), which PyTorch's losses pay too.
+Threads: PyTorch and the kernels share one OpenMP runtime (libgomp, on Linux), so
+``torch.set_num_threads(k)`` also sets the kernels' default thread count (``n_threads=``
+overrides it per call); inputs below 65536 elements run on the calling thread.
 
 Only dense CPU tensors are accepted; a tensor on another device raises ``ValueError``.
 A mistake raises ``TypeError`` or ``ValueError`` naming the torch argument (``input``,
@@ -638,13 +648,13 @@ def cross_entropy(
                 rows = (_np_array(total, x.dtype) if -_FLT_MAX <= total <= _FLT_MAX
                         else _scalar_array(total, x))
             if grad is None:
-                return _from_numpy(rows)  # type: ignore[no-any-return]
-            return _fast_apply(input, rows, grad)  # type: ignore[no-any-return]
+                return _from_numpy(rows)
+            return _fast_apply(input, rows, grad)
     return _cross_entropy(input, target, weight, size_average, ignore_index, reduce,
                           reduction, label_smoothing, z_loss, softcap, n_threads, inplace)
 
 
-_fast_apply = super(torch.autograd.Function, _FastCrossEntropy).apply  # type: ignore[misc]
+_fast_apply = super(torch.autograd.Function, _FastCrossEntropy).apply
 
 
 def _cross_entropy(input: Any, target: Any, weight: Any, size_average: Any, ignore_index: Any,
@@ -750,7 +760,7 @@ def _binary_forward(input: torch.Tensor, target: torch.Tensor, weight: torch.Ten
     if kind == "bce":
         opts["weight"] = _weight_np(weight, "weight", dtype)
         opts["pos_weight"] = _weight_np(pos_weight, "pos_weight", dtype)
-        fn = _xb.binary_cross_entropy_with_logits_and_grad
+        fn: Any = _xb.binary_cross_entropy_with_logits_and_grad
     else:
         fn = _xb.sigmoid_focal_loss_and_grad
     loss, grad = fn(_np(x), _np(t), **opts)
@@ -776,8 +786,8 @@ class _FastFocal(_FastCrossEntropy):
 
 
 _FAST_BINARY_APPLY = {
-    _BCE_LOGITS: super(torch.autograd.Function, _FastBCE).apply,  # type: ignore[misc]
-    _FOCAL: super(torch.autograd.Function, _FastFocal).apply,  # type: ignore[misc]
+    _BCE_LOGITS: super(torch.autograd.Function, _FastBCE).apply,
+    _FOCAL: super(torch.autograd.Function, _FastFocal).apply,
 }
 
 
@@ -811,7 +821,7 @@ class _Binary(torch.autograd.Function):
         grad, anchor, tgrad = ctx.saved_tensors
         guarded = _grad_enabled()  # create_graph=True, and torch.func transforms
         fresh = guarded or _keep_graph()
-        out = []
+        out: list[Any] = []
         for g, needed in ((grad, ctx.needs_input_grad[0]), (tgrad, ctx.needs_input_grad[1])):
             if not needed or g is None:
                 out.append(None)
@@ -1186,8 +1196,9 @@ def _not_scriptable(name: str) -> Any:
 # torch.jit.script calls __prepare_scriptable__ on a function it is about to compile
 # (and on a module): it raises there, with the message above, instead of failing on
 # this module's source.
+_fn: Any
 for _fn in (cross_entropy, binary_cross_entropy_with_logits, sigmoid_focal_loss):
-    _fn.__prepare_scriptable__ = _not_scriptable(_fn.__name__)  # type: ignore[attr-defined]
+    _fn.__prepare_scriptable__ = _not_scriptable(_fn.__name__)
 
 
 class CrossEntropyLoss(_WeightedLoss):
