@@ -472,12 +472,30 @@ def test_where_of_the_logits_shape(kind, mechanism, rng):
         assert np.all(np.asarray(dy)[~where] == 0) and np.isnan(np.asarray(want)[~where]).all()
 
 
-def test_a_label_on_an_excluded_class_has_infinite_loss(rng):
-    # Documented difference: optax gives logsumexp(included) - logit[label] there.
-    x = np.zeros((2, 3), np.float32)
-    where = np.array([[True, True, False], [True, True, True]])
-    loss = INT(x, np.array([2, 2]), where=where)
-    assert np.isposinf(loss[0]) and np.isclose(loss[1], np.log(3))
+def test_a_label_on_an_excluded_class_gets_optax_loss_and_gradient(mechanism):
+    # optax: logsumexp over the included classes minus the label's own logit, taken
+    # even where `where` excludes its class (the red team's case first)
+    x = jnp.array([[1., 2., 3.], [0.5, -1., 2.], [0., 0., 0.], [4., 1., -2.]])
+    t = jnp.array([1, 2, 2, 0])
+    where = jnp.array([[True, False, True], [True, True, False], [True, True, True],
+                       [False, False, False]])
+    w = jnp.array([1.0, 2.0, 0.5, 3.0])
+    loss = INT(x, t, where=where)
+    assert abs(float(loss[0]) - 1.1269281) < 1e-6
+    _close(loss, OPTAX[INT](x, t, where=where), F32)
+    _close(jax.jit(lambda x: INT(x, t, where=where))(x), loss, F32)
+    _close(jax.vmap(lambda x, t, w: INT(x, t, where=w))(x, t, where), loss, F32)
+    grad = jax.jit(jax.grad(lambda x: (INT(x, t, where=where) * w).sum()))(x)
+    _close(grad, OPTAX[INT].grad(x, t, w, where=where), F32)
+    assert np.all(np.asarray(grad)[3] == 0)
+    _close(jax.vmap(jax.grad(lambda x, t, w: INT(x, t, where=w)))(x, t, where),
+           OPTAX[INT].grad(x, t, where=where), F32)
+    dx = jnp.asarray(np.random.default_rng(0).normal(size=x.shape), jnp.float32)
+    got = jax.jvp(lambda x: INT(x, t, where=where), (x,), (dx,))
+    want = jax.jvp(lambda x: optax.softmax_cross_entropy_with_integer_labels(
+        x, t, where=where), (x,), (dx,))
+    _close(got[0], want[0], F32)
+    _close(got[1], want[1], F32)
 
 
 # --- extreme values ---------------------------------------------------------------------
@@ -614,12 +632,85 @@ def test_bad_arguments_raise_at_trace_time(call, exc, match):
         call()
 
 
-def test_second_derivatives_raise_instead_of_being_wrong():
-    f = lambda x: INT(x, np.array([0, 1])).sum()  # noqa: E731
-    with pytest.raises((ValueError, TypeError)):
-        jax.hessian(f)(jnp.ones((2, 3)))
-    with pytest.raises(TypeError, match="forward-mode"):
-        jax.jvp(f, (jnp.ones((2, 3)),), (jnp.ones((2, 3)),))
+# --- forward mode and second derivatives ----------------------------------------------
+
+def _losses(rng, x, n):
+    """Each loss as a function of the logits (and the soft labels), with optax's twin."""
+    t = rng.integers(0, n, x.shape[:-1])
+    y = rng.dirichlet(np.ones(n), x.shape[:-1])
+    where = rng.random(x.shape) > 0.3
+    where[..., 0] = True
+    rows = rng.random(x.shape[:-1]) > 0.3
+    yb = rng.random(x.shape)
+    return {
+        "int": (lambda x: INT(x, t),
+                lambda x: optax.softmax_cross_entropy_with_integer_labels(x, t), (x,)),
+        "int-where": (lambda x: INT(x, t, where=where),
+                      lambda x: optax.softmax_cross_entropy_with_integer_labels(
+                          x, t, where=where), (x,)),
+        "int-rows": (lambda x: INT(x, t, where=rows),
+                     lambda x: optax.softmax_cross_entropy_with_integer_labels(
+                         x, t, where=rows), (x,)),
+        "soft": (SOFT, optax.softmax_cross_entropy, (x, y)),
+        "soft-where": (lambda x, y: SOFT(x, y, where=where),
+                       lambda x, y: optax.softmax_cross_entropy(x, y, where=where), (x,)),
+        "bce": (xfj.sigmoid_binary_cross_entropy, optax.sigmoid_binary_cross_entropy, (x, yb)),
+        "focal": (lambda x, y: xfj.sigmoid_focal_loss(x, y, alpha=0.25),
+                  lambda x, y: optax.sigmoid_focal_loss(x, y, alpha=0.25), (x, yb)),
+    }
+
+
+LOSS_NAMES = ["int", "int-where", "int-rows", "soft", "soft-where", "bce", "focal"]
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_check_grads_forward_and_reverse(name, mechanism, rng):
+    # optax's own test_gradient: check_grads(order=1) checks forward mode too
+    with jax.enable_x64(True):
+        x = rng.normal(size=(3, 5)) * 2
+        f, _, args = _losses(rng, x, 5)[name]
+        if name == "soft-where":          # soft labels are not differentiated there:
+            y = rng.dirichlet(np.ones(5), 3)  # optax's gradient is nan at excluded classes
+            f, args = (lambda x, f=f: f(x, y)), (x,)
+        check_grads(f, args, order=1, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
+        check_grads(f, args, order=2, modes=("fwd", "rev"), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_jvp_and_second_derivatives_match_optax(name, rng):
+    x = (rng.normal(size=(4, 6)) * 2).astype(np.float32)
+    ours, theirs, args = _losses(rng, x, 6)[name]
+    args = tuple(jnp.asarray(a, jnp.float32) for a in args)
+    if name == "soft-where":
+        args = args + (jnp.asarray(rng.dirichlet(np.ones(6), 4), jnp.float32),)
+        ours = (lambda x, y, f=ours: f(x, y))
+        theirs = (lambda x, y, f=theirs: f(x, y))
+    tangents = tuple(jnp.asarray(rng.normal(size=a.shape), jnp.float32) for a in args)
+    if name == "soft-where":      # optax's tangent in the labels is nan at excluded classes
+        tangents = (tangents[0], jnp.zeros_like(args[1]))
+    got = jax.jit(lambda *a: jax.jvp(ours, a, tangents))(*args)
+    want = jax.jvp(theirs, args, tangents)
+    for a, b in zip(got, want):
+        _close(a, b, dict(rtol=1e-5, atol=1e-5))
+    total = lambda f: lambda *a: f(*a).sum()  # noqa: E731
+    for transform in (jax.hessian, lambda f: jax.jacfwd(jax.grad(f)),
+                      lambda f: jax.grad(lambda *a: jax.grad(f)(*a).sum())):
+        _close(transform(total(ours))(*args), transform(total(theirs))(*args),
+               dict(rtol=1e-4, atol=1e-5))
+    _close(jax.jacfwd(ours)(*args), jax.jacrev(theirs)(*args), dict(rtol=1e-5, atol=1e-6))
+
+
+def test_value_and_grad_runs_one_fused_kernel_call():
+    # the JVP's tangent, transposed: one call of the kernels (losses and gradient in
+    # one pass) and a multiply, as the custom_vjp it replaced
+    x, t = jnp.zeros((8, 5)), jnp.zeros(8, jnp.int32)
+    step = jax.jit(jax.value_and_grad(lambda x: INT(x, t).mean()))
+    hlo = step.lower(x).compile().as_text()
+    if "ffi" in xfj._TARGETS and xfj.mechanism() == "ffi":
+        assert hlo.count("custom_call_target=") == 1
+        assert hlo.count(xfj._TARGETS["ffi"]["softmax"]) == 1
+    loss_only = jax.jit(lambda x: INT(x, t)).lower(x).compile().as_text()
+    assert "f32[8,5]{1,0} get-tuple-element" not in loss_only   # no gradient computed
 
 
 def test_numpy_inputs_of_any_layout(rng):

@@ -8,6 +8,7 @@ import pytest
 jax = pytest.importorskip("jax")
 optax = pytest.importorskip("optax")
 import jax.numpy as jnp  # noqa: E402
+from jax.test_util import check_grads  # noqa: E402
 
 import xent_fast.jax as xfj  # noqa: E402
 
@@ -138,3 +139,23 @@ def test_bad_arguments_raise_at_trace_time():
         FOCAL(np.zeros(3), np.zeros(4))
     with pytest.raises(TypeError):
         FOCAL(np.zeros(3), np.zeros(3), 0.25)        # alpha and gamma are keyword-only
+
+
+@pytest.mark.parametrize("kw", [None] + OPTIONS, ids=lambda k: "bce" if k is None else
+                         ",".join(f"{a}={v}" for a, v in k.items()) or "focal")
+def test_forward_mode_and_second_derivatives(kw, mechanism, rng):
+    # jax.jvp / jacfwd / check_grads(modes=("fwd", "rev")), as optax's own tests ask,
+    # and second derivatives, in the logits and the labels
+    fn, kw = (BCE, {}) if kw is None else (FOCAL, kw)
+    with jax.enable_x64(True):
+        x, y = _inputs(rng, (3, 4), np.float64, soft=True)
+        f = lambda x, y: fn(x, y, **kw)  # noqa: E731
+        check_grads(f, (x, y), order=2, modes=("fwd", "rev"), atol=1e-6, rtol=1e-6)
+        dx, dy = rng.normal(size=x.shape), rng.normal(size=y.shape)
+        got = jax.jit(lambda x, y: jax.jvp(f, (x, y), (dx, dy)))(x, y)
+        want = jax.jvp(lambda x, y: OPTAX[fn](x, y, **kw), (x, y), (dx, dy))
+        for a, b in zip(got, want):
+            _close(a, b, dict(rtol=1e-9, atol=1e-12))
+        hess = jax.hessian(lambda x: f(x, y).sum())(x)
+        want = jax.hessian(lambda x: OPTAX[fn](x, y, **kw).sum())(x)
+        _close(hess, want, dict(rtol=1e-9, atol=1e-12))

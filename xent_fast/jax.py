@@ -1,21 +1,24 @@
-"""optax's softmax cross-entropy losses for JAX, computed by xent_fast's kernels.
+"""optax's cross-entropy losses for JAX, computed by xent_fast's kernels.
 
-``softmax_cross_entropy`` and ``softmax_cross_entropy_with_integer_labels`` take the
-arguments of their optax namesakes and return the same per-example losses; they are
-differentiable with ``jax.grad`` and work under ``jax.jit`` and ``jax.vmap``.
+``softmax_cross_entropy``, ``softmax_cross_entropy_with_integer_labels``,
+``sigmoid_binary_cross_entropy`` and ``sigmoid_focal_loss`` take the arguments of their
+optax namesakes and return the same losses; they are differentiable in reverse and
+forward mode (``jax.grad``, ``jax.jvp``, ``jax.jacfwd``, second derivatives too) and
+work under ``jax.jit`` and ``jax.vmap``.
 
 Design
 ------
-* Each loss is a ``jax.custom_vjp`` around opaque calls to the kernels. Its value
-  alone runs the loss-only kernel, one read of the logits. Differentiated, the backward
-  runs the fused kernel once with the upstream gradient of each example, which writes
-  the finished gradient over the logits' buffer (see _xent_fwd for why the gradient is
-  not computed in the forward pass).
+* Each loss is a ``jax.custom_jvp`` around opaque calls to the kernels. Its value
+  alone runs the loss-only kernel, one read of the logits. Its JVP runs the fused
+  kernel (losses and gradient in one pass) and returns ``sum(grad * logits_dot)``,
+  which JAX transposes for reverse mode: ``jax.grad`` costs one fused pass and one
+  multiply. The gradient's own JVP (second derivatives) is plain JAX.
 * The calls reach the kernels through XLA's typed FFI: a handler registered with
   ``jax.ffi.register_ffi_target`` receives XLA's own buffers, and the kernels read and
-  write them in place, without a copy. The handler is a ``ctypes`` callback that
-  decodes XLA's C call frame (a stable, versioned ABI) and calls the kernels from
-  Python, so nothing is compiled against jaxlib. The fallback, ``jax.pure_callback``,
+  write them in place, without a copy. The handler is compiled (src/_xla_*.pyx) and
+  decodes XLA's C call frame (a stable, versioned ABI), so nothing is compiled against
+  jaxlib; a ``ctypes`` handler, which runs Python on each call, is its fallback
+  (``XENT_FAST_JAX_MECHANISM=ctypes``). The last resort, ``jax.pure_callback``,
   copies every input and output between XLA and NumPy, which on large batches costs
   more than the loss itself; it is used when the handler cannot be registered, or on
   request (``XENT_FAST_JAX_MECHANISM=callback``).
@@ -467,11 +470,6 @@ _TARGET = _TARGETS.get(_MECHANISM, {}).get("softmax")
 # 1.5x the whole loss + gradient at 8192x1000. Off; the memory cost is one buffer of
 # the logits' size.
 _ALIAS = False
-# Logits of at most this many elements get their gradient in the forward pass, from
-# the same exps as the losses, and the backward scales it (see _xent_fwd). Measured
-# faster at every size of bench/adapters_jax.py (32x10 to 8192x1000) than losses
-# forward and gradient backward (which computes the exps twice): so all sizes.
-_FUSED_UP_TO = 1 << 62
 
 
 def mechanism() -> str:
@@ -499,18 +497,15 @@ def mechanism() -> str:
     return _MECHANISM
 
 
-def _call(mode: str, x: _Any, y: _Any, rows: _Any, g: _Any = None, after: _Any = None) -> _Any:
+def _call(mode: str, x: _Any, y: _Any, rows: _Any) -> _Any:
     """One call of the kernels on canonical arrays (classes last, x of its compute dtype).
 
-    ``mode`` "loss" gives (losses,), "fused" (losses, gradient) and "grad" (gradient,)
-    scaled row by row by the upstream gradient ``g``. ``after``, an array the call
-    ignores, makes it run after the call that computed ``after``: when that call also
-    read ``x``, XLA can then let this one overwrite ``x`` instead of copying it first.
+    ``mode`` "loss" gives (losses,), "fused" (losses, gradient), from one pass.
     """
     loss_t = _jax.ShapeDtypeStruct(x.shape[:-1], x.dtype)
     grad_t = _jax.ShapeDtypeStruct(x.shape, x.dtype)
-    outs = {"loss": (loss_t,), "fused": (loss_t, grad_t), "grad": (grad_t,)}[mode]
-    args = tuple(a for a in (x, y, rows, g, after) if a is not None)
+    outs = {"loss": (loss_t,), "fused": (loss_t, grad_t)}[mode]
+    args = tuple(a for a in (x, y, rows) if a is not None)
     if _MECHANISM in _TARGETS:
         aliases = {0: len(outs) - 1} if mode != "loss" and _ALIAS else None
         call = _jax.ffi.ffi_call(_TARGETS[_MECHANISM]["softmax"], outs,
@@ -523,15 +518,15 @@ _BCE, _FOCAL = 1, 2   # the binary kernels' loss kinds
 
 
 def _binary_call(mode: int, kind: int, x: _Any, y: _Any, alpha: float, gamma: float,
-                 g: _Any = None, after: _Any = None) -> _Any:
+                 g: _Any = None) -> _Any:
     """One call of the binary kernels, elementwise on x and y of one shape and compute
-    dtype: mode 0 the losses, mode 1 their gradient scaled by ``g`` (written over x's
-    buffer; ``after`` as in _call). alpha < 0: no alpha."""
+    dtype: mode 0 the losses, mode 1 their gradient scaled elementwise by ``g``.
+    alpha < 0: no alpha."""
     out = _jax.ShapeDtypeStruct(x.shape, x.dtype)
     # The options travel as a small constant buffer: vmap may give it a leading axis of
     # copies, which the handlers ignore.
     params = _jnp.asarray(_np.array([mode, kind, alpha, gamma], _np.float64), x.dtype)
-    args = tuple(a for a in (params, x, y, g, after) if a is not None)
+    args = tuple(a for a in (params, x, y, g) if a is not None)
     if _MECHANISM in _TARGETS:
         aliases = {1: 0} if mode == 1 and _ALIAS else None
         call = _jax.ffi.ffi_call(_TARGETS[_MECHANISM]["binary"], (out,),
@@ -542,51 +537,106 @@ def _binary_call(mode: int, kind: int, x: _Any, y: _Any, alpha: float, gamma: fl
 
 
 # --- differentiation -------------------------------------------------------------------
+# Each loss is a jax.custom_jvp. Its value alone runs the loss-only kernel, one read of
+# the logits. Its JVP runs the fused kernel, the losses and their gradient in one pass,
+# and returns the tangent sum(grad * x_dot) over the classes (plus, for soft labels that
+# are differentiated, -sum(y_dot * log_softmax(x))). That tangent is linear in x_dot,
+# and JAX transposes it for reverse mode: jax.grad runs the fused kernel once and
+# multiplies its gradient by the upstream one (an XLA multiply), as the custom_vjp it
+# replaces did; jax.jvp, jax.jacfwd and forward-mode checks work as well.
+#
+# The fused call is a custom_jvp too: its rule differentiates the gradient in plain JAX
+# (softmax(x) - labels, differentiated), so second derivatives (jax.hessian,
+# jacfwd(grad), grad(grad)) are exact; that JAX runs only when they are asked for.
 
-@_jax.custom_vjp
-def _xent(x: _Any, y: _Any, rows: _Any) -> _Any:
+
+def _zero(t: _Any) -> bool:
+    """Whether a tangent is symbolically zero (its input is not differentiated)."""
+    return t is None or isinstance(t, _SymbolicZero)
+
+
+def _soft(y: _Any) -> bool:
+    return bool(_jnp.issubdtype(y.dtype, _jnp.floating))
+
+
+def _label_tangent(x: _Any, yd: _Any, rows: _Any, cls: _Any) -> _Any:
+    """-sum(y_dot * log_softmax(x)) row by row: the loss's tangent in soft labels. A
+    class that ``where`` excludes adds nothing (its label is a constant 0), nor does a
+    skipped row."""
+    logp = _jax.nn.log_softmax(x, axis=-1)
+    if cls is not None:
+        logp = _jnp.where(cls, logp, 0)
+    t = -_jnp.sum(yd * logp, axis=-1)
+    return t if rows is None else _jnp.where(rows, t, 0)
+
+
+def _loss_tangent(x: _Any, grad: _Any, xd: _Any, yd: _Any, rows: _Any, cls: _Any) -> _Any:
+    """The tangent of the losses, given their gradient in the logits."""
+    t = None
+    if not _zero(xd):
+        t = _jnp.sum(grad * xd, axis=-1)
+    if not _zero(yd) and _soft(yd):
+        ty = _label_tangent(x, yd, rows, cls)
+        t = ty if t is None else t + ty
+    return _jnp.zeros(x.shape[:-1], x.dtype) if t is None else t
+
+
+def _grad_in_jax(x: _Any, y: _Any, rows: _Any) -> _Any:
+    """The kernels' gradient of the losses, in plain JAX: softmax(x) sum(y) - y for soft
+    labels, softmax(x) - onehot(y) for class indices; 0 in skipped rows. Only its
+    derivatives are used (second derivatives)."""
+    p = _jax.nn.softmax(x, axis=-1)
+    if _soft(y):
+        g = p * _jnp.sum(y, axis=-1, keepdims=True) - y
+    else:
+        g = p - _jax.nn.one_hot(y, x.shape[-1], dtype=x.dtype)
+    return g if rows is None else _jnp.where(rows[..., None], g, 0)
+
+
+@_jax.custom_jvp
+def _xent(x: _Any, y: _Any, rows: _Any, cls: _Any) -> _Any:
+    """The losses of the rows of ``x`` (classes last, compute dtype, -inf at the classes
+    that ``cls`` excludes) against ``y``; ``rows`` the rows counted (None: all); ``cls``
+    is read only by the derivative in soft labels."""
     return _call("loss", x, y, rows)[0]
 
 
-def _xent_fwd(x: _Any, y: _Any, rows: _Any) -> tuple[_Any, _Any]:
-    # Where the gradient is computed. Up to _FUSED_UP_TO elements (by default always),
-    # in the forward pass, by the fused kernel: one pass computes the exps for the
-    # losses and the gradient, which the backward scales by the upstream gradient (an
-    # XLA multiply). Beyond, in the backward pass: the forward reads the logits once
-    # for the losses and keeps them; the backward reads them once more and writes the
-    # gradient, already scaled, over them (two reads and a write, no buffer beyond the
-    # logits', but the exps computed twice, which measured slower). Through
-    # pure_callback, always in the forward pass: each callback copies the logits.
-    rows = None if rows is None else rows.value
-    # Soft labels are differentiable too: d loss / d y = -log_softmax(x), which needs
-    # the logits in the backward pass.
-    x_for_dy = x.value if y.perturbed and _jnp.issubdtype(y.value.dtype, _jnp.floating) else None
-    if x.perturbed and (_MECHANISM not in _TARGETS or x.value.size <= _FUSED_UP_TO):
-        loss, grad = _call("fused", x.value, y.value, rows)
-        return loss, (grad, None, None, x_for_dy, rows, None)
-    loss = _call("loss", x.value, y.value, rows)[0]
-    if x.perturbed:
-        return loss, (None, x.value, y.value, x_for_dy, rows, loss)
-    return loss, (None, None, None, x_for_dy, rows, None)
+def _xent_jvp(primals: _Any, tangents: _Any) -> tuple[_Any, _Any]:
+    x, y, rows, cls = primals
+    xd, yd = tangents[:2]
+    if _zero(xd):   # only the soft labels are differentiated: no gradient in the logits
+        loss = _xent(x, y, rows, cls)
+        return loss, _loss_tangent(x, None, xd, yd, rows, cls)
+    loss, grad = _fused(x, y, rows, cls)
+    return loss, _loss_tangent(x, grad, xd, yd, rows, cls)
 
 
-def _xent_bwd(res: _Any, g: _Any) -> tuple[_Any, _Any, None]:
-    grad, x, y, x_for_dy, rows, loss = res
-    if isinstance(g, _SymbolicZero):
-        return None, None, None
-    dx = dy = None
-    if grad is not None:
-        dx = g[..., None] * grad
-    elif x is not None:
-        dx = _call("grad", x, y, rows, g.astype(x.dtype), after=loss)[0]
-    if x_for_dy is not None:
-        dy = -g[..., None] * _jax.nn.log_softmax(x_for_dy, axis=-1)
-        if rows is not None:   # skipped rows: a constant 0 whatever the labels
-            dy = _jnp.where(rows[..., None], dy, 0)
-    return dx, dy, None
+_xent.defjvp(_xent_jvp, symbolic_zeros=True)
 
 
-_xent.defvjp(_xent_fwd, _xent_bwd, symbolic_zeros=True)
+@_jax.custom_jvp
+def _fused(x: _Any, y: _Any, rows: _Any, cls: _Any) -> tuple[_Any, _Any]:
+    """(losses, their gradient in ``x``), from one pass of the fused kernel."""
+    loss, grad = _call("fused", x, y, rows)
+    return loss, grad
+
+
+def _fused_jvp(primals: _Any, tangents: _Any) -> tuple[_Any, _Any]:
+    # Reached only when the gradient itself is differentiated (second derivatives).
+    x, y, rows, cls = primals
+    xd, yd = tangents[:2]
+    loss, grad = _fused(x, y, rows, cls)
+    loss_dot = _loss_tangent(x, grad, xd, yd, rows, cls)
+    xd = _jnp.zeros_like(x) if _zero(xd) else xd
+    if _soft(y):
+        yd = _jnp.zeros_like(y) if _zero(yd) else yd
+        grad_dot = _jax.jvp(lambda x, y: _grad_in_jax(x, y, rows), (x, y), (xd, yd))[1]
+    else:
+        grad_dot = _jax.jvp(lambda x: _grad_in_jax(x, y, rows), (x,), (xd,))[1]
+    return (loss, grad), (loss_dot, grad_dot)
+
+
+_fused.defjvp(_fused_jvp, symbolic_zeros=True)
 
 
 # --- the optax interface -----------------------------------------------------------------
@@ -730,9 +780,10 @@ def softmax_cross_entropy(
     Where a label is 0 its class adds nothing, even when its logit is ``-inf``: optax
     gives nan there (``0 * -inf``), as ``optax.safe_softmax_cross_entropy`` does not.
     A tiny loss keeps its digits (optax rounds a loss below about 1e-7 to 0 in float32).
-    The gradient with respect to ``labels`` is ``-log_softmax(logits)``, as in optax;
-    the logits are then kept for the backward pass, which they otherwise are not.
-    Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not supported.
+    The gradient with respect to ``labels`` is ``-log_softmax(logits)``, as in optax
+    (0 at the classes ``where`` excludes, where optax gives nan); it is computed in
+    JAX, only when the labels are differentiated. Forward mode (``jax.jvp``,
+    ``jax.jacfwd``) and second derivatives (``jax.hessian``) work as in optax.
 
     Examples
     --------
@@ -766,7 +817,7 @@ def softmax_cross_entropy(
     if cls is not None:
         xc = _jnp.where(cls, xc, -_jnp.inf)
         yc = _jnp.where(cls, yc, 0)
-    return _xent(xc, yc, rows).astype(out_dtype)
+    return _xent(xc, yc, rows, cls).astype(out_dtype)
 
 
 def softmax_cross_entropy_with_integer_labels(
@@ -814,10 +865,12 @@ def softmax_cross_entropy_with_integer_labels(
 
     Notes
     -----
-    A label whose class ``where`` excludes gets an infinite loss (its probability is
-    0); optax subtracts that class's logit from the masked log-sum-exp instead.
+    A label whose class ``where`` excludes gets optax's loss: the log-sum-exp of the
+    included classes minus the label's own logit (not the infinite loss of a class
+    of probability 0), and its gradient.
     A tiny loss keeps its digits (optax rounds a loss below about 1e-7 to 0 in float32).
-    Forward-mode differentiation (``jax.jvp``, ``jax.jacfwd``) is not supported.
+    Forward mode (``jax.jvp``, ``jax.jacfwd``) and second derivatives
+    (``jax.hessian``) work as in optax.
 
     Examples
     --------
@@ -852,39 +905,93 @@ def softmax_cross_entropy_with_integer_labels(
     if t.dtype not in (_jnp.int32, _jnp.int64):
         # The kernels take int32 and int64; narrower types fit in int32.
         t = t.astype(_jnp.int64 if t.dtype.itemsize == 8 else _jnp.int32)
-    if cls is not None:
-        xc = _jnp.where(cls, xc, -_jnp.inf)
-    return _xent(xc, t, rows).astype(x.dtype)
+    if cls is None:
+        return _xent(xc, t, rows, None).astype(x.dtype)
+    # optax: the log-sum-exp of the included classes minus the label's logit, taken
+    # even where ``where`` excludes the label's class. For such a label the kernels are
+    # given an included class instead, whose logit is added back and the label's
+    # subtracted; JAX differentiates that correction, which turns the kernels'
+    # softmax - onehot(stand-in) into optax's softmax - onehot(label).
+    n = xc.shape[-1]
+    inside = (t >= 0) & (t < n)
+    on_excluded = inside & ~_jnp.take_along_axis(cls, _jnp.where(inside, t, 0)[..., None],
+                                                 axis=-1)[..., 0]
+    if rows is not None:
+        on_excluded &= rows
+    xm = _jnp.where(cls, xc, -_jnp.inf)
+    # the included class of the largest logit: its loss is small, the sum exact
+    stand_in = _jnp.argmax(xm, axis=-1).astype(t.dtype)
+    t_in = _jnp.where(on_excluded, stand_in, t)
+    loss = _xent(xm, t_in, rows, cls)
+    at = _partial(_jnp.take_along_axis, axis=-1)
+    shift = (at(xc, stand_in[..., None]) - at(xc, _jnp.where(inside, t, 0)[..., None]))[..., 0]
+    return (loss + _jnp.where(on_excluded, shift, 0)).astype(x.dtype)
 
 
 # --- the binary losses -------------------------------------------------------------------
 
-@_partial(_jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+# As for the softmax: the losses alone run one kernel pass; their JVP runs the gradient
+# kernel too and returns grad * x_dot (+ d loss / d labels * y_dot), which JAX transposes
+# for reverse mode. The gradient kernel's own JVP (second derivatives) differentiates
+# the loss written in plain JAX.
+
+@_partial(_jax.custom_jvp, nondiff_argnums=(2, 3, 4))
 def _binary(x: _Any, y: _Any, kind: int, alpha: float, gamma: float) -> _Any:
     return _binary_call(0, kind, x, y, alpha, gamma)
 
 
-def _binary_fwd(x: _Any, y: _Any, kind: int, alpha: float, gamma: float) -> tuple[_Any, _Any]:
-    # As for the softmax: the losses alone in the forward pass, one read of the logits;
-    # the gradient, already scaled by the upstream one, in the backward, written over
-    # the logits. The labels' gradient (when they are differentiated) is plain JAX.
-    loss = _binary_call(0, kind, x.value, y.value, alpha, gamma)
-    keep = x.perturbed or y.perturbed
-    return loss, (x.value if keep else None, y.value if keep else None,
-                  loss if x.perturbed else None, x.perturbed, y.perturbed)
+def _binary_jvp(kind: int, alpha: float, gamma: float, primals: _Any,
+                tangents: _Any) -> tuple[_Any, _Any]:
+    x, y = primals
+    xd, yd = tangents
+    loss = _binary(x, y, kind, alpha, gamma)
+    t = None
+    if not _zero(xd):
+        t = _binary_grad(x, y, kind, alpha, gamma) * xd
+    if not _zero(yd):
+        ty = _binary_label_grad(x, y, kind, alpha, gamma) * yd
+        t = ty if t is None else t + ty
+    return loss, _jnp.zeros_like(loss) if t is None else t
 
 
-def _binary_bwd(kind: int, alpha: float, gamma: float, res: _Any,
-                g: _Any) -> tuple[_Any, _Any]:
-    x, y, loss, dx_wanted, dy_wanted = res
-    if isinstance(g, _SymbolicZero):
-        return None, None
-    dx = dy = None
-    if dy_wanted:
-        dy = g * _binary_label_grad(x, y, kind, alpha, gamma)
-    if dx_wanted:
-        dx = _binary_call(1, kind, x, y, alpha, gamma, g.astype(x.dtype), after=loss)
-    return dx, dy
+_binary.defjvp(_binary_jvp, symbolic_zeros=True)
+
+
+@_partial(_jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _binary_grad(x: _Any, y: _Any, kind: int, alpha: float, gamma: float) -> _Any:
+    """d loss / d logits, elementwise, from the kernel."""
+    return _binary_call(1, kind, x, y, alpha, gamma, _jnp.ones_like(x))
+
+
+def _binary_grad_jvp(kind: int, alpha: float, gamma: float, primals: _Any,
+                     tangents: _Any) -> tuple[_Any, _Any]:
+    # Reached only when the gradient itself is differentiated (second derivatives).
+    x, y = primals
+    xd, yd = (_jnp.zeros_like(p) if _zero(t) else t for p, t in zip(primals, tangents))
+
+    def grad_in_jax(x: _Any, y: _Any) -> _Any:
+        return _jax.grad(lambda x: _jnp.sum(_binary_in_jax(x, y, kind, alpha, gamma)))(x)
+
+    return (_binary_grad(x, y, kind, alpha, gamma),
+            _jax.jvp(grad_in_jax, (x, y), (xd, yd))[1])
+
+
+_binary_grad.defjvp(_binary_grad_jvp, symbolic_zeros=True)
+
+
+def _binary_in_jax(x: _Any, y: _Any, kind: int, alpha: float, gamma: _Any) -> _Any:
+    """The kernels' binary losses in plain JAX (optax's formulas), for derivatives the
+    kernels do not give, and for a traced gamma."""
+    ce = (1 - y) * _jax.nn.softplus(x) + y * _jax.nn.softplus(-x)
+    if kind == _BCE:
+        return ce
+    log_p, log_q = _jax.nn.log_sigmoid(x), _jax.nn.log_sigmoid(-x)
+    log_1mpt = _jax.scipy.special.logsumexp(_jnp.stack([log_p, log_q], axis=-1), axis=-1,
+                                           b=_jnp.stack([1 - y, y], axis=-1))
+    loss = ce * _jnp.exp(gamma * log_1mpt)
+    if alpha >= 0:
+        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
+    return loss
 
 
 def _binary_label_grad(x: _Any, y: _Any, kind: int, alpha: float, gamma: float) -> _Any:
@@ -906,7 +1013,6 @@ def _binary_label_grad(x: _Any, y: _Any, kind: int, alpha: float, gamma: float) 
     return d
 
 
-_binary.defvjp(_binary_fwd, _binary_bwd, symbolic_zeros=True)
 
 
 def _binary_inputs(logits: _Any, labels: _Any) -> tuple[_Any, _Any, _Any]:
@@ -967,7 +1073,7 @@ def sigmoid_binary_cross_entropy(logits: _Any, labels: _Any) -> _jax.Array:
     -----
     Each loss is ``(1 - labels) softplus(logits) + labels softplus(-logits)``, every
     term >= 0: a tiny loss keeps its digits, and any finite logit, +-1e4 included,
-    gives a finite loss. Forward-mode differentiation (``jax.jvp``) is not supported.
+    gives a finite loss. Forward mode (``jax.jvp``) and second derivatives work.
 
     Examples
     --------
@@ -1017,8 +1123,8 @@ def sigmoid_focal_loss(logits: _Any, labels: _Any, *, alpha: _Any = None,
     A number ``alpha >= 0`` and a number ``gamma`` (not traced) run in the kernel's one
     pass. A traced or array ``alpha``, or a negative one, multiplies the kernel's loss
     in JAX (and is differentiable, as in optax); a traced or array ``gamma`` computes
-    the loss with ``jax.numpy`` as optax does. Forward-mode differentiation
-    (``jax.jvp``) is not supported.
+    the loss with ``jax.numpy`` as optax does. Forward mode (``jax.jvp``) and second
+    derivatives work.
 
     Examples
     --------
@@ -1035,11 +1141,7 @@ def sigmoid_focal_loss(logits: _Any, labels: _Any, *, alpha: _Any = None,
     kernel_alpha = a if g is not None and a is not None and a >= 0 else -1.0
     if g is None:
         # optax's formula, for a gamma that is traced or varies by element
-        log_p, log_q = _jax.nn.log_sigmoid(x), _jax.nn.log_sigmoid(-x)
-        ce = -y * log_p - (1 - y) * log_q
-        log_1mpt = _jax.scipy.special.logsumexp(_jnp.stack([log_p, log_q], axis=-1), axis=-1,
-                                               b=_jnp.stack([1 - y, y], axis=-1))
-        loss = ce * _jnp.exp(_jnp.asarray(gamma).astype(x.dtype) * log_1mpt)
+        loss = _binary_in_jax(x, y, _FOCAL, -1.0, _jnp.asarray(gamma).astype(x.dtype))
     else:
         loss = _binary(x, y, _FOCAL, kernel_alpha, g)
     if alpha is not None and kernel_alpha < 0:
