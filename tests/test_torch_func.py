@@ -508,3 +508,21 @@ def test_hot_path_leaves_what_it_does_not_take_to_the_general_path(case):
         torch.testing.assert_close(gx, want, equal_nan=True)
     else:
         assert not loss.requires_grad
+
+
+@pytest.mark.parametrize("shape", [(33,), (3, 11, 7), (0,), (1,)])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_binary_hot_path_on_other_ranks_is_bitwise_the_numpy_core(shape, reduction):
+    g = _gen(19)
+    x = (3 * torch.randn(shape, generator=g)).requires_grad_()
+    y = torch.rand(shape, generator=g)
+    for ours, core in ((xft.binary_cross_entropy_with_logits,
+                        xf.binary_cross_entropy_with_logits_and_grad),
+                       (xft.sigmoid_focal_loss, xf.sigmoid_focal_loss_and_grad)):
+        x.grad = None
+        loss = ours(x, y, reduction=reduction)
+        loss.backward(torch.ones_like(loss))
+        want, gwant = core(x.detach().numpy(), y.numpy(), reduction=reduction)
+        assert loss.shape == torch.Size(np.shape(want))
+        assert np.array_equal(loss.detach().numpy(), want)
+        assert np.array_equal(x.grad.numpy(), gwant)

@@ -641,6 +641,8 @@ def cross_entropy(
                 label_smoothing, z_loss, 0.0, nt)
         except (TypeError, ValueError, RuntimeError, OverflowError):
             bad = 0
+        if bad < 0 and not count and not x.shape[1]:
+            bad = 0  # an empty class dimension: the general path names the mistake
         if bad < 0:
             if rows is None:
                 if reduction == "mean":
@@ -1000,8 +1002,18 @@ def _binary_fast(kind: int, input: torch.Tensor, target: torch.Tensor, reduction
         size = x.size
         scale = (1.0 / size if size else 0.0) if reduction == "mean" else 1.0
         nt = 0 if n_threads is None and not _xv._forked_child else _xv.check_threads(n_threads)
-        total, _ = _BINARY_KERNEL(kind, x, t, None, None, rows, grad, None, scale, alpha,
-                                  gamma, nt)
+        if x.ndim == 2:
+            total, _ = _BINARY_KERNEL(kind, x, t, None, None, rows, grad, None, scale, alpha,
+                                      gamma, nt)
+        elif t.shape == x.shape and x.ndim and x.flags.c_contiguous:
+            # (N,) or (N, d1, ...): the kernel's rows are the last axis
+            shape = (-1, x.shape[-1]) if x.shape[-1] else (0, 0)
+            total, _ = _BINARY_KERNEL(
+                kind, x.reshape(shape), t.reshape(shape), None, None,
+                None if rows is None else rows.reshape(shape),
+                None if grad is None else grad.reshape(shape), None, scale, alpha, gamma, nt)
+        else:
+            return None
     except (TypeError, ValueError, RuntimeError, OverflowError):
         return None
     if rows is None:
