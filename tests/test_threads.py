@@ -136,10 +136,11 @@ print(most)
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
 @pytest.mark.parametrize("n_threads, env", [(10**9, {}), (2**31 - 1, {}),
                                             (None, {"OMP_NUM_THREADS": "100000"})])
-def test_thread_count_beyond_the_system_is_capped(n_threads, env):
+def test_thread_count_beyond_the_system_is_capped(n_threads, env, tmp_path):
+    # run outside the checkout: an installed (not in-place) package is the one to import
     proc = subprocess.run([sys.executable, "-c", _HUGE_THREADS, str(n_threads)],
                           capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **env})
+                          env={**os.environ, **env}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     n_tasks = int(proc.stdout)
     # the pool's threads, plus a few of the interpreter's and NumPy's own
