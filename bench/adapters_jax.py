@@ -70,6 +70,29 @@ def _with_mechanism(mech: str | None):
     return loss
 
 
+# Thread policies of the compiled handler (its configure(): parallel_from, helpers,
+# use_openmp), timed with --policies: the default shares the blocks of a call of at
+# least 2**20 elements with XLA's own thread pool.
+POLICIES = {"serial": (1 << 62, -1, False), "openmp": (1 << 20, -1, True)}
+
+
+def _with_policy(fn, policy):
+    """``fn`` run with the compiled handler's thread policy set first (None: the
+    default policy), so that contenders with different policies can interleave."""
+    from xent_fast._simd import kernels
+    module = kernels("_xla_cross_entropy")
+    default = module.configure()
+    chosen = default if policy is None else policy
+
+    def run(*args):
+        module.configure(*chosen)
+        try:
+            return fn(*args)
+        finally:
+            module.configure(*default)
+    return run
+
+
 def _interleaved(contenders: dict, repeat: int) -> dict[str, list[float]]:
     """Seconds of each call, contenders alternating call by call."""
     for fn, args in contenders.values():
@@ -88,13 +111,14 @@ def _us(t: float) -> str:
     return f"{t * 1e6:.1f} µs" if t < 1e-3 else f"{t * 1e3:.2f} ms"
 
 
-def loss_and_grad(sizes, repeat_scale: float, extra: list[str]) -> list[str]:
+def loss_and_grad(sizes, repeat_scale: float, extra: list[str],
+                  policies: bool = False) -> list[str]:
     rng = np.random.default_rng(0)
     losses = {"optax": optax.softmax_cross_entropy_with_integer_labels,
               "xent_fast.jax": _with_mechanism(None)}
     for mech in extra:
         losses[f"xent_fast.jax ({mech})"] = _with_mechanism(mech)
-    names = list(losses)
+    names = list(losses) + ([f"xent_fast.jax ({p})" for p in POLICIES] if policies else [])
     lines = ["| batch × classes | " + " | ".join(f"{n} min | {n} median" for n in names)
              + " | optax / ours (min) | optax / ours (median) |",
              "|---|" + "---:|---:|" * len(names) + "---:|---:|"]
@@ -104,6 +128,11 @@ def loss_and_grad(sizes, repeat_scale: float, extra: list[str]) -> list[str]:
         y = jnp.asarray(rng.integers(0, classes, rows).astype(np.int32))
         fns = {k: (jax.jit(jax.value_and_grad(lambda x, y, f=f: f(x, y).mean())), (x, y))
                for k, f in losses.items()}
+        if policies:
+            ours = fns["xent_fast.jax"][0]
+            fns["xent_fast.jax"] = (_with_policy(ours, None), (x, y))
+            for p, setting in POLICIES.items():
+                fns[f"xent_fast.jax ({p})"] = (_with_policy(ours, setting), (x, y))
         (l0, g0), (l1, g1) = (fns[k][0](x, y) for k in ("optax", "xent_fast.jax"))
         worst = max(worst, abs(float(l1) - float(l0)) / abs(float(l0)),
                     float(jnp.max(jnp.abs(g1 - g0)) / jnp.max(jnp.abs(g0))))
@@ -119,6 +148,35 @@ def loss_and_grad(sizes, repeat_scale: float, extra: list[str]) -> list[str]:
     lines.append("")
     lines.append(f"Largest relative difference from optax (loss, gradient): {worst:.1e}.")
     return lines
+
+
+def binary_losses(rows: int, classes: int, repeat_scale: float) -> list[str]:
+    """Loss + gradient of optax's sigmoid losses against xent_fast.jax's, interleaved."""
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(rows, classes)).astype(np.float32) * 3)
+    y = jnp.asarray((rng.random((rows, classes)) > 0.5).astype(np.float32))
+    pairs = {"sigmoid_binary_cross_entropy": (optax.sigmoid_binary_cross_entropy,
+                                              xfj.sigmoid_binary_cross_entropy),
+             "sigmoid_focal_loss(alpha=0.25)": (
+                 lambda x, y: optax.sigmoid_focal_loss(x, y, alpha=0.25),
+                 lambda x, y: xfj.sigmoid_focal_loss(x, y, alpha=0.25))}
+    lines = ["| loss | optax min | optax median | xent_fast.jax min | xent_fast.jax median "
+             "| optax / ours (min) | optax / ours (median) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    repeat = max(10, int(repeat_scale * 2e6 / (rows * classes + 2e4)))
+    for name, (theirs, ours) in pairs.items():
+        fns = {k: (jax.jit(jax.value_and_grad(lambda x, y, f=f: f(x, y).mean())), (x, y))
+               for k, f in (("optax", theirs), ("ours", ours))}
+        t = _interleaved(fns, repeat)
+        mins = {k: min(v) for k, v in t.items()}
+        meds = {k: statistics.median(v) for k, v in t.items()}
+        lines.append(f"| {name} | {_us(mins['optax'])} | {_us(meds['optax'])} "
+                     f"| {_us(mins['ours'])} | {_us(meds['ours'])} "
+                     f"| {mins['optax'] / mins['ours']:.2f}× "
+                     f"| {meds['optax'] / meds['ours']:.2f}× |")
+        print(lines[-1], flush=True)
+    return [f"{rows}×{classes} float32 logits, 0/1 labels, `jit(value_and_grad(mean of the "
+            f"loss))`, interleaved, {repeat} repeats.", "", *lines]
 
 
 def _mlp_step(loss_fn, opt):
@@ -197,9 +255,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="multiply the number of repeats (default 1)")
     ap.add_argument("--mechanisms", default="",
                     help="comma-separated other mechanisms to time too (ctypes,callback)")
+    ap.add_argument("--policies", action="store_true",
+                    help="also time the compiled handler's other thread policies "
+                         "(serial, an OpenMP team) against its default (XLA's pool)")
     ap.add_argument("--sizes", default="",
                     help="comma-separated ROWSxCLASSES (default: the four of issue 18)")
     ap.add_argument("--no-step", action="store_true", help="skip the training step")
+    ap.add_argument("--no-binary", action="store_true", help="skip the sigmoid losses")
     ap.add_argument("--no-save", action="store_true", help="do not write bench/results")
     a = ap.parse_args(argv)
     scale = a.repeat_scale * (0.1 if a.quick else 1.0)
@@ -209,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
 
     busy0, own0 = _cpu_seconds()
     wall0 = time.monotonic()
-    table = loss_and_grad(sizes, scale, extra)
+    table = loss_and_grad(sizes, scale, extra, a.policies)
+    binary = [] if a.no_binary else binary_losses(1024, 1000, scale)
     step: list[str] = []
     if not a.no_step:
         step = training_step(4096, 64, 10, 256, 3, max(30, int(1000 * scale)))
@@ -223,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         f"- cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"xent_fast {xent_fast.__version__} ({xent_fast.config()['simd']}), "
         f"jax {jax.__version__}, optax {optax.__version__}, mechanism: {xfj.mechanism()}",
+        "- thread policy of the compiled handler (default): a call of at least 2**20 "
+        "elements shares its blocks with XLA's own thread pool, a smaller one runs on "
+        "XLA's calling thread"
+        + ("; also timed: (serial) every call on the calling thread, (openmp) an OpenMP "
+           "team instead of XLA's pool" if a.policies else ""),
         "- loss + gradient: `jit(value_and_grad(mean of the loss))`, float32 logits given "
         "to the jitted function, int32 labels; contenders interleaved call by call",
         f"- other processes used {others:.1f} of the {os.cpu_count()} CPUs during the run"
@@ -232,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *table,
     ]
+    if binary:
+        lines += ["", "## Sigmoid losses: loss + gradient", "", *binary]
     if step:
         lines += ["", "## A small training step", "", *step]
     text = "\n".join(lines) + "\n"
