@@ -182,9 +182,13 @@ def test_weights_of_the_counted_rows_summing_to_zero_give_nan():
     assert math.isnan(xf.cross_entropy(h @ W.T, y, weight=w))
 
 
+@pytest.mark.parametrize("tiles", [False, True], ids=["whole", "tiles"])
 @pytest.mark.parametrize("dt", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("opt", ["plain", "everything"])
-def test_bitwise_same_for_every_chunk_rows_and_n_threads(small_blocks, dt, opt):
+def test_bitwise_same_for_every_chunk_rows_and_n_threads(small_blocks, monkeypatch, dt, opt,
+                                                         tiles):
+    # tiles: the weight gradient of the blocks after the first in tiles of 16 classes
+    monkeypatch.setattr(lin, "_TILE_BYTES", 1 if tiles else None)
     batch, H, V = (4, 75), 24, 190
     rng, h, W, b, y, w = make(3, batch, H, V, dt, ignored=0.3, scale=2.0)
     kw = _kwargs(OPTIONS[opt], b, w)
@@ -209,16 +213,28 @@ def test_bitwise_same_for_every_chunk_rows_and_n_threads(small_blocks, dt, opt):
 
 
 def test_default_blocks_and_several_of_them():
-    # The default block size, with enough rows for several blocks (V large, H small).
-    V, H = 20000, 8
+    # The default block size, with rows for two blocks and a part (logits of 170 MB),
+    # against float64 made a slice of rows at a time.
+    V, H = 20000, 256
     r0 = lin.block_rows(V, H, 4)
-    assert r0 % 16 == 0 and r0 * (V + 2 * H) * 4 <= lin._BLOCK_BYTES
-    _, h, W, b, y, w = make(4, (2 * r0 + 5,), H, V, np.float32, ignored=0.1)
-    a = xf.linear_cross_entropy_and_grad(h, W, y, linear_bias=b)
-    c = xf.linear_cross_entropy_and_grad(h, W, y, linear_bias=b, chunk_rows=3 * r0)
+    assert r0 % 16 == 0 and r0 * H > lin._MIN_THREADED_OUTPUTS
+    assert r0 * (V + 2 * H) * 4 <= 4 * lin._BLOCK_BYTES
+    rng, h, W, b, y, w = make(4, (2 * r0 + 5,), H, V, np.float32, ignored=0.1)
+    a = xf.linear_cross_entropy_and_grad(h, W, y, linear_bias=b, reduction="sum")
+    c = xf.linear_cross_entropy_and_grad(h, W, y, linear_bias=b, reduction="sum",
+                                         chunk_rows=3 * r0)
     for x, z in zip(a, c):
         np.testing.assert_array_equal(x, z)
-    check(a, reference(h, W, y, linear_bias=b), np.float32, True)
+    h64, W64, b64 = (v.astype(np.float64) for v in (h, W, b))
+    loss, gh, gw, gb = 0.0, np.zeros(h.shape), np.zeros(W.shape), np.zeros(V)
+    for s in range(0, len(y), 500):
+        rows = slice(s, s + 500)
+        part, g = xf.cross_entropy_and_grad(h64[rows] @ W64.T + b64, y[rows], reduction="sum")
+        loss += part
+        gh[rows] = g @ W64
+        gw += g.T @ h64[rows]
+        gb += g.sum(0)
+    check(a, (loss, gh, gw, gb), np.float32, True)
 
 
 def test_matches_materialised_xent_fast_and_torch_linear_cross_entropy():
@@ -268,6 +284,7 @@ def test_layouts_and_dtypes_of_the_inputs():
 
 def test_no_logits_sized_allocation(monkeypatch):
     monkeypatch.setattr(lin, "_BLOCK_BYTES", 1 << 20)
+    monkeypatch.setattr(lin, "_MIN_THREADED_OUTPUTS", 0)
     N, H, V = 4096, 16, 4000             # logits: 62.5 MiB; outputs: 0.5 MiB
     _, h, W, b, y, w = make(7, (N,), H, V, np.float32, ignored=0.5)
     xf.linear_cross_entropy_and_grad(h[:16], W, y[:16])     # warm up
@@ -279,8 +296,10 @@ def test_no_logits_sized_allocation(monkeypatch):
     finally:
         tracemalloc.stop()
     outputs = sum(a.nbytes for a in res[1:])
-    # one block of logits (~1 MiB), a weight-sized scratch array, target bookkeeping
-    assert peak - outputs < 3 * (1 << 20) + W.nbytes, peak
+    # one block of logits and gathered rows, a weight-gradient tile, target bookkeeping
+    block = lin.block_rows(V, H, 4) * (V + 2 * H) * 4
+    tile = lin.tile_rows(V, H, 4) * H * 4
+    assert peak - outputs < block + tile + (1 << 20), (peak, block, tile)
     assert peak < N * V * 4 / 16
 
 

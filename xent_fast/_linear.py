@@ -16,12 +16,16 @@ Design
   up to a multiple of ``R0`` and only decides how many blocks the cross-entropy kernel
   takes at once (and the size of the logits buffer).
 * The weight gradient is a sum over rows. It is accumulated block by block in block
-  order, ``gW = (((P_0 + P_1) + P_2) + ...)`` with ``P_b = dL_b.T @ h_b`` made by one
-  BLAS call of a fixed shape, so it is bitwise the same for every ``chunk_rows``; the
-  bias gradient likewise. ``P_b`` lands in a weight-sized scratch array (the first block
-  writes straight into the output). Vocabulary tiles with a cache-sized scratch array
-  were measured and are slower with OpenBLAS on two cores: many small BLAS calls cost
-  more than the weight-sized additions they save (see bench/linear.py).
+  order, ``gW = (((P_0 + P_1) + P_2) + ...)`` with ``P_b = dL_b.T @ h_b`` made by BLAS
+  calls of fixed shapes, so it is bitwise the same for every ``chunk_rows``; the
+  bias gradient likewise. ``P_b`` is made a vocabulary tile at a time (``_TILE_BYTES``,
+  16 MiB) into a scratch array and added to the output while it is still in cache; the
+  first block writes straight into the output. (Cache-sized tiles of a few hundred
+  rows were measured and are slower with OpenBLAS on two cores: many small BLAS calls
+  cost more than the additions they save; see bench/linear.py.)
+* Blocks are large (``_BLOCK_BYTES`` of logits, 80 MiB) because every block costs a
+  pass over the weight and its gradient, and a hidden-gradient product of at most
+  512 x 512 outputs runs on one thread in OpenBLAS.
 * The loss total is the float64 sum of the per-row losses of all the kept rows, taken
   once at the end, so it does not depend on the chunking either; the "mean"
   denominator (the count of kept rows, or the sum of ``weight[target]`` over them) is
@@ -55,20 +59,31 @@ from ._validation import (
 )
 
 # Bytes of one block's buffers (its logits, gathered hidden rows and hidden gradient):
-# 32 MiB gives blocks of 240 rows for V = 32000, H = 512 in float32.
-_BLOCK_BYTES = 64 << 20
+# 80 MiB gives blocks of 640 rows for V = 32000, H = 512 in float32.
+_BLOCK_BYTES = 80 << 20
+# Outputs a hidden-gradient product (R0 x H) needs before OpenBLAS runs it on more than
+# one thread (it keeps products of at most 512 x 512 outputs on one): blocks grow to
+# more than this many outputs, up to 4 x _BLOCK_BYTES of logits.
+_MIN_THREADED_OUTPUTS = 1 << 18
 # Bytes of the scratch array of one weight-gradient product (None: the weight's size).
-_TILE_BYTES: int | None = None
+_TILE_BYTES: int | None = 16 << 20
 # Blocks hold a multiple of this many rows (full BLAS register tiles).
 _BLOCK_MULTIPLE = 16
 
 
 def block_rows(n_classes: int, hidden_size: int, itemsize: int) -> int:
-    """Rows per block ``R0``: the buffers of one block (``n_classes + 2 * hidden_size``
-    values a row) take about ``_BLOCK_BYTES``, in a multiple of 16 rows, at least 16.
-    A function of the shapes and the dtype only."""
+    """Rows per block ``R0``, a function of the shapes and the dtype only.
+
+    The buffers of one block (``n_classes + 2 * hidden_size`` values a row) take about
+    ``_BLOCK_BYTES``; a block is made larger, up to four times that, when its hidden-
+    gradient product would otherwise have too few outputs for BLAS to use its threads.
+    A multiple of 16 rows, at least 16.
+    """
     per_row = max(1, (n_classes + 2 * hidden_size) * itemsize)
-    rows = _BLOCK_BYTES // per_row // _BLOCK_MULTIPLE * _BLOCK_MULTIPLE
+    rows = _BLOCK_BYTES // per_row
+    threaded = _MIN_THREADED_OUTPUTS // max(1, hidden_size) + 1
+    rows = max(rows, min(threaded, 4 * rows))
+    rows = -(-rows // _BLOCK_MULTIPLE) * _BLOCK_MULTIPLE
     return max(_BLOCK_MULTIPLE, rows)
 
 
@@ -78,7 +93,7 @@ def tile_rows(n_classes: int, hidden_size: int, itemsize: int) -> int:
     if _TILE_BYTES is None:
         return n_classes
     rows = _TILE_BYTES // max(1, hidden_size * itemsize)
-    return max(_BLOCK_MULTIPLE, min(n_classes, rows))
+    return min(n_classes, max(_BLOCK_MULTIPLE, rows))
 
 
 def linear_cross_entropy(
@@ -134,7 +149,7 @@ def linear_cross_entropy(
         Replaces the logits by ``softcap * tanh(logits / softcap)`` first.
     chunk_rows : int > 0, optional
         Rows of logits computed at once. The rows are cut into blocks of ``R0`` rows
-        fixed by the shapes and the dtype (about 32 MiB of logits and hidden rows: 240
+        fixed by the shapes and the dtype (about 80 MiB of logits and hidden rows: 640
         rows for V=32000, H=512 in float32; see ``xent_fast._linear.block_rows``), and
         ``chunk_rows`` is rounded up to a multiple of ``R0``. ``None`` (the default) is
         one block. Results are bitwise the same for every value.
@@ -225,8 +240,10 @@ def linear_cross_entropy_and_grad(
     is added to ``grad_linear_weight`` and the column sums of ``dL`` to
     ``grad_linear_bias``, in block order: results are bitwise the same for every
     ``chunk_rows`` and ``n_threads``. Extra memory beyond the outputs: the logits of
-    one chunk, the gathered hidden rows of one chunk, and one array of the weight's
-    size for the products of the blocks after the first.
+    one chunk, the gathered hidden rows of one chunk (when rows are ignored), and a
+    16 MiB scratch array for the weight-gradient products of the blocks after the
+    first (93 MiB in all for N=4096, H=512, V=32000 in float32, whose logits alone
+    would be 500 MiB).
 
     Examples
     --------
