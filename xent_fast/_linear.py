@@ -416,7 +416,7 @@ def _linear(hidden: Any, linear_weight: Any, target: Any, linear_bias: Any, weig
             hc = h2[s:e]
         else:
             assert h_buf is not None
-            hc = np.take(h2, idx[s:e], axis=0, out=h_buf[:m])
+            hc = np.take(h2, idx[s:e], axis=0, out=h_buf[:m], mode="clip")  # valid: unbuffered
         logits = logits_buf[:m]
         for b in range(0, m, r0):
             np.matmul(hc[b:b + r0], w_t, out=logits[b:b + r0])
