@@ -6,7 +6,7 @@
 
 Loss + gradient: ``jax.jit(jax.value_and_grad(lambda x, y: loss(x, y).mean()))`` on
 float32 logits given to the jitted function, integer labels, at four sizes (batch ×
-classes). The contenders are interleaved call by call (optax's call, ours, optax's, ...)
+classes). The contenders are interleaved call by call (each round in a new order)
 as a training step interleaves XLA's own work with the loss: a busy spell of the
 machine hits them alike, and each runs right after the other's threads went idle, as
 in a real step. Reported: the min and the median of the repeats, and optax's time over
@@ -99,8 +99,14 @@ def _interleaved(contenders: dict, repeat: int) -> dict[str, list[float]]:
         jax.block_until_ready(fn(*args))   # compile and warm up
         jax.block_until_ready(fn(*args))
     times: dict[str, list[float]] = {k: [] for k in contenders}
+    names = list(contenders)
+    order = np.random.default_rng(0)
     for _ in range(repeat):
-        for name, (fn, args) in contenders.items():
+        # in a new order each round: the call right after another contender's pays for
+        # that one's threads going idle, or for its use of the caches, and no contender
+        # should always be the one that does
+        for name in order.permutation(names):
+            fn, args = contenders[name]
             t0 = time.perf_counter()
             jax.block_until_ready(fn(*args))
             times[name].append(time.perf_counter() - t0)
@@ -292,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         + ("; also timed: (serial) every call on the calling thread, (openmp) an OpenMP "
            "team instead of XLA's pool" if a.policies else ""),
         "- loss + gradient: `jit(value_and_grad(mean of the loss))`, float32 logits given "
-        "to the jitted function, int32 labels; contenders interleaved call by call",
+        "to the jitted function, int32 labels; contenders interleaved call by call, each round in a new order",
         f"- other processes used {others:.1f} of the {os.cpu_count()} CPUs during the run"
         + (" (busy: treat the timings with care)" if others > 0.1 else ""),
         "",
