@@ -129,6 +129,8 @@ def per_call_table(rounds: int, quick: bool, before: Any) -> list[str]:
         }
         if before is not None:
             contenders["before"] = (loss_step(before.cross_entropy, x, t), 2)
+        if n == 32:
+            contenders["floor"] = (loss_step(trivial_function(x), x, t), 1)
         with LoadMonitor() as load:
             times = interleaved(contenders, rounds, inner)
         mins = {k: min(v) for k, v in times.items()}
@@ -150,14 +152,39 @@ def per_call_table(rounds: int, quick: bool, before: Any) -> list[str]:
         print(f"  {n}x{c}: ratio {ratio:.2f} (median {ratio_med:.2f}); other load {share}",
               file=sys.stderr)
         lines_load.append(f"{n}×{c}: {share or 'n/a'}")
+        if "floor" in mins:
+            floor.append(f"a trivial `autograd.Function` (forward returns a preallocated "
+                         f"tensor, backward a saved one) costs {fmt_us(mins['floor'])} "
+                         f"(median {fmt_us(meds['floor'])}) per loss + backward in the "
+                         "same rounds: autograd's own cost, which any adapter pays")
     lines += ["", f"Per-call targets met (on the minimum, ours at its default 2 threads): "
               f"{sum(met_all)} of {len(met_all)}. CPU share used by other processes while "
               f"each size ran: {'; '.join(lines_load)}."]
+    lines += [""] + [f"At 32×10, {f}." for f in floor]
     lines_load.clear()
+    floor.clear()
     return lines
 
 
 lines_load: list[str] = []
+floor: list[str] = []
+
+
+def trivial_function(x: torch.Tensor) -> Callable[..., torch.Tensor]:
+    """The floor: an autograd.Function that does no work."""
+    out, grad = torch.zeros(()), torch.zeros_like(x)
+
+    class Trivial(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, z: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(grad)
+            return out.clone() if out.requires_grad else out.detach()
+
+        @staticmethod
+        def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor]:
+            return (ctx.saved_tensors[0],)
+
+    return lambda z, t: Trivial.apply(z)
 
 
 def before_table() -> list[str]:

@@ -306,6 +306,9 @@ class _FastCrossEntropy(torch.autograd.Function):
         if _grad_enabled():  # create_graph=True
             name = ctx._forward_cls.loss_name  # (ctx.name is the node's own method)
             return _guard(name, anchor, (_times(grad, grad_loss),)) + (None, None)
+        # _scale inline (this Function never runs under torch.func transforms)
+        if not grad_loss.dim() and grad_loss.item() == 1.0:
+            return (grad.clone() if _keep_graph() else grad), None, None
         return _scale(grad, grad_loss, _keep_graph()), None, None
 
 
