@@ -402,7 +402,7 @@ def _linear(hidden: Any, linear_weight: Any, target: Any, linear_bias: Any, weig
         logits_buf = np.empty((buf_rows, n_classes), dt)
         h_buf = None if idx is None else np.empty((buf_rows, n_hidden), dt)
         gh_buf = None if idx is None or not want_grad else np.empty((min(r0, n_kept), n_hidden), dt)
-        # Weight-sized scratch for the blocks after the first; bias column sums likewise.
+        # Scratch of one weight-gradient tile for the blocks after the first; bias likewise.
         tile = tile_rows(n_classes, n_hidden, dt.itemsize)
         gw_tmp = np.empty((tile, n_hidden), dt) if want_grad and n_kept > r0 else None
         gb_tmp = np.empty(n_classes, dt) if gb is not None and n_kept > r0 else None
