@@ -298,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         + ("; also timed: (serial) every call on the calling thread, (openmp) an OpenMP "
            "team instead of XLA's pool" if a.policies else ""),
         "- loss + gradient: `jit(value_and_grad(mean of the loss))`, float32 logits given "
-        "to the jitted function, int32 labels; contenders interleaved call by call, each round in a new order",
+        "to the jitted function, int32 labels; contenders interleaved call by call, "
+        "each round in a new order",
         f"- other processes used {others:.1f} of the {os.cpu_count()} CPUs during the run"
         + (" (busy: treat the timings with care)" if others > 0.1 else ""),
         "",
