@@ -667,12 +667,30 @@ def _cross_entropy(input: Any, target: Any, weight: Any, size_average: Any, igno
                    softcap: Any, n_threads: Any, inplace: Any) -> torch.Tensor:
     """Every case the hot path leaves (and every mistake)."""
     reduction = _legacy_reduction(size_average, reduce, reduction)
+    if (isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor)
+            and target.is_floating_point() and target.shape == input.shape
+            and type(ignore_index) is int and ignore_index >= 0):
+        # probability targets have no class to ignore: PyTorch refuses a non-negative one
+        # (a RuntimeError) rather than leave it without effect
+        raise _ValueError(f"ignore_index is not supported for floating point target "
+                          f"(probabilities), got ignore_index={ignore_index}; only a "
+                          "negative value (the default -100) is accepted")
     if _compiling():
         return _compiled_cross_entropy(input, target, weight, ignore_index, reduction,
                                        label_smoothing, z_loss, softcap, n_threads)
     _check_tensor(input, "input")
     _check_tensor(target, "target")
     _float_input(input, "input")
+    if (isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor)
+            and input.dim() and target.shape == input.shape and target.is_floating_point()
+            and not input.shape[1 if input.dim() > 1 else 0] and reduction in _REDUCTIONS
+            and isinstance(label_smoothing, (int, float)) and 0 <= label_smoothing <= 1
+            and not _compiling()):
+        # probabilities over no classes (the core refuses an empty class axis): each row's
+        # loss is an empty sum, 0, as in PyTorch (whose "mean" is nan there, 0 here)
+        rows = (input * target).sum(1 if input.dim() > 1 else 0).to(
+            _loss_dtype(input, target)).abs()
+        return rows if reduction == "none" else rows.sum()
     options: dict[str, Any] = dict(
         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
         z_loss=z_loss, softcap=softcap, n_threads=n_threads)
