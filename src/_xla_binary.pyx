@@ -19,53 +19,10 @@ include "_binary_kernels.pyx"
 
 from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int64_t
-from libc.stdio cimport snprintf
 
 from _common cimport xf_omp_num_procs
 
-cdef extern from "xla/xent_xla_ffi.h" nogil:
-    ctypedef struct xf_Buffer:
-        int dtype
-        void* data
-        int64_t rank
-        int64_t* dims
-    ctypedef struct xf_List:
-        int64_t size
-    ctypedef struct xf_CallFrame:
-        xf_List args
-        xf_List rets
-    ctypedef void (*xf_block_fn)(void* ctx, int64_t block) noexcept nogil
-    int xf_begin(xf_CallFrame* f, void** err)
-    void* xf_error(const xf_CallFrame* f, int errc, const char* message)
-    const xf_Buffer* xf_buffer(const xf_List* l, int64_t i, const char** why)
-    int64_t xf_size(const xf_Buffer* b)
-    bint xf_same_dims(const xf_Buffer* b, const xf_Buffer* a, int64_t rank)
-    int64_t xf_pool_threads(const xf_CallFrame* f)
-    int xf_parallel(const xf_CallFrame* f, int64_t n_helpers, int64_t n_blocks,
-                    xf_block_fn fn, void* ctx)
-    enum:
-        XF_ERR_INVALID_ARGUMENT
-        XF_ERR_RESOURCE_EXHAUSTED
-        XF_F32
-        XF_F64
-
-cdef int64_t _parallel_from = 1 << 20
-cdef int64_t _helpers = -1
-cdef bint _use_openmp = False
-
-
-def configure(parallel_from=None, helpers=None, use_openmp=None):
-    """Set (each argument not None) and return the thread policy as
-    (parallel_from, helpers, use_openmp); see src/_xla_cross_entropy.pyx."""
-    global _parallel_from, _helpers, _use_openmp
-    if parallel_from is not None:
-        _parallel_from = max(0, int(parallel_from))
-    if helpers is not None:
-        _helpers = max(-1, int(helpers))
-    if use_openmp is not None:
-        _use_openmp = bool(use_openmp)
-    return _parallel_from, _helpers, _use_openmp
-
+include "xla/_xla_common.pxi"
 
 cdef struct Job:
     bint f64
@@ -92,12 +49,6 @@ cdef void run_block(void* ctx, int64_t b) noexcept nogil:
         binary_block(<const double*>j.x, <const double*>j.y, <const double*>NULL, 0, 0,
                      <const double*>NULL, 0, 0, <const double*>j.g, <double*>j.loss,
                      <double*>j.grad, j.size, &j.o, start, stop, &j.sums[b])
-
-
-cdef void* invalid(const xf_CallFrame* f, const char* what) noexcept nogil:
-    cdef char msg[512]
-    snprintf(msg, sizeof(msg), "TypeError: the xent_fast FFI call got %s", what)
-    return xf_error(f, XF_ERR_INVALID_ARGUMENT, msg)
 
 
 cdef void* execute(xf_CallFrame* f) noexcept nogil:

@@ -25,59 +25,7 @@ from libc.string cimport memset
 
 from _common cimport xf_omp_num_procs
 
-cdef extern from "xla/xent_xla_ffi.h" nogil:
-    ctypedef struct xf_Buffer:
-        int dtype
-        void* data
-        int64_t rank
-        int64_t* dims
-    ctypedef struct xf_List:
-        int64_t size
-    ctypedef struct xf_CallFrame:
-        xf_List args
-        xf_List rets
-    ctypedef void (*xf_block_fn)(void* ctx, int64_t block) noexcept nogil
-    int xf_begin(xf_CallFrame* f, void** err)
-    void* xf_error(const xf_CallFrame* f, int errc, const char* message)
-    const xf_Buffer* xf_buffer(const xf_List* l, int64_t i, const char** why)
-    int64_t xf_size(const xf_Buffer* b)
-    bint xf_same_dims(const xf_Buffer* b, const xf_Buffer* a, int64_t rank)
-    int64_t xf_pool_threads(const xf_CallFrame* f)
-    int xf_parallel(const xf_CallFrame* f, int64_t n_helpers, int64_t n_blocks,
-                    xf_block_fn fn, void* ctx)
-    enum:
-        XF_ERR_INVALID_ARGUMENT
-        XF_ERR_RESOURCE_EXHAUSTED
-        XF_ERR_INTERNAL
-        XF_PRED
-        XF_S32
-        XF_S64
-        XF_F32
-        XF_F64
-
-# --- how calls use threads (configure) -------------------------------------------------
-# Below parallel_from elements a call runs on the thread XLA calls it on: the blocks of a
-# small or medium call take less time than waking other threads, and an OpenMP team
-# would spin against XLA's pool between calls. From there on, the blocks are shared
-# with up to `helpers` tasks on XLA's own pool (-1: one per pool thread beyond the
-# caller's), or with an OpenMP team of helpers + 1 threads if use_openmp.
-cdef int64_t _parallel_from = 1 << 20
-cdef int64_t _helpers = -1
-cdef bint _use_openmp = False
-
-
-def configure(parallel_from=None, helpers=None, use_openmp=None):
-    """Set (each argument not None) and return the thread policy as
-    (parallel_from, helpers, use_openmp)."""
-    global _parallel_from, _helpers, _use_openmp
-    if parallel_from is not None:
-        _parallel_from = max(0, int(parallel_from))
-    if helpers is not None:
-        _helpers = max(-1, int(helpers))
-    if use_openmp is not None:
-        _use_openmp = bool(use_openmp)
-    return _parallel_from, _helpers, _use_openmp
-
+include "xla/_xla_common.pxi"
 
 cdef struct Job:
     bint f64                    # the logits' type: double, else float
@@ -180,12 +128,6 @@ cdef void* bad_label_error(const xf_CallFrame* f, const xf_Buffer* yb, bint y64,
                           ", " if k + 1 < yb.rank else "]")
     snprintf(msg, sizeof(msg), "labels%s = %lld is not a valid class index: it must be "
              "in [0, %lld)", where, <long long>v, <long long>n)
-    return xf_error(f, XF_ERR_INVALID_ARGUMENT, msg)
-
-
-cdef void* invalid(const xf_CallFrame* f, const char* what) noexcept nogil:
-    cdef char msg[512]
-    snprintf(msg, sizeof(msg), "TypeError: the xent_fast FFI call got %s", what)
     return xf_error(f, XF_ERR_INVALID_ARGUMENT, msg)
 
 
