@@ -10,6 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 xft = pytest.importorskip("xent_fast.torch")
+from torch_reference import focal_reference  # noqa: E402
 import xent_fast as xf  # noqa: E402
 
 from torch.func import functional_call, grad, jacrev, vmap  # noqa: E402
@@ -23,15 +24,6 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def _focal_reference(x, y, alpha=0.25, gamma=2.0, reduction="none"):
-    """torchvision.ops.sigmoid_focal_loss, in PyTorch operations."""
-    p = torch.sigmoid(x)
-    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-    p_t = p * y + (1 - p) * (1 - y)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
-    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
 
 
 def _close(a, b, **tol):
@@ -115,7 +107,7 @@ def test_func_grad_of_the_binary_losses(reduction):
     _close(grad(bce(xft.binary_cross_entropy_with_logits), argnums=(0, 1))(x, y),
            grad(bce(F.binary_cross_entropy_with_logits), argnums=(0, 1))(x, y))
     _close(grad(lambda z: xft.sigmoid_focal_loss(z, y, reduction=reduction).sum())(x),
-           grad(lambda z: _focal_reference(z, y, reduction=reduction).sum())(x))
+           grad(lambda z: focal_reference(z, y, reduction=reduction).sum())(x))
 
 
 # --- per-sample gradients: vmap(grad(loss of a batch of one)) ---------------------------
@@ -253,7 +245,7 @@ def test_vmap_of_the_binary_losses(reduction):
                                                                 reduction=reduction))(x, y)
     torch.testing.assert_close(got, want, **TIGHT)
     got = vmap(grad(lambda z, q: xft.sigmoid_focal_loss(z, q, reduction=reduction).sum()))(x, y)
-    want = vmap(grad(lambda z, q: _focal_reference(z, q, reduction=reduction).sum()))(x, y)
+    want = vmap(grad(lambda z, q: focal_reference(z, q, reduction=reduction).sum()))(x, y)
     torch.testing.assert_close(got, want, **TIGHT)
 
 
@@ -287,7 +279,7 @@ COMPILED = {
     "bce": (lambda z, t, p: xft.binary_cross_entropy_with_logits(z, p, pos_weight=p[0] + 1),
             lambda z, t, p: F.binary_cross_entropy_with_logits(z, p, pos_weight=p[0] + 1)),
     "focal": (lambda z, t, p: xft.sigmoid_focal_loss(z, p, reduction="mean"),
-              lambda z, t, p: _focal_reference(z, p, reduction="mean")),
+              lambda z, t, p: focal_reference(z, p, reduction="mean")),
 }
 
 

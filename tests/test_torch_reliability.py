@@ -11,6 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 xft = pytest.importorskip("xent_fast.torch")
+from torch_reference import focal_reference  # noqa: E402
 
 REDUCTIONS = ["mean", "sum", "none"]
 
@@ -19,15 +20,6 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def _focal_reference(x, y, alpha=0.25, gamma=2.0, reduction="none"):
-    """torchvision.ops.sigmoid_focal_loss, in PyTorch operations."""
-    p = torch.sigmoid(x)
-    ce = F.binary_cross_entropy_with_logits(x, y, reduction="none")
-    p_t = p * y + (1 - p) * (1 - y)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * y + (1 - alpha) * (1 - y)) * loss
-    return {"none": loss, "mean": loss.mean(), "sum": loss.sum()}[reduction]
 
 
 def _upstream(loss, seed=1):
@@ -342,7 +334,7 @@ def _hooked_grads(loss_fn, target_grad, seed=15):
     (lambda z, y: xft.binary_cross_entropy_with_logits(z, y),
      lambda z, y: F.binary_cross_entropy_with_logits(z, y), True),
     (lambda z, y: xft.sigmoid_focal_loss(z, y, reduction="mean"),
-     lambda z, y: _focal_reference(z, y, reduction="mean"), False),
+     lambda z, y: focal_reference(z, y, reduction="mean"), False),
 ])
 def test_hooks_editing_gradients_in_place_with_a_retained_graph(ours, ref, target_grad):
     got, want = _hooked_grads(ours, target_grad), _hooked_grads(ref, target_grad)
