@@ -21,9 +21,6 @@ Deliberate differences (README, ``xent_fast.torch``'s docstring) are skipped by
 import copy
 import itertools
 import pickle
-import sys
-import types
-import unittest
 
 import pytest
 
@@ -31,13 +28,6 @@ torch = pytest.importorskip("torch")
 xft = pytest.importorskip("xent_fast.torch")
 F = torch.nn.functional
 
-# PyTorch's testing package imports expecttest only for its TestCase's base class.
-try:
-    import expecttest  # noqa: F401
-except ImportError:
-    _stub = types.ModuleType("expecttest")
-    _stub.TestCase = unittest.TestCase  # type: ignore[attr-defined]
-    sys.modules["expecttest"] = _stub
 
 try:
     from torch.testing._internal.common_modules import module_db

@@ -12,24 +12,12 @@ Samples of a kind the adapter deliberately does not support are listed in
 ``DELIBERATE`` with the reason; every other sample must pass.
 """
 
-import sys
-import types
-import unittest
 
 import pytest
 
 torch = pytest.importorskip("torch")
 xft = pytest.importorskip("xent_fast.torch")
 
-# PyTorch's testing package imports expecttest (a test-suite dependency of PyTorch, not a
-# dependency of the wheel) only for the base class of its TestCase; where it is not
-# installed a stand-in with unittest's TestCase lets op_db load.
-try:
-    import expecttest  # noqa: F401
-except ImportError:
-    _stub = types.ModuleType("expecttest")
-    _stub.TestCase = unittest.TestCase  # type: ignore[attr-defined]
-    sys.modules["expecttest"] = _stub
 
 try:
     from torch.testing._internal.common_methods_invocations import op_db
