@@ -82,6 +82,8 @@ __all__ = [
     "sigmoid_focal_loss",
     "CrossEntropyLoss",
     "BCEWithLogitsLoss",
+    "linear_cross_entropy",
+    "LinearCrossEntropyLoss",
 ]
 
 _NATIVE = (torch.float32, torch.float64)
@@ -1300,3 +1302,8 @@ class BCEWithLogitsLoss(_Loss):
                                                 reduction=self.reduction,
                                                 pos_weight=cast(Any, self.pos_weight),
                                                 n_threads=self.n_threads)
+
+
+# The fused linear cross-entropy lives in its own module, which uses the helpers above:
+# imported last, once they exist.
+from ._torch_linear import LinearCrossEntropyLoss, linear_cross_entropy  # noqa: E402
