@@ -114,9 +114,9 @@ def _chunked(x: Any, w: Any, t: Any, chunk: int, precision: Any, want_gx: bool,
     def put(carry: tuple[Any, Any, Any], start: Any, xc: Any, tc: Any) -> tuple[Any, Any, Any]:
         loss, gx, gw = carry
         lc, gxc, gwc = one(xc, tc)
-        loss = lax.dynamic_update_slice(loss, lc, (start,))
+        loss = lax.dynamic_update_slice_in_dim(loss, lc, start, 0)
         if gx is not None:
-            gx = lax.dynamic_update_slice(gx, gxc, (start, 0))
+            gx = lax.dynamic_update_slice_in_dim(gx, gxc, start, 0)
         if gw is not None:
             gw = gw + gwc   # chunk order: the same sum for every run
         return loss, gx, gw
@@ -126,8 +126,8 @@ def _chunked(x: Any, w: Any, t: Any, chunk: int, precision: Any, want_gx: bool,
     if full:
         def body(carry: tuple[Any, Any, Any], i: Any) -> tuple[tuple[Any, Any, Any], None]:
             start = i * chunk
-            xc = lax.dynamic_slice(x, (start, 0), (chunk, h))
-            tc = lax.dynamic_slice(t, (start,), (chunk,))
+            xc = lax.dynamic_slice_in_dim(x, start, chunk, 0)
+            tc = lax.dynamic_slice_in_dim(t, start, chunk, 0)
             return put(carry, start, xc, tc), None
 
         carry = lax.scan(body, carry, jnp.arange(full, dtype=jnp.int32))[0]
@@ -288,9 +288,10 @@ def linear_softmax_cross_entropy_loss(
         an int.
     ValueError
         Shapes that do not fit, an unknown ``reduction`` or ``implementation``,
-        ``chunk_rows < 1``, or a label outside ``[0, V)``: concrete labels are checked
-        at the call, traced ones (under ``jax.jit``) where the result is first used,
-        with the row counted within its chunk.
+        ``chunk_rows < 1``, or a concrete label outside ``[0, V)`` (naming the first).
+        A traced label (under ``jax.jit``) outside ``[0, V)`` makes the kernel fail
+        where the result is first used, with XLA's ``jax.errors.JaxRuntimeError``
+        naming the label and its row within its chunk.
 
     Notes
     -----
@@ -353,3 +354,8 @@ def linear_softmax_cross_entropy_loss(
         chunk = min(chunk, max(n, 1))
     pd = jnp.result_type(xa.dtype, wa.dtype)
     return _loss(xa.astype(pd), wa.astype(pd), t, reduction == "mean", chunk, precision)
+
+
+# Public as xent_fast.jax.linear_softmax_cross_entropy_loss: named so in help() and
+# reprs, as the module's other functions are.
+linear_softmax_cross_entropy_loss.__module__ = "xent_fast.jax"

@@ -53,12 +53,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without JAX
 from ._cross_entropy import cross_entropy as _np_cross_entropy
 from ._cross_entropy import cross_entropy_and_grad as _np_cross_entropy_and_grad
 from ._simd import kernels as _kernels
+from ._jax_linear import linear_softmax_cross_entropy_loss
 
 __all__ = [
     "softmax_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
     "sigmoid_binary_cross_entropy",
     "sigmoid_focal_loss",
+    "linear_softmax_cross_entropy_loss",
     "mechanism",
 ]
 
