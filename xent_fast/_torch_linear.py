@@ -583,8 +583,8 @@ def _lce_op(input: torch.Tensor, linear_weight: torch.Tensor,
     opts = _op_opts(reduction, ignore_index, label_smoothing, z_loss, softcap, n_threads)
     out = _fused(input, linear_weight, linear_bias, target, weight, opts, chunk, pdt,
                  out_dtype, _op_need(reduction, grad_rows, need), grad_rows)
-    empty = input.new_empty((0,))
-    return tuple(empty if g is None else g.contiguous() for g in out)
+    # (a fresh empty tensor each: custom ops' outputs may not alias one another)
+    return tuple(input.new_empty((0,)) if g is None else g.contiguous() for g in out)
 
 
 @_lce_op.register_fake
@@ -598,11 +598,10 @@ def _lce_fake(input: torch.Tensor, linear_weight: torch.Tensor,
     loss = input.new_empty(tuple(input.shape[:-1]) if reduction == "none" else (),
                            dtype=out_dtype)
     need = list(_op_need(reduction, grad_rows, need))
-    empty = input.new_empty((0,))
-    gh = input.new_empty(input.shape) if need[0] else empty
-    gw = linear_weight.new_empty(linear_weight.shape) if need[1] else empty
+    gh = input.new_empty(input.shape if need[0] else (0,))
+    gw = linear_weight.new_empty(linear_weight.shape) if need[1] else input.new_empty((0,))
     gb = (linear_bias.new_empty(linear_bias.shape)
-          if need[2] and linear_bias is not None else empty)
+          if need[2] and linear_bias is not None else input.new_empty((0,)))
     return loss, gh, gw, gb
 
 
