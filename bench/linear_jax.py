@@ -65,8 +65,12 @@ def _contenders(t, chunks):
         return lambda x, w, g: vg(x, w)
 
     def floor(x, w, g):
-        # the three products of a step; g stands for the logits' gradient
-        return x @ w, g @ w.T, x.T @ g
+        # the three products of a step, as ours makes them (float32 results); g stands
+        # for the logits' gradient
+        def dot(a, b, ca, cb):
+            return jax.lax.dot_general(a, b, (((ca,), (cb,)), ((), ())),
+                                       preferred_element_type=jnp.float32)
+        return dot(x, w, 1, 0), dot(g, w, 1, 1), dot(x, g, 0, 0)
 
     out = {"floor": (floor, "three matrix products alone (floor)")}
     for c in [None] + chunks:
