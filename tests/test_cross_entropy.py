@@ -673,3 +673,31 @@ def test_short_rows_with_ignored_rows_in_full_tiles(n_rows):
         r_loss, r_grad = ref.cross_entropy_and_grad(x, t, reduction=reduction)
         assert_close(loss, r_loss, np.float64)
         assert_close(grad, r_grad, np.float64)
+
+
+@pytest.mark.parametrize("n_classes", [16, 17, 100, 2048, 2049])
+@pytest.mark.parametrize("n_rows", [1, 15, 16, 17, 40])
+def test_rows_of_a_tile_equal_each_row_alone(rng, dtype, n_rows, n_classes):
+    # Rows of 16 to 2048 classes are done XF_TILE (16) at a time, their tails together:
+    # a row's loss and gradient must not depend on the rows around it, ignored, invalid
+    # or irregular (NaN, all -inf) ones included, nor on where the tile starts.
+    x = rng.normal(0, 4, (n_rows, n_classes)).astype(dtype)
+    y = rng.integers(0, n_classes, n_rows)
+    y[::5] = -100
+    if n_rows > 2:
+        x[1, 3] = np.nan
+        x[2] = -np.inf
+    w = rng.uniform(0.5, 2.0, n_classes).astype(dtype)
+    for opts in ({}, {"weight": w, "z_loss": 1e-3}):
+        loss, grad = xf.cross_entropy_and_grad(x, y, reduction="none", **opts)
+        for i in range(n_rows):
+            li, gi = xf.cross_entropy_and_grad(x[i:i + 1], y[i:i + 1], reduction="none", **opts)
+            np.testing.assert_array_equal(loss[i:i + 1], li)
+            np.testing.assert_array_equal(grad[i:i + 1], gi)
+        if dtype == np.float16:     # computed in float32: no in-place gradient
+            continue
+        # and in place, the gradient written over the logits
+        xc = x.copy()
+        loss2, _ = xf.cross_entropy_and_grad(xc, y, reduction="none", grad_out=xc, **opts)
+        np.testing.assert_array_equal(loss2, loss)
+        np.testing.assert_array_equal(xc, grad)
