@@ -29,6 +29,11 @@ Design
   gradients are rounded to the inputs' dtypes once, after the cotangent is applied.
 * The loss is returned as a float32 scalar whatever the inputs' dtype, as tokamax
   returns it.
+* Second derivatives: the fused pass is a ``custom_jvp`` of its own, whose rule
+  differentiates the same chunked pass written in plain JAX (still no N x V array). The
+  kernel's call cannot carry the rule inside the loop: JAX drops custom rules in a
+  scan's body when it partially evaluates it (``jax.hessian`` of xent_fast.jax's
+  per-example loss inside a user's ``lax.scan`` fails for that reason).
 """
 
 from __future__ import annotations
