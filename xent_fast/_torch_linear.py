@@ -1,3 +1,5 @@
+# mypy: disallow-subclassing-any=False, disallow-untyped-decorators=False
+# (PyTorch is taken as Any, as for xent_fast.torch in pyproject.toml)
 """PyTorch adapter of the fused linear cross-entropy (exported by ``xent_fast.torch``).
 
 ``linear_cross_entropy`` and ``LinearCrossEntropyLoss`` take the arguments of PyTorch
@@ -51,7 +53,6 @@ from .torch import (
     _apply,
     _check_tensor,
     _guard,
-    _keep_graph,
     _not_differentiable,
     _not_scriptable,
     _scale,
@@ -64,6 +65,13 @@ _F32, _F64 = torch.float32, torch.float64
 _LOW = (torch.bfloat16, torch.float16)
 _FLOATS = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _NAME = "linear_cross_entropy"
+
+try:
+    # True while a backward may run again over the same graph (retain_graph/create_graph)
+    from torch._C._autograd import _get_current_graph_task_keep_graph as _keep_graph
+except ImportError:  # pragma: no cover - another PyTorch: always hand out a fresh gradient
+    def _keep_graph() -> bool:
+        return True
 
 try:
     from torch.compiler import is_compiling as _compiling
