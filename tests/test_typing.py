@@ -74,7 +74,7 @@ def test_stubs_match_the_compiled_modules(tmp_path):
 
 
 USER_CODE = """
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -82,24 +82,67 @@ import numpy.typing as npt
 import xent_fast as xf
 from xent_fast import info
 
+Floats = npt.NDArray[np.floating[Any]]
 x: npt.NDArray[np.float32] = np.zeros((4, 5), np.float32)
 t = np.array([0, 1, 2, 3])
 p: np.ndarray = xf.softmax(x, n_threads=2)
 lp: np.ndarray = xf.log_softmax(x, out=np.empty_like(x))
-loss = xf.cross_entropy(x, t, label_smoothing=0.1, softcap=30.0)
-pair: tuple[Any, np.ndarray] = xf.cross_entropy_and_grad(x, t, grad_out=x)
-bce, g = xf.binary_cross_entropy_with_logits_and_grad(x, np.ones_like(x))
 cfg: dict[str, Any] = xf.config()
 h = info.entropy([0.5, 0.5], base=2)
 version: str = xf.__version__
+# the losses' types follow reduction: "mean" (the default) and "sum" give a NumPy scalar
+loss: np.floating[Any] = xf.cross_entropy(x, t, label_smoothing=0.1, softcap=30.0)
+total: np.floating[Any] = xf.binary_cross_entropy(x, x, reduction="sum")
+focal_mean: np.floating[Any] = xf.sigmoid_focal_loss(x, x, reduction="mean")
+# "none" gives the losses: an array, or a scalar for one 1-D row (the loss has no axis)
+rows: Floats | np.floating[Any] = xf.cross_entropy(x, t, reduction="none")
+focal: Floats | np.floating[Any] = xf.sigmoid_focal_loss(x, x)   # torchvision's "none"
+per_row = np.asarray(xf.binary_cross_entropy_with_logits(x, x, reduction="none"))
+per_row[0] = 0.0
+how: Literal["mean", "sum", "none"] = "sum"
+either: Floats | np.floating[Any] = xf.cross_entropy(x, t, reduction=how)
+# the *_and_grad twins: (loss, gradient), the loss typed as above
+ce_loss, grad = xf.cross_entropy_and_grad(x, t, grad_out=x)
+scalar: np.floating[Any] = ce_loss
+grad_rows: tuple[Floats | np.floating[Any], Floats] = xf.cross_entropy_and_grad(
+    x, t, reduction="none", grad_output=np.ones(4))
+bce, g = xf.binary_cross_entropy_with_logits_and_grad(x, np.ones_like(x), pos_weight=[2.0] * 5)
+focal_pair: tuple[np.floating[Any], Floats] = xf.sigmoid_focal_loss_and_grad(
+    x, x, reduction="sum")
+# the linear head: the bias gradient is None without a bias
+w = np.ones((7, 5), np.float32)
+lin: np.floating[Any] = xf.linear_cross_entropy(x, w, t)
+lin_loss, g_hidden, g_weight, g_bias = xf.linear_cross_entropy_and_grad(
+    x, w, t, linear_bias=np.zeros(7, np.float32))
+if g_bias is not None:
+    g_bias_norm = float(np.abs(g_bias).max())
 """
+
+# Mistakes the annotations catch before anything runs, with what mypy's report names.
+MISTAKES = [
+    ('xf.softmax(x, n_threads="two")', '"n_threads"'),
+    # reduction is a Literal: a misspelt one matches no overload
+    ('xf.cross_entropy(x, t, reduction="avg")', "reduction: Literal["),
+    # the loss, not the (loss, grad) of cross_entropy_and_grad
+    ("loss_, grad_ = xf.cross_entropy(x, t)", '"floating[Any]" object is not iterable'),
+    # the "mean" loss is a scalar, not one loss per row
+    ("arr: np.ndarray = xf.cross_entropy(x, t)", "Incompatible types in assignment"),
+    # sigmoid_focal_loss's default reduction is "none" (torchvision's): not a scalar
+    ("s: np.floating[Any] = xf.sigmoid_focal_loss(x, x)", "Incompatible types in assignment"),
+    # "none" of a single row is a scalar: index it only after np.asarray
+    ('xf.cross_entropy(x, t, reduction="none")[0]', "is not indexable"),
+    # linear_cross_entropy_and_grad returns 4 values
+    ("l_, g_ = xf.linear_cross_entropy_and_grad(x, w, t)", "Too many values to unpack"),
+    # ... and the bias gradient is None without a bias
+    ("xf.linear_cross_entropy_and_grad(x, w, t)[3].sum()", 'Item "None"'),
+]
 
 
 @needs_mypy
 def test_users_code_is_checked_against_the_annotations(tmp_path):
     (tmp_path / "good.py").write_text(USER_CODE)
-    # a mistake the annotations must catch: n_threads is an int, not a str
-    (tmp_path / "bad.py").write_text(USER_CODE + 'xf.softmax(x, n_threads="two")\n')
+    # every mistake on its own line after the good code: mypy must report each one there
+    (tmp_path / "bad.py").write_text(USER_CODE + "".join(m + "\n" for m, _ in MISTAKES))
     env = dict(os.environ)
     if IN_PLACE:
         env["MYPYPATH"] = HOME
@@ -107,11 +150,12 @@ def test_users_code_is_checked_against_the_annotations(tmp_path):
     good = _mypy(["mypy", "--strict", *cache, "good.py"], str(tmp_path), env)
     assert good.returncode == 0, good.stdout + good.stderr
     bad = _mypy(["mypy", "--strict", *cache, "bad.py"], str(tmp_path), env)
-    assert bad.returncode == 1 and '"n_threads"' in bad.stdout, bad.stdout + bad.stderr
-    # reduction is a Literal: a misspelt one is caught before it runs
-    (tmp_path / "avg.py").write_text(USER_CODE + 'xf.cross_entropy(x, [0], reduction="avg")\n')
-    avg = _mypy(["mypy", "--strict", *cache, "avg.py"], str(tmp_path), env)
-    assert avg.returncode == 1 and '"reduction"' in avg.stdout, avg.stdout + avg.stderr
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    first = USER_CODE.count("\n") + 1
+    for line, (mistake, named) in enumerate(MISTAKES, first):
+        report = [r for r in bad.stdout.splitlines() if r.startswith(f"bad.py:{line}:")]
+        assert any(" error: " in r for r in report), f"not caught: {mistake}\n{bad.stdout}"
+        assert named in "\n".join(report), f"{mistake}: {named} not in\n{bad.stdout}"
 
 
 @needs_mypy

@@ -8,9 +8,10 @@ classifications, an ``(N, C)`` input N samples with C labels each (multi-label).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validation as _v
 from ._runtime import float_scalar, kernel_type
@@ -18,7 +19,10 @@ from ._simd import kernels
 from ._validation import (
     _FLOAT_NUMS,
     REDUCTIONS,
+    FloatArray,
+    Losses,
     Reduction,
+    Scalar,
     as_float_array,
     as_float_like,
     check_number,
@@ -68,7 +72,7 @@ def _broadcast_weight(w: Any, name: str, shape: tuple[int, ...], dt: np.dtype,
 
 def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_weight: Any,
             reduction: str, alpha: float, gamma: float, n_threads: Any, grad_output: Any,
-            grad_out: Any, want_grad: bool) -> tuple[Any, np.ndarray | None]:
+            grad_out: Any, want_grad: bool) -> tuple[Losses, Any]:
     # Small calls pay for every attribute read: kernel-ready arrays skip the conversions.
     x = x_in if kernel_type(x_in) in _FLOAT_NUMS else as_float_array(x_in, x_name)
     dt = x.dtype
@@ -126,7 +130,7 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
             "probability: binary_cross_entropy takes probabilities in [0, 1] (use "
             "binary_cross_entropy_with_logits for logits)"
         )
-    result: Any
+    result: Losses
     if loss is not None:
         result = loss if loss.ndim else loss[()]
     elif reduction == "mean":
@@ -136,9 +140,17 @@ def _binary(kind: int, x_in: Any, x_name: str, target: Any, weight: Any, pos_wei
     return result, grad
 
 
-def binary_cross_entropy(probs: Any, target: Any, *, weight: Any = None,
+# The loss's type follows reduction: "mean"/"sum" a scalar, else Losses (as cross_entropy).
+@overload
+def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+                         reduction: Literal["mean", "sum"] = ...,
+                         n_threads: int | None = ...) -> Scalar: ...
+@overload
+def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+                         reduction: Reduction, n_threads: int | None = ...) -> Losses: ...
+def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
                          reduction: Reduction = "mean",
-                         n_threads: int | None = None) -> Any:
+                         n_threads: int | None = None) -> Losses:
     """Binary cross-entropy between predicted probabilities and targets.
 
     ``-w (y log p + (1 - y) log(1 - p))`` per element, each log clamped at -100, the
@@ -176,10 +188,24 @@ def binary_cross_entropy(probs: Any, target: Any, *, weight: Any = None,
                    n_threads, None, None, False)[0]
 
 
-def binary_cross_entropy_and_grad(probs: Any, target: Any, *, weight: Any = None,
+@overload
+def binary_cross_entropy_and_grad(
+    probs: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    reduction: Literal["mean", "sum"] = ..., n_threads: int | None = ...,
+    grad_output: ArrayLike = ..., grad_out: np.ndarray | None = ...,
+) -> tuple[Scalar, FloatArray]: ...
+@overload
+def binary_cross_entropy_and_grad(
+    probs: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    reduction: Reduction, n_threads: int | None = ...,
+    grad_output: ArrayLike = ..., grad_out: np.ndarray | None = ...,
+) -> tuple[Losses, FloatArray]: ...
+def binary_cross_entropy_and_grad(probs: ArrayLike, target: ArrayLike, *,
+                                  weight: ArrayLike | None = None,
                                   reduction: Reduction = "mean", n_threads: int | None = None,
-                                  grad_output: Any = 1.0, grad_out: np.ndarray | None = None,
-                                  ) -> tuple[Any, np.ndarray]:
+                                  grad_output: ArrayLike = 1.0,
+                                  grad_out: np.ndarray | None = None,
+                                  ) -> tuple[Losses, FloatArray]:
     """:func:`binary_cross_entropy` and its gradient with respect to ``probs``.
 
     The gradient is ``w (p - y) / max(p (1 - p), 1e-12)`` per element (PyTorch's, finite
@@ -209,12 +235,25 @@ def binary_cross_entropy_and_grad(probs: Any, target: Any, *, weight: Any = None
     array([-1.25])
     """
     return _binary(_BCE_PROBS, probs, "probs", target, weight, None, reduction, 0.0, 0.0,
-                   n_threads, grad_output, grad_out, True)  # type: ignore[return-value]
+                   n_threads, grad_output, grad_out, True)
 
 
-def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = None,
-                                     pos_weight: Any = None, reduction: Reduction = "mean",
-                                     n_threads: int | None = None) -> Any:
+@overload
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    pos_weight: ArrayLike | None = ..., reduction: Literal["mean", "sum"] = ...,
+    n_threads: int | None = ...,
+) -> Scalar: ...
+@overload
+def binary_cross_entropy_with_logits(
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    pos_weight: ArrayLike | None = ..., reduction: Reduction, n_threads: int | None = ...,
+) -> Losses: ...
+def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
+                                     weight: ArrayLike | None = None,
+                                     pos_weight: ArrayLike | None = None,
+                                     reduction: Reduction = "mean",
+                                     n_threads: int | None = None) -> Losses:
     """Binary cross-entropy of ``sigmoid(logits)`` against targets, computed stably.
 
     ``w ((1 - y) softplus(x) + pw y softplus(-x))`` per element: the semantics of
@@ -257,11 +296,25 @@ def binary_cross_entropy_with_logits(logits: Any, target: Any, *, weight: Any = 
                    0.0, 0.0, n_threads, None, None, False)[0]
 
 
+@overload
 def binary_cross_entropy_with_logits_and_grad(
-    logits: Any, target: Any, *, weight: Any = None, pos_weight: Any = None,
-    reduction: Reduction = "mean", n_threads: int | None = None, grad_output: Any = 1.0,
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    pos_weight: ArrayLike | None = ..., reduction: Literal["mean", "sum"] = ...,
+    n_threads: int | None = ...,
+    grad_output: ArrayLike = ..., grad_out: np.ndarray | None = ...,
+) -> tuple[Scalar, FloatArray]: ...
+@overload
+def binary_cross_entropy_with_logits_and_grad(
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    pos_weight: ArrayLike | None = ..., reduction: Reduction, n_threads: int | None = ...,
+    grad_output: ArrayLike = ..., grad_out: np.ndarray | None = ...,
+) -> tuple[Losses, FloatArray]: ...
+def binary_cross_entropy_with_logits_and_grad(
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
+    pos_weight: ArrayLike | None = None, reduction: Reduction = "mean",
+    n_threads: int | None = None, grad_output: ArrayLike = 1.0,
     grad_out: np.ndarray | None = None,
-) -> tuple[Any, np.ndarray]:
+) -> tuple[Losses, FloatArray]:
     """:func:`binary_cross_entropy_with_logits` and its gradient with respect to the logits.
 
     Without weights the gradient is ``sigmoid(x) - y``; in general
@@ -291,7 +344,7 @@ def binary_cross_entropy_with_logits_and_grad(
     array([-0.5   ,  0.8808])
     """
     return _binary(_BCE_LOGITS, logits, "logits", target, weight, pos_weight, reduction,
-                   0.0, 0.0, n_threads, grad_output, grad_out, True)  # type: ignore[return-value]
+                   0.0, 0.0, n_threads, grad_output, grad_out, True)
 
 
 def _focal_options(alpha: Any, gamma: Any) -> tuple[float, float]:
@@ -300,8 +353,18 @@ def _focal_options(alpha: Any, gamma: Any) -> tuple[float, float]:
     return a, g
 
 
-def sigmoid_focal_loss(logits: Any, target: Any, *, alpha: float = 0.25, gamma: float = 2.0,
-                       reduction: Reduction = "none", n_threads: int | None = None) -> Any:
+# The default reduction is "none" here (torchvision's): a scalar only for "mean"/"sum".
+@overload
+def sigmoid_focal_loss(logits: ArrayLike, target: ArrayLike, *, alpha: float = ...,
+                       gamma: float = ..., reduction: Literal["mean", "sum"],
+                       n_threads: int | None = ...) -> Scalar: ...
+@overload
+def sigmoid_focal_loss(logits: ArrayLike, target: ArrayLike, *, alpha: float = ...,
+                       gamma: float = ..., reduction: Reduction = ...,
+                       n_threads: int | None = ...) -> Losses: ...
+def sigmoid_focal_loss(logits: ArrayLike, target: ArrayLike, *, alpha: float = 0.25,
+                       gamma: float = 2.0, reduction: Reduction = "none",
+                       n_threads: int | None = None) -> Losses:
     """Focal loss of RetinaNet on logits: ``alpha_t (1 - p_t)^gamma bce(x, y)``.
 
     The semantics and defaults of ``torchvision.ops.sigmoid_focal_loss``: ``p =
@@ -339,11 +402,23 @@ def sigmoid_focal_loss(logits: Any, target: Any, *, alpha: float = 0.25, gamma: 
                    n_threads, None, None, False)[0]
 
 
+@overload
 def sigmoid_focal_loss_and_grad(
-    logits: Any, target: Any, *, alpha: float = 0.25, gamma: float = 2.0,
-    reduction: Reduction = "none", n_threads: int | None = None, grad_output: Any = 1.0,
+    logits: ArrayLike, target: ArrayLike, *, alpha: float = ..., gamma: float = ...,
+    reduction: Literal["mean", "sum"], n_threads: int | None = ...,
+    grad_output: ArrayLike = ..., grad_out: np.ndarray | None = ...,
+) -> tuple[Scalar, FloatArray]: ...
+@overload
+def sigmoid_focal_loss_and_grad(
+    logits: ArrayLike, target: ArrayLike, *, alpha: float = ..., gamma: float = ...,
+    reduction: Reduction = ..., n_threads: int | None = ...,
+    grad_output: ArrayLike = ..., grad_out: np.ndarray | None = ...,
+) -> tuple[Losses, FloatArray]: ...
+def sigmoid_focal_loss_and_grad(
+    logits: ArrayLike, target: ArrayLike, *, alpha: float = 0.25, gamma: float = 2.0,
+    reduction: Reduction = "none", n_threads: int | None = None, grad_output: ArrayLike = 1.0,
     grad_out: np.ndarray | None = None,
-) -> tuple[Any, np.ndarray]:
+) -> tuple[Losses, FloatArray]:
     """:func:`sigmoid_focal_loss` and its gradient with respect to the logits.
 
     Parameters
@@ -370,4 +445,4 @@ def sigmoid_focal_loss_and_grad(
     """
     a, g = _focal_options(alpha, gamma)
     return _binary(_FOCAL, logits, "logits", target, None, None, reduction, a, g,
-                   n_threads, grad_output, grad_out, True)  # type: ignore[return-value]
+                   n_threads, grad_output, grad_out, True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from . import _validation as _v
 from ._simd import kernels
@@ -14,7 +15,10 @@ from ._validation import (
     _FLOAT_NUMS,
     _INDEX_NUMS,
     REDUCTIONS,
+    FloatArray,
+    Losses,
     Reduction,
+    Scalar,
     as_class_indices,
     as_float_like,
     as_float_rows,
@@ -35,11 +39,26 @@ _INDEX_KERNEL, _PROBS_KERNEL = _k.cross_entropy_index, _k.cross_entropy_probs
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
+# The loss's type follows reduction: "mean"/"sum" (the default) a scalar, else Losses.
+@overload
 def cross_entropy(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    ignore_index: int = ..., reduction: Literal["mean", "sum"] = ...,
+    label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+    axis: int = ..., n_threads: int | None = ...,
+) -> Scalar: ...
+@overload
+def cross_entropy(
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    ignore_index: int = ..., reduction: Reduction, label_smoothing: float = ...,
+    z_loss: float = ..., softcap: float | None = ..., axis: int = ...,
+    n_threads: int | None = ...,
+) -> Losses: ...
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
@@ -47,7 +66,7 @@ def cross_entropy(
     softcap: float | None = None,
     axis: int = -1,
     n_threads: int | None = None,
-) -> Any:
+) -> Losses:
     """Cross-entropy loss between logits and class indices or class probabilities.
 
     The semantics of ``torch.nn.functional.cross_entropy`` (PyTorch 2.x), with the
@@ -123,11 +142,27 @@ def cross_entropy(
                           z_loss, softcap, n_threads, None, None, False)[0]
 
 
+@overload
 def cross_entropy_and_grad(
-    logits: Any,
-    target: Any,
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    ignore_index: int = ..., reduction: Literal["mean", "sum"] = ...,
+    label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+    axis: int = ..., n_threads: int | None = ..., grad_output: ArrayLike = ...,
+    grad_out: np.ndarray | None = ...,
+) -> tuple[Scalar, FloatArray]: ...
+@overload
+def cross_entropy_and_grad(
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+    ignore_index: int = ..., reduction: Reduction, label_smoothing: float = ...,
+    z_loss: float = ..., softcap: float | None = ..., axis: int = ...,
+    n_threads: int | None = ..., grad_output: ArrayLike = ...,
+    grad_out: np.ndarray | None = ...,
+) -> tuple[Losses, FloatArray]: ...
+def cross_entropy_and_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
     *,
-    weight: Any = None,
+    weight: ArrayLike | None = None,
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
@@ -135,9 +170,9 @@ def cross_entropy_and_grad(
     softcap: float | None = None,
     axis: int = -1,
     n_threads: int | None = None,
-    grad_output: Any = 1.0,
+    grad_output: ArrayLike = 1.0,
     grad_out: np.ndarray | None = None,
-) -> tuple[Any, np.ndarray]:
+) -> tuple[Losses, FloatArray]:
     """Cross-entropy loss and its gradient with respect to the logits, in one pass.
 
     Takes every argument of :func:`cross_entropy`, and:
@@ -178,7 +213,7 @@ def cross_entropy_and_grad(
 
 def _other_axis(axis: Any, logits: Any, target: Any, weight: Any, ignore_index: Any,
                 reduction: Any, label_smoothing: Any, z_loss: Any, softcap: Any, n_threads: Any,
-                grad_output: Any, grad_out: Any, want_grad: bool) -> tuple[Any, Any]:
+                grad_output: Any, grad_out: Any, want_grad: bool) -> tuple[Losses, Any]:
     """:func:`_cross_entropy` with the classes on ``axis``: the logits (and probability
     targets) with that axis moved last, the gradient moved back."""
     x = _asarray(logits, "logits")
@@ -218,7 +253,7 @@ def _other_axis(axis: Any, logits: Any, target: Any, weight: Any, ignore_index: 
 
 def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
                    label_smoothing: Any, z_loss: Any, softcap: Any, n_threads: Any,
-                   grad_output: Any, grad_out: Any, want_grad: bool) -> tuple[Any, Any]:
+                   grad_output: Any, grad_out: Any, want_grad: bool) -> tuple[Losses, Any]:
     # Small calls in training loops pay for every attribute read here: arrays that the
     # kernels take as they are skip the general conversions (kernel_type is one C call).
     x_type = kernel_type(logits)

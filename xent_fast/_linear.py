@@ -37,16 +37,20 @@ from __future__ import annotations
 
 import math
 import operator
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ._cross_entropy import _INDEX_KERNEL
 from ._runtime import float_scalar
 from ._validation import (
     _FLOAT_NUMS,
     _asarray,
+    FloatArray,
+    Losses,
     Reduction,
+    Scalar,
     as_class_indices,
     as_float_array,
     as_float_like,
@@ -96,13 +100,31 @@ def tile_rows(n_classes: int, hidden_size: int, itemsize: int) -> int:
     return min(n_classes, max(_BLOCK_MULTIPLE, rows))
 
 
+# The loss's type follows reduction: "mean"/"sum" (the default) a scalar, else Losses.
+@overload
 def linear_cross_entropy(
-    hidden: Any,
-    linear_weight: Any,
-    target: Any,
+    hidden: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+    linear_bias: ArrayLike | None = ..., weight: ArrayLike | None = ...,
+    ignore_index: int = ..., reduction: Literal["mean", "sum"] = ...,
+    label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+    chunk_rows: int | None = ...,
+    n_threads: int | None = ...,
+) -> Scalar: ...
+@overload
+def linear_cross_entropy(
+    hidden: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+    linear_bias: ArrayLike | None = ..., weight: ArrayLike | None = ...,
+    ignore_index: int = ..., reduction: Reduction, label_smoothing: float = ...,
+    z_loss: float = ..., softcap: float | None = ..., chunk_rows: int | None = ...,
+    n_threads: int | None = ...,
+) -> Losses: ...
+def linear_cross_entropy(
+    hidden: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
     *,
-    linear_bias: Any = None,
-    weight: Any = None,
+    linear_bias: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
@@ -110,7 +132,7 @@ def linear_cross_entropy(
     softcap: float | None = None,
     chunk_rows: int | None = None,
     n_threads: int | None = None,
-) -> Any:
+) -> Losses:
     """Cross-entropy of the logits ``hidden @ linear_weight.T + linear_bias`` without
     materialising them.
 
@@ -194,13 +216,30 @@ def linear_cross_entropy(
                    1.0, False)[0]
 
 
+@overload
 def linear_cross_entropy_and_grad(
-    hidden: Any,
-    linear_weight: Any,
-    target: Any,
+    hidden: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+    linear_bias: ArrayLike | None = ..., weight: ArrayLike | None = ...,
+    ignore_index: int = ..., reduction: Literal["mean", "sum"] = ...,
+    label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+    chunk_rows: int | None = ...,
+    n_threads: int | None = ..., grad_output: ArrayLike = ...,
+) -> tuple[Scalar, FloatArray, FloatArray, FloatArray | None]: ...
+@overload
+def linear_cross_entropy_and_grad(
+    hidden: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+    linear_bias: ArrayLike | None = ..., weight: ArrayLike | None = ...,
+    ignore_index: int = ..., reduction: Reduction, label_smoothing: float = ...,
+    z_loss: float = ..., softcap: float | None = ..., chunk_rows: int | None = ...,
+    n_threads: int | None = ..., grad_output: ArrayLike = ...,
+) -> tuple[Losses, FloatArray, FloatArray, FloatArray | None]: ...
+def linear_cross_entropy_and_grad(
+    hidden: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
     *,
-    linear_bias: Any = None,
-    weight: Any = None,
+    linear_bias: ArrayLike | None = None,
+    weight: ArrayLike | None = None,
     ignore_index: int = -100,
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
@@ -208,8 +247,8 @@ def linear_cross_entropy_and_grad(
     softcap: float | None = None,
     chunk_rows: int | None = None,
     n_threads: int | None = None,
-    grad_output: Any = 1.0,
-) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray | None]:
+    grad_output: ArrayLike = 1.0,
+) -> tuple[Losses, FloatArray, FloatArray, FloatArray | None]:
     """Fused linear cross-entropy and its gradients with respect to ``hidden``,
     ``linear_weight`` and ``linear_bias``, in one pass over the rows.
 
@@ -309,7 +348,7 @@ def _linear(hidden: Any, linear_weight: Any, target: Any, linear_bias: Any, weig
             ignore_index: Any, reduction: Any, label_smoothing: Any, z_loss: Any,
             softcap: Any, chunk_rows: Any, n_threads: Any, grad_output: Any,
             want_grad: bool,
-            ) -> tuple[Any, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+            ) -> tuple[Losses, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
     # --- arrays ---------------------------------------------------------------------
     h_in = _float_input(hidden, "hidden")
     w_in = _float_input(linear_weight, "linear_weight")

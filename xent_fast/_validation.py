@@ -14,6 +14,7 @@ import os
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from ._runtime import float_scalar, kernel_type, memory_relation
 
@@ -33,6 +34,13 @@ _INDEX_NUMS = frozenset(INDEX_BITS)
 REDUCTIONS = frozenset(("mean", "sum", "none"))
 # The type of every public ``reduction`` argument: a type checker catches "avg".
 Reduction = Literal["mean", "sum", "none"]
+# What the losses return (their overloads pick it from ``reduction``): "mean" and "sum"
+# give a NumPy float scalar of the computation dtype; "none" gives an array of losses,
+# or a NumPy scalar where the loss has no dimension (one 1-D row of logits, a 0-d
+# binary input), as ``numpy.sum(x, axis=-1)`` does.
+FloatArray = npt.NDArray[np.floating[Any]]
+Scalar = np.floating[Any]
+Losses = FloatArray | Scalar
 # The name of a float dtype in the kernels' fused signatures (``__signatures__`` keys).
 CTYPE = {F32: "float", F64: "double"}
 
