@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Any, Callable
+from typing import Any, Callable, SupportsFloat
 
 import numpy as np
 
@@ -25,7 +25,7 @@ def seed_examples() -> list[tuple[str, float, float]]:
     """(description, value in nats, value in bits) for each worked example."""
     rows = []
 
-    def add(what: str, nats: float) -> None:
+    def add(what: str, nats: SupportsFloat) -> None:
         rows.append((what, float(nats), float(nats) / LN2))
 
     add("surprisal of meeting a panda, p = 0.001", info.surprisal(0.001))

@@ -117,6 +117,7 @@ def _compute(x: _np.ndarray, y: _np.ndarray, rows: _np.ndarray | None, g: _np.nd
                                          grad_out=grad)[0]
         if rows is not None:
             skipped = ~rows
+            out = _np.asarray(out)      # rows of 2-D logits: an array already
             out[skipped] = 0
             if grad is not None:
                 grad[skipped] = 0
