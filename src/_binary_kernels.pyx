@@ -14,8 +14,9 @@
 # * weight and pos_weight arrive as strided (n_rows, n_cols) views that broadcast to the
 #   input (strides may be 0), so nothing of the input's size is allocated for them.
 # * The loss on logits with weights that are absent, one value or one per entry along a
-#   row runs in the vectorised loop of xent_simd.h (exp and log1p inline); the rest
-#   (probabilities, focal, odd strides) element by element with libm.
+#   row, and the focal loss with an integer gamma up to 4, run in the vectorised loops of
+#   xent_simd.h (exp and log1p inline); the rest (probabilities, other gammas, odd
+#   strides) element by element with libm.
 #
 # The work is split into blocks of BLOCK_ELEMS flat elements, fixed by the size alone;
 # each block is summed serially and the blocks in order, so a total is bitwise the same
@@ -101,6 +102,14 @@ cdef extern from "xent_simd.h" nogil:
     double xf_bce_logits_f64(const double* x, const double* y, Py_ssize_t n,
                              const double* w, Py_ssize_t ws, const double* pw, Py_ssize_t pws,
                              const double* g, double gscale, double* loss, double* grad)
+    double xf_focal_logits_f32(const float* x, const float* y, Py_ssize_t n, double alpha,
+                               int gamma, const float* g, double gscale, float* loss,
+                               float* grad)
+    double xf_focal_logits_f64(const double* x, const double* y, Py_ssize_t n, double alpha,
+                               int gamma, const double* g, double gscale, double* loss,
+                               double* grad)
+    enum:
+        XF_FOCAL_MAX_GAMMA
 
 
 cdef inline double bce_logits_segment(
@@ -111,6 +120,15 @@ cdef inline double bce_logits_segment(
         return xf_bce_logits_f32(x, y, n, w, ws, pw, pws, g, <float>gscale, loss, grad)
     else:
         return xf_bce_logits_f64(x, y, n, w, ws, pw, pws, g, gscale, loss, grad)
+
+
+cdef inline double focal_logits_run(
+    const floating* x, const floating* y, Py_ssize_t n, double alpha, int gamma,
+    const floating* g, double gscale, floating* loss, floating* grad) noexcept nogil:
+    if floating is float:
+        return xf_focal_logits_f32(x, y, n, alpha, gamma, g, gscale, loss, grad)
+    else:
+        return xf_focal_logits_f64(x, y, n, alpha, gamma, g, gscale, loss, grad)
 
 
 # --- one block of flat elements --------------------------------------------------------
@@ -133,6 +151,15 @@ cdef void binary_block(
     cdef bint vector_path = o.loss == BCE_LOGITS and w1 in (0, 1) and pw1 in (0, 1)
     s.loss = 0.0
     s.first_bad = -1
+    if o.loss == FOCAL and 0 <= o.gamma <= XF_FOCAL_MAX_GAMMA and o.gamma == <int>o.gamma \
+            and not has_w:
+        # an integer gamma (2 is torchvision's default): powers by products, vectorised
+        s.loss = focal_logits_run(
+            x + start, y + start, stop - start, o.alpha, <int>o.gamma,
+            g_elems + start if g_elems != NULL else NULL, o.grad_scale,
+            loss_out + start if loss_out != NULL else NULL,
+            grad + start if grad != NULL else NULL)
+        return
     if vector_path and not has_w and not has_pw:
         # nothing varies by row: the block is one contiguous run
         s.loss = bce_logits_segment(
