@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _distill as _xd
+from ._validation import check_number
 
 
 def _host(s: np.ndarray, t: np.ndarray, temperature: float, beta: float) -> tuple[Any, Any]:
@@ -30,8 +31,10 @@ def _host(s: np.ndarray, t: np.ndarray, temperature: float, beta: float) -> tupl
 
 def _kernel(s: Any, t: Any, temperature: float, beta: float) -> tuple[Any, Any]:
     shapes = (jax.ShapeDtypeStruct(s.shape[:-1], s.dtype), jax.ShapeDtypeStruct(s.shape, s.dtype))
-    return jax.pure_callback(functools.partial(_host, temperature=temperature, beta=beta),
-                             shapes, s, t, vmap_method="sequential")
+    out: tuple[Any, Any] = jax.pure_callback(
+        functools.partial(_host, temperature=temperature, beta=beta), shapes, s, t,
+        vmap_method="sequential")
+    return out
 
 
 def _composite(s: Any, t: Any, temperature: float, beta: float) -> Any:
@@ -110,8 +113,8 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, *, temperature: 
         raise ValueError(f"teacher_logits must have shape {s.shape}, got {t.shape}")
     if s.ndim == 0 or s.shape[-1] == 0:
         raise ValueError(f"student_logits must have a non-empty class axis, got shape {s.shape}")
-    temp = _xd.check_number(temperature, "temperature", 0.0, low_open=True)
-    b = _xd.check_number(beta, "beta", 0.0, 1.0)
+    temp = check_number(temperature, "temperature", 0.0, low_open=True)
+    b = check_number(beta, "beta", 0.0, 1.0)
     work = s.dtype if s.dtype in (jnp.float32, jnp.float64) else jnp.float32
     out = _distill(s.astype(work), t.astype(work), temp, b)
     return out.astype(s.dtype)

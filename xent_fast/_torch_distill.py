@@ -22,10 +22,10 @@ _NATIVE = (torch.float32, torch.float64)
 
 
 def _as_np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().contiguous().numpy()
+    return np.asarray(t.detach().contiguous().numpy())
 
 
-class _Distill(torch.autograd.Function):
+class _Distill(torch.autograd.Function):  # type: ignore[misc]
     @staticmethod
     def forward(ctx: Any, student: torch.Tensor, teacher: torch.Tensor, target: Any,
                 options: dict[str, Any]) -> torch.Tensor:
@@ -41,7 +41,7 @@ class _Distill(torch.autograd.Function):
         return out.to(student.dtype) if student.dtype not in _NATIVE else out
 
     @staticmethod
-    @once_differentiable
+    @once_differentiable  # type: ignore[untyped-decorator]
     def backward(ctx: Any, grad_loss: torch.Tensor) -> Any:
         (grad,) = ctx.saved_tensors
         g = grad_loss.to(grad.dtype)
@@ -129,7 +129,7 @@ def distillation_loss(
             raise ValueError(f"{name} must be a dense CPU tensor, got {t.device} {t.layout}")
     if target is not None and not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor or None, got {type(target).__name__}")
-    options = dict(temperature=temperature, beta=beta, ignore_index=ignore_index,
+    options: dict[str, Any] = dict(temperature=temperature, beta=beta, ignore_index=ignore_index,
                    reduction=reduction, n_threads=n_threads)
     if teacher_logits.requires_grad and torch.is_grad_enabled():
         # checks every argument as the kernel path does, then differentiates the formula
