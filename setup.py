@@ -41,6 +41,7 @@ BASELINE_MODULES = ["_runtime", "_info_kernels"]
 # The hot kernels are also compiled for wider instruction sets, from the same source,
 # as xent_fast/_<name>_kernels_<level>; xent_fast/_simd.py picks one at import.
 SIMD_MODULES = ["_softmax_kernels", "_cross_entropy_kernels", "_binary_kernels", "_score_kernels",
+                 "_distill_kernels",
                 # xent_fast.jax's compiled XLA FFI handlers: each includes a kernel source
                 # (src/_xla_*.pyx), so it is built for the same levels
                 "_xla_cross_entropy", "_xla_binary"]

@@ -18,6 +18,7 @@ from ._binary import (
 )
 from ._config import __version__, config, show_config
 from ._cross_entropy import cross_entropy, cross_entropy_and_grad
+from ._distill import distillation_loss, distillation_loss_and_grad
 from ._linear import linear_cross_entropy, linear_cross_entropy_and_grad
 from ._score import Scores, ScoreTotals, score
 from ._softmax import log_softmax, logsumexp, softmax
@@ -31,6 +32,8 @@ __all__ = [
     "logsumexp",
     "cross_entropy",
     "cross_entropy_and_grad",
+    "distillation_loss",
+    "distillation_loss_and_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
     "binary_cross_entropy",

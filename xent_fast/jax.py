@@ -54,6 +54,7 @@ from ._cross_entropy import cross_entropy as _np_cross_entropy
 from ._cross_entropy import cross_entropy_and_grad as _np_cross_entropy_and_grad
 from ._simd import kernels as _kernels
 from ._jax_linear import linear_softmax_cross_entropy_loss
+from ._jax_distill import distillation_loss
 
 __all__ = [
     "softmax_cross_entropy",
@@ -61,6 +62,7 @@ __all__ = [
     "sigmoid_binary_cross_entropy",
     "sigmoid_focal_loss",
     "linear_softmax_cross_entropy_loss",
+    "distillation_loss",
     "mechanism",
 ]
 

@@ -84,6 +84,7 @@ __all__ = [
     "BCEWithLogitsLoss",
     "linear_cross_entropy",
     "LinearCrossEntropyLoss",
+    "distillation_loss",
 ]
 
 _NATIVE = (torch.float32, torch.float64)
@@ -1307,3 +1308,5 @@ class BCEWithLogitsLoss(_Loss):
 # The fused linear cross-entropy lives in its own module, which uses the helpers above:
 # imported last, once they exist.
 from ._torch_linear import LinearCrossEntropyLoss, linear_cross_entropy  # noqa: E402
+# The distillation loss lives in its own module too.
+from ._torch_distill import distillation_loss  # noqa: E402

@@ -1,0 +1,2 @@
+# The kernels of _distill_kernels compiled for AVX-512 (setup.py SIMD_LEVELS).
+from ._distill_kernels import distillation as distillation

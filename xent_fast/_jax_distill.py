@@ -1,0 +1,120 @@
+"""``xent_fast.jax.distillation_loss``: the fused distillation kernel under ``jit`` and
+``grad``, through ``jax.pure_callback`` with a custom VJP.
+
+The forward runs the kernel on the host and returns the per-row losses and the
+gradient with respect to the student logits; the backward scales that gradient. The
+teacher's cotangent, when asked for, is the VJP of the composite formula (TRL's), so it
+is correct rather than silently zero; under ``jit`` it is dead code when unused.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _distill as _xd
+from ._validation import check_number
+
+
+def _host(s: np.ndarray, t: np.ndarray, temperature: float, beta: float) -> tuple[Any, Any]:
+    s = np.asarray(s)
+    loss, grad = _xd.distillation_loss_and_grad(
+        s, np.asarray(t), temperature=temperature, beta=beta, reduction="none",
+        grad_output=np.ones(s.shape[:-1], s.dtype))
+    return np.asarray(loss, s.dtype), grad
+
+
+def _kernel(s: Any, t: Any, temperature: float, beta: float) -> tuple[Any, Any]:
+    shapes = (jax.ShapeDtypeStruct(s.shape[:-1], s.dtype), jax.ShapeDtypeStruct(s.shape, s.dtype))
+    out: tuple[Any, Any] = jax.pure_callback(
+        functools.partial(_host, temperature=temperature, beta=beta), shapes, s, t,
+        vmap_method="sequential")
+    return out
+
+
+def _composite(s: Any, t: Any, temperature: float, beta: float) -> Any:
+    ls = jax.nn.log_softmax(s / temperature, axis=-1)
+    lt = jax.nn.log_softmax(t / temperature, axis=-1)
+
+    def kl(lx: Any, ly: Any) -> Any:     # KL(x || y) per row, 0 log 0 = 0
+        x = jnp.exp(lx)
+        return jnp.sum(jnp.where(x > 0, x * (lx - ly), 0.0), axis=-1)
+
+    if beta == 0:
+        return kl(lt, ls)
+    if beta == 1:
+        return kl(ls, lt)
+    lm = jnp.logaddexp(ls + math.log1p(-beta), lt + math.log(beta))
+    return beta * kl(lt, lm) + (1 - beta) * kl(ls, lm)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _distill(s: Any, t: Any, temperature: float, beta: float) -> Any:
+    return _kernel(s, t, temperature, beta)[0]
+
+
+def _fwd(s: Any, t: Any, temperature: float, beta: float) -> tuple[Any, Any]:
+    loss, grad = _kernel(s, t, temperature, beta)
+    return loss, (grad, s, t)
+
+
+def _bwd(temperature: float, beta: float, res: Any, g: Any) -> tuple[Any, Any]:
+    grad, s, t = res
+    _, vjp = jax.vjp(lambda tt: _composite(s, tt, temperature, beta), t)
+    return grad * g[..., None].astype(grad.dtype), vjp(g)[0]
+
+
+_distill.defvjp(_fwd, _bwd)
+
+
+def distillation_loss(student_logits: Any, teacher_logits: Any, *, temperature: float = 1.0,
+                      beta: float = 0.0) -> Any:
+    """Per-row distillation divergence between teacher and student logits.
+
+    The semantics of :func:`xent_fast.distillation_loss` with ``reduction="none"``
+    (optax's per-example convention; reduce with ``jnp.mean`` or a masked mean):
+    ``beta=0`` forward KL ``KL(p_t || p_s)``, ``beta=1`` reverse KL, in between TRL's
+    generalized JSD, both softmaxes taken of the logits over ``temperature``. Usable
+    under ``jax.jit``, ``jax.grad`` and ``jax.vmap``; the gradient with respect to the
+    student comes from the same kernel call as the loss.
+
+    Parameters
+    ----------
+    student_logits : Array of shape (..., C), float32 or float64
+    teacher_logits : Array of the same shape
+    temperature : float > 0, default 1.0
+    beta : float in [0, 1], default 0.0
+
+    Returns
+    -------
+    Array of shape ``student_logits.shape[:-1]``
+        The divergence of every row, in nats.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, numpy as np
+    >>> from xent_fast.jax import distillation_loss
+    >>> s = jnp.array([[1.0, 2.0, 3.0]]); t = jnp.array([[3.0, 2.0, 1.0]])
+    >>> np.asarray(jax.grad(lambda s: distillation_loss(s, t).sum())(s)).round(4)
+    array([[-0.5752,  0.    ,  0.5752]], dtype=float32)
+    """
+    s = jnp.asarray(student_logits)
+    t = jnp.asarray(teacher_logits)
+    if not jnp.issubdtype(s.dtype, jnp.floating):
+        raise TypeError(f"student_logits must be floating, got dtype {s.dtype}")
+    if not jnp.issubdtype(t.dtype, jnp.floating):
+        raise TypeError(f"teacher_logits must be floating, got dtype {t.dtype}")
+    if s.shape != t.shape:
+        raise ValueError(f"teacher_logits must have shape {s.shape}, got {t.shape}")
+    if s.ndim == 0 or s.shape[-1] == 0:
+        raise ValueError(f"student_logits must have a non-empty class axis, got shape {s.shape}")
+    temp = check_number(temperature, "temperature", 0.0, low_open=True)
+    b = check_number(beta, "beta", 0.0, 1.0)
+    work = s.dtype if s.dtype in (jnp.float32, jnp.float64) else jnp.float32
+    out = _distill(s.astype(work), t.astype(work), temp, b)
+    return out.astype(s.dtype)
