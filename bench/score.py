@@ -47,7 +47,9 @@ def scipy_summary(x: np.ndarray, t: np.ndarray, k: int = K) -> dict:
     p = np.exp(lsm)
     loss = -lsm[np.arange(len(x)), t]
     pred = p.argmax(axis=1)
-    return summarize(x, t, loss, pred, p[np.arange(len(x)), pred], entr(p).sum(axis=1), k)
+    rows = np.arange(len(x))
+    brier = (p * p).sum(axis=1) - 2 * p[rows, t] + 1
+    return summarize(x, t, loss, pred, p[rows, pred], entr(p).sum(axis=1), k, brier)
 
 
 def torch_summary_fn(torch, x: np.ndarray, t: np.ndarray, k: int = K):

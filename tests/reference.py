@@ -284,8 +284,9 @@ def score(logits, target, k=5, ignore_index=-100):
     Class-index targets (ignored rows: loss and target_prob nan, in_top_k False,
     counted False) or probability targets of logits' shape (target class = argmax).
     Rows without a softmax (NaN, +inf or only -inf) get nan loss, target_prob,
-    entropy and confidence; pred is numpy.argmax; the top-k test counts the entries
-    ranked above the target's (NaN above every number): fewer than k means a hit.
+    entropy and confidence, and are not counted (``nonfinite`` True); pred is
+    numpy.argmax; the top-k test counts the entries ranked above the target's (NaN above
+    every number): fewer than k means a hit. ``brier`` is sum_c (p_c - [c = target])^2.
     """
     x2, batch = _rows(logits)
     R, C = x2.shape
@@ -312,10 +313,13 @@ def score(logits, target, k=5, ignore_index=-100):
     target_prob = np.where(counted, p[rows, tc], np.nan)
     entropy_ = -_xlogy_coef(p, lsm).sum(axis=1)
     confidence = p.max(axis=1)
+    onehot = np.zeros_like(p)
+    onehot[rows, tc] = 1.0
+    brier = np.where(counted & ~bad, ((p - onehot) ** 2).sum(axis=1), np.nan)
     out = dict(loss=loss, pred=np.argmax(x2, axis=1), target_prob=target_prob,
                in_top_k=in_top_k, entropy=np.where(bad, np.nan, entropy_),
-               confidence=np.where(bad, np.nan, confidence), counted=counted,
-               target=tc)
+               confidence=np.where(bad, np.nan, confidence), counted=counted & ~bad,
+               target=tc, nonfinite=counted & bad, brier=brier)
     return {key: v.reshape(batch) for key, v in out.items()}
 
 
@@ -339,13 +343,28 @@ def ece(confidence, correct, bins=ECE_EDGES):
     return float(total)
 
 
-def score_summary(scores, k=5):
+def macro_f1(target, pred):
+    """scikit-learn's f1_score(average="macro"): over the classes in target or pred."""
+    labels = np.union1d(target, pred)
+    if labels.size == 0:
+        return 0.0
+    f1 = []
+    for c in labels:
+        tp = np.sum((pred == c) & (target == c))
+        den = np.sum(target == c) + np.sum(pred == c)
+        f1.append(2 * tp / den)
+    return float(np.mean(f1))
+
+
+def score_summary(scores, k=5, bins=15):
     """The summary dict of per-row scores (from `score`), in float64."""
     c = scores["counted"].reshape(-1)
     n = int(c.sum())
+    nonfinite = int(scores["nonfinite"].sum())
     if n == 0:
         return dict(rows=0, loss=0.0, bits=0.0, perplexity=1.0, accuracy=0.0,
-                    top_k_accuracy=0.0, k=k, mean_entropy=0.0, ece=0.0)
+                    top_k_accuracy=0.0, k=k, mean_entropy=0.0, ece=0.0, ece_bins=bins,
+                    brier=0.0, macro_f1=0.0, nonfinite_rows=nonfinite)
     loss = float(scores["loss"].reshape(-1)[c].mean())
     correct = (scores["pred"] == scores["target"]).reshape(-1)[c]
     with np.errstate(over="ignore"):
@@ -354,4 +373,9 @@ def score_summary(scores, k=5):
                 accuracy=float(correct.mean()),
                 top_k_accuracy=float(scores["in_top_k"].reshape(-1)[c].mean()), k=k,
                 mean_entropy=float(scores["entropy"].reshape(-1)[c].mean()),
-                ece=ece(scores["confidence"].reshape(-1)[c], correct))
+                ece=ece(scores["confidence"].reshape(-1)[c], correct,
+                        np.arange(bins + 1) / bins),
+                ece_bins=bins, brier=float(scores["brier"].reshape(-1)[c].mean()),
+                macro_f1=macro_f1(scores["target"].reshape(-1)[c],
+                                  scores["pred"].reshape(-1)[c]),
+                nonfinite_rows=nonfinite)

@@ -14,7 +14,7 @@ from helpers import assert_close, comp_dtype, readonly
 
 FLOAT_KEYS = ("loss", "target_prob", "entropy", "confidence")
 SUMMARY_KEYS = ["rows", "loss", "bits", "perplexity", "accuracy", "top_k_accuracy", "k",
-                "mean_entropy", "ece"]
+                "mean_entropy", "ece", "ece_bins", "brier", "macro_f1", "nonfinite_rows"]
 
 
 def _logits(rng, shape, dtype, scale=3.0):
@@ -40,6 +40,11 @@ def _check_summary(got, want, dtype, rtol=None):
     assert got["rows"] == want["rows"] and got["k"] == want["k"]
     assert type(got["rows"]) is int
     r = rtol or (1e-12 if comp_dtype(dtype) == np.float64 else 2e-5)
+    assert got["ece_bins"] == want["ece_bins"]
+    assert got["nonfinite_rows"] == want["nonfinite_rows"]
+    assert got["macro_f1"] == pytest.approx(want["macro_f1"], rel=1e-12)
+    # Brier: its absolute error is what matters (a sum of squares of probabilities)
+    assert got["brier"] == pytest.approx(want["brier"], rel=r, abs=r, nan_ok=True)
     for key in ("loss", "bits", "perplexity", "mean_entropy"):
         assert type(got[key]) is float
         assert got[key] == pytest.approx(want[key], rel=r, abs=r, nan_ok=True), key
@@ -119,7 +124,8 @@ def test_empty_batch(dtype):
     assert s.loss.shape == (0,) and s.loss.dtype == comp_dtype(dtype)
     assert s.summary() == {"rows": 0, "loss": 0.0, "bits": 0.0, "perplexity": 1.0,
                            "accuracy": 0.0, "top_k_accuracy": 0.0, "k": 5,
-                           "mean_entropy": 0.0, "ece": 0.0}
+                           "mean_entropy": 0.0, "ece": 0.0, "ece_bins": 15, "brier": 0.0,
+                           "macro_f1": 0.0, "nonfinite_rows": 0}
 
 
 def test_every_row_ignored_counts_nothing(rng):
@@ -320,13 +326,15 @@ def test_masked_classes_and_rows_without_softmax(n):
     assert np.isnan(s.loss[2:5]).all() and np.isnan(s.confidence[2:5]).all()
     assert s.pred[2] == 1 and s.pred[3] == 2 and s.pred[4] == 0
     assert s.in_top_k[3] and not s.in_top_k[2]       # NaN ranks above the target
+    # rows without a softmax are counted apart and left out of every other figure
     summary = s.summary()
-    assert math.isnan(summary["loss"]) and math.isnan(summary["ece"])
-    assert math.isnan(summary["mean_entropy"]) and math.isnan(summary["perplexity"])
-    assert summary["accuracy"] == 3 / 6
-    # without the rows that have no softmax, the inf loss remains
-    ok = xf.score(x[:2], t[:2], k=1).summary()
-    assert ok["loss"] == math.inf and ok["perplexity"] == math.inf
+    np.testing.assert_array_equal(s.counted, [1, 1, 0, 0, 0, 1])
+    assert summary["nonfinite_rows"] == 3 and summary["rows"] == 3
+    assert summary == xf.score(x[[0, 1, 5]], t[[0, 1, 5]], k=1).summary() | {
+        "nonfinite_rows": 3}
+    assert summary["accuracy"] == 2 / 3
+    assert summary["loss"] == math.inf and summary["perplexity"] == math.inf
+    assert math.isfinite(summary["ece"]) and math.isfinite(summary["brier"])
 
 
 def test_probability_target_with_nan_row():

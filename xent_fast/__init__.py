@@ -20,7 +20,7 @@ from ._config import __version__, config, show_config
 from ._cross_entropy import cross_entropy, cross_entropy_and_grad
 from ._distill import distillation_loss, distillation_loss_and_grad
 from ._linear import linear_cross_entropy, linear_cross_entropy_and_grad
-from ._score import Scores, ScoreTotals, score
+from ._score import Scores, ScoreTotals, fit_temperature, score, temperature_loss
 from ._softmax import log_softmax, logsumexp, softmax
 
 __all__ = [
@@ -43,6 +43,8 @@ __all__ = [
     "sigmoid_focal_loss",
     "sigmoid_focal_loss_and_grad",
     "score",
+    "fit_temperature",
+    "temperature_loss",
     "Scores",
     "ScoreTotals",
     "info",

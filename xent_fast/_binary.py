@@ -178,7 +178,7 @@ def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *, weight: ArrayLi
 
     Examples
     --------
-    The seeds' cat example: an image that is a cat, predicted a cat with p = 0.8.
+    A textbook example: an image that is a cat, predicted a cat with p = 0.8.
 
     >>> import numpy as np, xent_fast as xf
     >>> round(float(xf.binary_cross_entropy(np.array([0.8]), np.array([1.0]))), 4)  # -log 0.8

@@ -68,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="draw a reliability diagram (needs matplotlib)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
-    d = sub.add_parser("demo", help="the seeds' worked examples, then a synthetic batch "
-                                    "scored and timed against NumPy (the default)")
+    d = sub.add_parser("demo", help="textbook examples of surprisal, entropy and "
+                                    "cross-entropy, then a synthetic batch scored and timed "
+                                    "against NumPy (the default)")
     d.add_argument("--rows", type=int, default=20000, help="rows of the synthetic batch")
     d.add_argument("--classes", type=int, default=1000, help="classes of the synthetic batch")
     d.add_argument("--k", type=int, default=5, help="k of the top-k accuracy (default 5)")

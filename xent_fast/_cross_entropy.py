@@ -124,7 +124,7 @@ def cross_entropy(
 
     Examples
     --------
-    The seeds' example: a model that gives the true class (a dog) probability 0.7.
+    A textbook example: a model that gives the true class (a dog) probability 0.7.
 
     >>> import numpy as np, xent_fast as xf
     >>> logits = np.log(np.array([0.1, 0.2, 0.7]))

@@ -1,4 +1,4 @@
-"""``xent-fast demo``: the worked examples of the two documents xent_fast grew from,
+"""``xent-fast demo``: textbook examples of surprisal, entropy and cross-entropy
 computed by the package, then a synthetic batch scored and timed against plain NumPy.
 """
 
@@ -21,8 +21,9 @@ from ._softmax import softmax
 LN2 = math.log(2.0)
 
 
-def seed_examples() -> list[tuple[str, float, float]]:
-    """(description, value in nats, value in bits) for each worked example."""
+def textbook_examples() -> list[tuple[str, float, float]]:
+    """(description, value in nats, value in bits) for each textbook example of surprisal,
+    entropy and cross-entropy."""
     rows = []
 
     def add(what: str, nats: SupportsFloat) -> None:
@@ -30,7 +31,7 @@ def seed_examples() -> list[tuple[str, float, float]]:
 
     add("surprisal of meeting a panda, p = 0.001", info.surprisal(0.001))
     add("entropy of [panda, bird, dog] = [0.2, 0.3, 0.5]", info.entropy([0.2, 0.3, 0.5]))
-    dog = np.log([0.1, 0.2, 0.7])  # logits whose softmax is the seed's prediction
+    dog = np.log([0.1, 0.2, 0.7])  # logits whose softmax is the prediction
     add("loss, prediction [0.1, 0.2, 0.7], label dog (index 2)", cross_entropy(dog, 2))
     add("  same, from H(p, q) with p = [0, 0, 1]", info.cross_entropy([0, 0, 1], [0.1, 0.2, 0.7]))
     add("mock question: [0.7, 0.2, 0.1] against [1, 0, 0]",
@@ -40,7 +41,7 @@ def seed_examples() -> list[tuple[str, float, float]]:
         info.cross_entropy([0.99, 0.01], [0.01, 0.99]))
     add("dog/cat/horse/cheetah: [0.775, 0.116, 0.039, 0.070], label dog",
         cross_entropy(np.log([0.775, 0.116, 0.039, 0.070]), 0))
-    add("after training: p(dog) = 0.938 (the seed prints 0.095 bits, i.e. p = 0.936)",
+    add("after training: p(dog) = 0.938 (0.095 bits rounded, i.e. p = 0.936)",
         info.surprisal(0.938))
     add("label smoothing 0.1 on the dog example",
         cross_entropy(dog, 2, label_smoothing=0.1))
@@ -53,10 +54,10 @@ def seed_examples() -> list[tuple[str, float, float]]:
     return rows
 
 
-def print_seed_examples() -> None:
-    print("Worked examples of the seed documents")
+def print_textbook_examples() -> None:
+    print("Textbook examples of surprisal, entropy and cross-entropy")
     print(f"  {'':<76}{'nats':>9}{'bits':>9}")
-    for what, nats, bits in seed_examples():
+    for what, nats, bits in textbook_examples():
         print(f"  {what:<76}{nats:9.4f}{bits:9.4f}")
     a = np.array([1.0, 2.0, 3.0])
     b = np.array([0.0, 0.0, 1.0])
@@ -90,14 +91,18 @@ def numpy_summary(logits: np.ndarray, target: np.ndarray, k: int = 5) -> dict[st
     s = e.sum(axis=1)
     log_s = np.log(s)
     loss = log_s - z[rows, target]
-    target_prob = e[rows, target] / s  # noqa: F841 (computed like for like, not summarized)
+    target_prob = e[rows, target] / s
     confidence = 1.0 / s                               # the max has z = 0, e = 1
     entropy = log_s - (e * z).sum(axis=1) / s
-    return summarize(logits, target, loss, logits.argmax(axis=1), confidence, entropy, k)
+    # Brier: sum_c (p_c - [c = t])^2 = sum_c p_c^2 - 2 p_t + 1
+    brier = (e * e).sum(axis=1) / (s * s) - 2 * target_prob + 1
+    return summarize(logits, target, loss, logits.argmax(axis=1), confidence, entropy, k,
+                     brier)
 
 
 def summarize(logits: np.ndarray, target: np.ndarray, loss: np.ndarray, pred: np.ndarray,
-              confidence: np.ndarray, entropy: np.ndarray, k: int) -> dict[str, Any]:
+              confidence: np.ndarray, entropy: np.ndarray, k: int,
+              brier: np.ndarray) -> dict[str, Any]:
     """The summary from per-row arrays, in plain NumPy (top-k by argpartition, the ECE's
     15 bins by bincount): the reductions the NumPy and SciPy baselines share."""
     n, c = logits.shape
@@ -109,11 +114,18 @@ def summarize(logits: np.ndarray, target: np.ndarray, loss: np.ndarray, pred: np
     gap = (np.bincount(bins, weights=correct, minlength=15)
            - np.bincount(bins, weights=confidence, minlength=15))
     mean_loss = float(loss.mean(dtype=np.float64))
+    support = np.bincount(target, minlength=c)
+    predicted = np.bincount(pred, minlength=c)
+    hits = np.bincount(target[correct], minlength=c)
+    present = (support + predicted) > 0
+    macro_f1 = float((2 * hits[present] / (support + predicted)[present]).mean())
     return {"rows": n, "loss": mean_loss, "bits": mean_loss / LN2,
             "perplexity": math.exp(mean_loss), "accuracy": float(correct.mean()),
             "top_k_accuracy": float(in_top_k.mean()), "k": k,
             "mean_entropy": float(entropy.mean(dtype=np.float64)),
-            "ece": float(np.abs(gap).sum() / n)}
+            "ece": float(np.abs(gap).sum() / n), "ece_bins": 15,
+            "brier": float(brier.mean(dtype=np.float64)), "macro_f1": macro_f1,
+            "nonfinite_rows": 0}
 
 
 def _median_time(fn: Any, repeat: int) -> float:
@@ -127,7 +139,8 @@ def _median_time(fn: Any, repeat: int) -> float:
 
 SUMMARY_LABELS = [("loss", "loss (nats)"), ("bits", "loss (bits)"), ("perplexity", "perplexity"),
                   ("accuracy", "accuracy"), ("top_k_accuracy", "top-{k} accuracy"),
-                  ("mean_entropy", "mean entropy (nats)"), ("ece", "ECE (15 bins)")]
+                  ("mean_entropy", "mean entropy (nats)"), ("ece", "ECE (15 bins)"),
+                  ("brier", "Brier score"), ("macro_f1", "macro F1")]
 
 
 def run_scoring_demo(rows: int = 20000, classes: int = 1000, k: int = 5, seed: int = 0,
@@ -162,12 +175,12 @@ def _fmt_seconds(t: float) -> str:
 
 def run_demo(rows: int = 20000, classes: int = 1000, k: int = 5, seed: int = 0,
              n_threads: int | None = None) -> None:
-    """``xent-fast demo``: the build in one line, the seeds' worked examples, then the
-    scoring of a synthetic batch against NumPy."""
+    """``xent-fast demo``: the build in one line, textbook examples of surprisal,
+    entropy and cross-entropy, then the scoring of a synthetic batch against NumPy."""
     cfg = config()
     omp = f"OpenMP, {cfg['max_threads']} threads" if cfg["openmp"] else "no OpenMP"
     print(f"xent_fast {cfg['version']} ({cfg['simd']} kernels, {omp})")
     print()
-    print_seed_examples()
+    print_textbook_examples()
     print()
     run_scoring_demo(rows, classes, k, seed, n_threads=n_threads)

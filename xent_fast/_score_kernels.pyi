@@ -10,7 +10,9 @@ _F = npt.NDArray[np.floating[Any]]
 
 EXACT_DIGITS: int
 ECE_BINS: int
-TOTALS_WORDS: int
+
+def totals_words(nbins: int, n_classes: int) -> int:
+    """The length of the totals array of nbins calibration bins and n_classes classes."""
 
 class _Fused(Protocol):
     """A Cython fused function: ``__signatures__`` maps a type string to one specialisation."""
@@ -19,7 +21,7 @@ class _Fused(Protocol):
 
 # def score_index(
 #     logits: _F, target: npt.NDArray[np.integer[Any]], k: int, ignore_index: int,
-#     loss: _F | None, pred: npt.NDArray[np.int64] | None, target_prob: _F | None,
+#     inv_t: float, nbins: int, loss: _F | None, pred: npt.NDArray[np.int64] | None, target_prob: _F | None,
 #     in_top_k: npt.NDArray[np.uint8] | None, entropy: _F | None,
 #     confidence: _F | None, counted: npt.NDArray[np.uint8] | None,
 #     totals_out: npt.NDArray[np.int64], n_threads: int,
@@ -28,7 +30,15 @@ class _Fused(Protocol):
 score_index: _Fused
 
 # def score_probs(
-#     logits: _F, target: _F, k: int, <the per-row outputs as score_index>,
+#     logits: _F, target: _F, k: int, inv_t: float, nbins: int,
+#     <the per-row outputs as score_index>,
 #     totals_out: npt.NDArray[np.int64], n_threads: int,
 # ) -> None: ...
 score_probs: _Fused
+
+# def temperature_sums(
+#     logits: _F, target: npt.NDArray[np.integer[Any]], ignore_index: int, inv_t: float,
+#     n_threads: int,
+# ) -> tuple[int, int, float, float, float, int]:
+#     """(rows, nonfinite rows, sum of losses, of dL/ds, of d2L/ds2, first bad row or -1)."""
+temperature_sums: _Fused

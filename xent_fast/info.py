@@ -11,7 +11,7 @@ included) raises ``ValueError``. Terms with ``p = 0`` contribute 0; ``q = 0`` wh
 
 Examples
 --------
-The seeds' examples: a panda met with probability 0.001, the entropy of meeting a
+Textbook examples: a panda met with probability 0.001, the entropy of meeting a
 panda, a bird or a dog with probabilities [0.2, 0.3, 0.5], and a model that gives the
 true class probability 0.7.
 
@@ -232,7 +232,7 @@ def cross_entropy(p: Any, q: Any, *, base: float | None = None,
 
     Examples
     --------
-    The seeds' 4-class example (dog, cat, horse, cheetah), in bits:
+    A textbook 4-class example (dog, cat, horse, cheetah), in bits:
 
     >>> from xent_fast import info
     >>> round(float(info.cross_entropy([1, 0, 0, 0], [0.775, 0.116, 0.039, 0.070], base=2)), 4)
