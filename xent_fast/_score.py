@@ -773,6 +773,7 @@ def temperature_loss(logits: Any, target: Any, temperature: float, *,
 
 def _newton_inverse_temperature(sums_at: Callable[[float], _TemperatureSums],
                                 bounds: tuple[float, float] = TEMPERATURE_BOUNDS,
+                                rtol: float = 1e-10,
                                 max_passes: int = 40) -> tuple[float, int]:
     """The minimiser over s = 1 / T of the mean loss, and the passes it took.
 
@@ -780,7 +781,9 @@ def _newton_inverse_temperature(sums_at: Callable[[float], _TemperatureSums],
     g(s) is increasing: every pass narrows a bracket [lo, hi] around the root of g, and
     the Newton step (curvature from the same pass) is taken when it stays inside the
     bracket, else the geometric middle of the bracket (Numerical Recipes' rtsafe, on a
-    log scale). Newton converges quadratically from s = 1 in a handful of passes.
+    log scale). Newton converges quadratically from s = 1 in a handful of passes. It
+    stops when a step moves s by at most ``rtol`` relative: float32 sums carry noise
+    of about 1e-7, so their iteration stops at 1e-6 rather than chase it.
     """
     lo, hi = 1.0 / bounds[1], 1.0 / bounds[0]
     s = 1.0
@@ -798,7 +801,7 @@ def _newton_inverse_temperature(sums_at: Callable[[float], _TemperatureSums],
         new = s - g / h if h > 0 else math.nan
         if not lo < new < hi:              # also for NaN: bisect on a log scale
             new = math.sqrt(lo * hi)
-        if abs(new - s) <= 1e-10 * s or hi <= lo * (1 + 1e-12):
+        if abs(new - s) <= rtol * s or hi <= lo * (1 + rtol):
             return new, passes
         s = new
     return s, max_passes
@@ -853,5 +856,6 @@ def fit_temperature(logits: Any, target: Any, *, ignore_index: int = -100,
     check_int64(ignore_index, "ignore_index")
     check_threads(n_threads)
     s, _ = _newton_inverse_temperature(
-        lambda T: _temperature_pass(x, t, T, ignore_index, n_threads))
+        lambda T: _temperature_pass(x, t, T, ignore_index, n_threads),
+        rtol=1e-6 if x.dtype == np.float32 else 1e-10)
     return 1.0 / s
