@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="xent-fast",
         description="Fast softmax cross-entropy: score a classifier's logits, run the "
                     "demo, or show the build configuration. Without a command: the demo.")
+    from ._config import __version__
+    p.add_argument("--version", action="version", version=f"xent-fast {__version__}")
     sub = p.add_subparsers(dest="command", metavar="{score,demo,config}")
 
     s = sub.add_parser(
@@ -52,7 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("logits", metavar="LOGITS", help="logits: .npy file, or FILE.npz[:ARRAY]")
     s.add_argument("targets", metavar="TARGETS", nargs="?",
                    help="targets: .npy file, or FILE.npz[:ARRAY]")
-    s.add_argument("--k", type=int, default=5, help="k of the top-k accuracy (default 5)")
+    s.add_argument("--k", "--top-k", dest="k", type=int, default=5,
+                   help="k of the top-k accuracy (default 5)")
     s.add_argument("--ignore-index", type=int, default=-100,
                    help="class-index target of rows left out (default -100)")
     s.add_argument("--chunk-rows", type=int, metavar="N",
@@ -65,7 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--per-row", metavar="OUT.npz",
                    help="save the per-row arrays (" + ", ".join(PER_ROW) + ")")
     s.add_argument("--plot", metavar="RELIABILITY.png",
-                   help="draw a reliability diagram (needs matplotlib)")
+                   help="draw a reliability diagram (needs matplotlib); with "
+                        "--fit-temperature, before and after side by side")
+    s.add_argument("--ece-bins", type=int, default=15, metavar="N",
+                   help="equal-width confidence bins of the ECE and the diagram (default 15)")
+    s.add_argument("--fit-temperature", action="store_true",
+                   help="also fit the temperature T of temperature scaling (class-index "
+                        "targets) and report the loss, ECE and Brier score before and "
+                        "after; with --json the keys 'temperature' and 'calibrated' (the "
+                        "summary at T). --per-row saves the rows at T = 1")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
 
     d = sub.add_parser("demo", help="textbook examples of surprisal, entropy and "
@@ -112,10 +123,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             if signal.getsignal(s) is not signal.SIG_IGN:    # e.g. SIGHUP under nohup
                 saved[s] = signal.signal(s, _on_signal)
     try:
-        return _run(args)
+        code = _run(args)
+        try:
+            sys.stdout.flush()        # inside the try: a closed pipe is reported here
+        except BrokenPipeError:
+            _quiet_stdout()
+        return code
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away (``| head -1``): that is not an error. Point
+    stdout at /dev/null so that the interpreter's own flush at exit stays quiet too."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):      # stdout without a file descriptor (tests)
+        pass
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -142,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
         _error(str(exc))
         return EXIT_INPUT
     except BrokenPipeError:                    # e.g. piped into head
-        sys.stderr.close()
+        _quiet_stdout()
         return 0
     except OSError as exc:                     # unreadable or unwritable files
         _error(str(exc))
@@ -301,6 +328,8 @@ def _score(args: argparse.Namespace) -> int:
         raise InputError(f"--chunk-rows must be at least 1, got {args.chunk_rows}")
     if args.threads is not None and (args.threads == 0 or args.threads < -1):
         raise InputError(f"--threads must be a positive count or -1, got {args.threads}")
+    if not 1 <= args.ece_bins <= 10**6:
+        raise InputError(f"--ece-bins must be in [1, 1000000], got {args.ece_bins}")
     plot_format = _plot_format(args.plot) if args.plot else None
     _check_outputs(args)
 
@@ -308,6 +337,9 @@ def _score(args: argparse.Namespace) -> int:
     writer = plot = None
     try:
         by_index = _check_inputs(logits, target)
+        if args.fit_temperature and not by_index:
+            raise InputError("--fit-temperature needs class-index targets, and TARGETS "
+                             f"{target.name} holds probabilities")
         n_classes = logits.shape[-1]
         batch = logits.shape[:-1]
         n_rows = math.prod(batch)
@@ -323,23 +355,26 @@ def _score(args: argparse.Namespace) -> int:
                 "entropy": (batch, comp), "confidence": (batch, comp),
                 "counted": (batch, np.dtype(np.bool_))})
 
-        totals = ScoreTotals(args.k)
+        def chunks() -> Any:
+            for start in range(0, n_rows, chunk):
+                stop = min(start + chunk, n_rows)
+                yield (start, stop, logits.rows(start, stop, (n_classes,)),
+                       target.rows(start, stop, t_shape))
+
+        totals = ScoreTotals(args.k, args.ece_bins)
         bar = _progress(n_rows, args.quiet)
         t0 = time.perf_counter()
         try:
-            for start in range(0, n_rows, chunk):
-                stop = min(start + chunk, n_rows)
-                x = logits.rows(start, stop, (n_classes,))
-                t = target.rows(start, stop, t_shape)
+            for start, stop, x, t in chunks():
                 try:
                     if writer is not None:
                         s = score(x, t, k=args.k, ignore_index=args.ignore_index,
-                                  n_threads=args.threads)
+                                  ece_bins=args.ece_bins, n_threads=args.threads)
                         writer.write(s.per_row())
                         part = s.totals
                     else:
                         part = score_totals(x, t, k=args.k, ignore_index=args.ignore_index,
-                                            n_threads=args.threads)
+                                            ece_bins=args.ece_bins, n_threads=args.threads)
                 except ValueError as exc:
                     if by_index and "is not a valid class index" in str(exc):
                         raise InputError(_bad_target_message(
@@ -351,6 +386,9 @@ def _score(args: argparse.Namespace) -> int:
             bar.close()
         seconds = time.perf_counter() - t0
         summary = totals.summary()
+        fit: tuple[float, int, ScoreTotals] | None = None
+        if args.fit_temperature:
+            fit = _fit_temperature(args, chunks)
         logits.close()
         target.close()
         # Both outputs are made in full first, then moved into place together.
@@ -358,7 +396,8 @@ def _score(args: argparse.Namespace) -> int:
             writer.close()
         if plot is not None:
             draw_reliability(totals, str(plot.temp), title=os.path.basename(logits.name),
-                             format=plot_format)
+                             format=plot_format, after=None if fit is None else fit[2],
+                             temperature=None if fit is None else fit[0])
         if writer is not None:
             writer.commit()
             writer = None
@@ -372,20 +411,65 @@ def _score(args: argparse.Namespace) -> int:
         logits.close()
         target.close()
 
+    if summary["nonfinite_rows"]:
+        print(f"xent-fast: warning: {summary['nonfinite_rows']:,} rows have logits without "
+              "a softmax (a NaN, a +inf, or only -inf); they are left out of every figure",
+              file=sys.stderr)
     if args.json:
-        print(json.dumps(summary))
+        out = dict(summary)
+        if fit is not None:
+            out["temperature"] = fit[0]
+            out["calibrated"] = fit[2].summary()
+        print(json.dumps(out))
     else:
         print(_table(args, logits, target, n_rows, summary, seconds))
+        if fit is not None:
+            print(_fit_table(fit[0], fit[1], summary, fit[2].summary()))
         if args.plot:
             print(f"reliability diagram: {args.plot}")
     return 0
 
 
+def _fit_temperature(args: argparse.Namespace,
+                     chunks: Any) -> tuple[float, int, ScoreTotals]:
+    """Fit T over the whole file (each Newton step one streamed pass), then score at T:
+    (T, passes, the totals at T)."""
+    from ._score import _newton_inverse_temperature, _temperature_pass, _TemperatureSums
+
+    def sums_at(temperature: float) -> _TemperatureSums:
+        total = _TemperatureSums(0, 0, 0.0, 0.0, 0.0)
+        for _, _, x, t in chunks():
+            total += _temperature_pass(x, t, temperature, args.ignore_index, args.threads)
+        return total
+
+    s, passes = _newton_inverse_temperature(sums_at, rtol=1e-6)
+    temperature = 1.0 / s
+    after = ScoreTotals(args.k, args.ece_bins)
+    for _, _, x, t in chunks():
+        after += score_totals(x, t, k=args.k, ignore_index=args.ignore_index,
+                              temperature=temperature, ece_bins=args.ece_bins,
+                              n_threads=args.threads)
+    return temperature, passes, after
+
+
+def _fit_table(temperature: float, passes: int, before: dict[str, Any],
+               after: dict[str, Any]) -> str:
+    lines = ["", f"  temperature scaling: T = {temperature:.6g} (fitted in {passes} passes; "
+                 "predictions unchanged)",
+             f"  {'':<20}{'before':>12}{'after':>12}"]
+    for key, label in (("loss", "loss (nats)"), ("ece", f"ECE ({before['ece_bins']} bins)"),
+                       ("brier", "Brier score"), ("mean_entropy", "mean entropy")):
+        lines.append(f"  {label:<20}{before[key]:>12.6f}{after[key]:>12.6f}")
+    return "\n".join(lines)
+
+
 def _table(args: argparse.Namespace, logits: ArrayFile, target: ArrayFile, n_rows: int,
            s: dict[str, Any], seconds: float) -> str:
     shape = " x ".join(f"{d:,}" for d in logits.shape)
-    ignored = n_rows - s["rows"]
-    rows = f"{s['rows']:,}" + (f" (of {n_rows:,}; {ignored:,} ignored)" if ignored else "")
+    ignored = n_rows - s["rows"] - s["nonfinite_rows"]
+    notes = ([f"{ignored:,} ignored"] if ignored else []) + (
+        [f"{s['nonfinite_rows']:,} without a softmax"] if s["nonfinite_rows"] else [])
+    rows = f"{s['rows']:,}" + (f" (of {n_rows:,}; {', '.join(notes)})" if notes else "")
     gb = n_rows * logits.shape[-1] * logits.dtype.itemsize / 1e9
     speed = (f"{seconds:.2f} s, {n_rows / seconds:,.0f} rows/s, {gb / seconds:.2f} GB/s"
              if seconds > 0 else f"{seconds:.2f} s")
@@ -400,19 +484,31 @@ def _table(args: argparse.Namespace, logits: ArrayFile, target: ArrayFile, n_row
         f"  {'accuracy':<20}{s['accuracy']:.6f}",
         f"  {'top-' + str(s['k']) + ' accuracy':<20}{s['top_k_accuracy']:.6f}",
         f"  {'mean entropy':<20}{s['mean_entropy']:.6f} nats",
-        f"  {'ECE (15 bins)':<20}{s['ece']:.6f}",
+        f"  {'ECE (' + str(s['ece_bins']) + ' bins)':<20}{s['ece']:.6f}",
+        f"  {'Brier score':<20}{s['brier']:.6f}",
+        f"  {'macro F1':<20}{s['macro_f1']:.6f}",
         "",
         f"  scored in {speed}",
     ]
     return "\n".join(lines)
 
 
+# Bins with fewer rows than this get no bar: their accuracy is a few coin flips, not a
+# measurement, and a full bar would look as sure as a bin of thousands. They are drawn
+# as an open dot with its 95% (Wilson) interval and the count.
+SPARSE_BIN_ROWS = 10
+
+
 def draw_reliability(totals: ScoreTotals, path: str, title: str = "",
-                     format: str | None = None) -> None:
+                     format: str | None = None, after: ScoreTotals | None = None,
+                     temperature: float | None = None) -> None:
     """Draw a reliability diagram into an image file.
 
-    Accuracy against mean confidence per bin, the diagonal of perfect calibration, and
-    the share of rows per bin below.
+    Per confidence bin, the accuracy (a bar) and the mean confidence (a dot) against the
+    diagonal of perfect calibration; under it, the rows per bin. Bins of fewer than
+    ``SPARSE_BIN_ROWS`` rows are drawn hollow, with their count. With ``after`` (the
+    totals at a fitted ``temperature``) the diagrams before and after temperature
+    scaling are drawn side by side.
 
     Parameters
     ----------
@@ -425,36 +521,91 @@ def draw_reliability(totals: ScoreTotals, path: str, title: str = "",
     format : str, optional
         The image format (``"png"``, ``"pdf"``, ...); by default that of ``path``'s
         extension.
+    after : ScoreTotals, optional
+        The totals of the same rows scored at ``temperature``.
+    temperature : float, optional
+        The fitted temperature, named in the title of the second diagram.
+
+    Examples
+    --------
+    >>> import numpy as np, xent_fast as xf
+    >>> from xent_fast._cli import draw_reliability
+    >>> rng = np.random.default_rng(0)
+    >>> x, t = 3 * rng.normal(size=(2000, 10)), rng.integers(0, 10, 2000)
+    >>> draw_reliability(xf.score(x, t).totals, "/tmp/reliability.png")  # doctest: +SKIP
     """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
+    panels = [(totals, "before temperature scaling" if after is not None else "")]
+    if after is not None:
+        panels.append((after, f"after: T = {temperature:.4g}" if temperature else "after"))
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 6.6), dpi=110,
+                             sharex=True, squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 1.1]})
+    for col, (tot, label) in enumerate(panels):
+        _reliability_panel(axes[0, col], axes[1, col], tot, label)
+    handles = [
+        Patch(facecolor="#4c72b0", edgecolor="black", label="accuracy of a bin"),
+        plt.Line2D([], [], marker="o", markerfacecolor="white", markeredgecolor="#4c72b0",
+                   color="#9bb0d6", label=f"bin of < {SPARSE_BIN_ROWS} rows: accuracy, "
+                                          "95% interval, count"),
+        plt.Line2D([], [], marker="D", markersize=3.5, linestyle="none", color="#c44e52",
+                   label="(mean confidence, accuracy) of a bin"),
+        plt.Line2D([], [], linestyle="--", color="gray", label="perfect calibration"),
+    ]
+    if title:
+        fig.suptitle(title, fontsize=10)
+    # The legend goes below every axes, so it can never hide a bar.
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97 if title else 1))
+    fig.savefig(path, format=format)
+    plt.close(fig)
+
+
+def _reliability_panel(top: Any, bottom: Any, totals: ScoreTotals, label: str) -> None:
     r = totals.reliability()
     s = totals.summary()
     edges, rows = r["edges"], r["rows"]
     centers = (edges[:-1] + edges[1:]) / 2
-    width = edges[1] - edges[0]
+    width = (edges[1] - edges[0]) * 0.92
+    full = rows >= SPARSE_BIN_ROWS
+    sparse = (rows > 0) & ~full
+    acc, conf = r["accuracy"], r["confidence"]
+    top.bar(centers[full], acc[full], width=width, color="#4c72b0", edgecolor="black",
+            linewidth=0.5)
+    n = rows[sparse].astype(np.float64)
+    z = 1.96
+    centre = (acc[sparse] + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(acc[sparse] * (1 - acc[sparse]) / n + z * z / (4 * n * n))
+    top.errorbar(centers[sparse], acc[sparse],
+                 yerr=[acc[sparse] - (centre - half), centre + half - acc[sparse]],
+                 fmt="o", markerfacecolor="white", markeredgecolor="#4c72b0",
+                 ecolor="#9bb0d6", elinewidth=1, capsize=2, markersize=5, clip_on=False,
+                 zorder=3)
+    for c, k in zip(centers[sparse], rows[sparse]):
+        top.annotate(f"n={k}", (c, 0), xytext=(0, 2), textcoords="offset points",
+                     ha="center", va="bottom", fontsize=6.5, color="#333333")
     filled = rows > 0
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6.5), dpi=110, sharex=True,
-                                      gridspec_kw={"height_ratios": [3, 1]})
-    top.bar(centers[filled], r["accuracy"][filled], width=width * 0.95, color="#4c72b0",
-            edgecolor="black", linewidth=0.5, label="accuracy of the bin")
-    top.plot(r["confidence"][filled], r["accuracy"][filled], "o", color="#c44e52",
-             markersize=4, label="(mean confidence, accuracy)")
-    top.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, label="perfect calibration",
-             zorder=3)
-    top.set_ylim(0, 1)
+    top.plot(conf[filled], acc[filled], "D", color="#c44e52", markersize=3.5,
+             clip_on=False, zorder=4)
+    top.plot([0, 1], [0, 1], "--", color="gray", linewidth=1, zorder=3)
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1.08)           # room above 1.0: a bar or dot at 1 is not cut off
+    top.set_yticks(np.linspace(0, 1, 6))
     top.set_ylabel("accuracy")
-    ece = s["ece"]
-    top.set_title(f"{title}\nECE {ece:.4f}, accuracy {s['accuracy']:.4f}, "
-                  f"{s['rows']:,} rows" if not math.isnan(ece) else title, fontsize=9)
-    top.legend(loc="upper left", fontsize=8)
-    share = rows / max(1, int(rows.sum()))
-    bottom.bar(centers, share, width=width * 0.95, color="#8c8c8c")
+    head = f"{label}\n" if label else ""
+    if math.isnan(s["ece"]):
+        top.set_title(head.strip(), fontsize=9)
+    else:
+        top.set_title(f"{head}ECE {s['ece']:.4f}, loss {s['loss']:.4f}, Brier "
+                      f"{s['brier']:.4f}\naccuracy {s['accuracy']:.4f}, {s['rows']:,} rows",
+                      fontsize=8.5)
+    bottom.bar(centers, rows, width=width, color="#8c8c8c")
+    bottom.set_yscale("symlog", linthresh=1)      # bins of 1 row and of 10^6 both show
+    bottom.set_ylim(0, max(10, int(rows.max(initial=0))) * 3)
     bottom.set_xlim(0, 1)
     bottom.set_xlabel("confidence (largest softmax probability)")
-    bottom.set_ylabel("share of rows")
-    fig.tight_layout()
-    fig.savefig(path, format=format)
-    plt.close(fig)
+    bottom.set_ylabel("rows per bin")

@@ -50,6 +50,12 @@ class InputError(ValueError):
     """A problem with an input or output file, reported to the user as it is."""
 
 
+# What a reader of the message needs when a file is of a format not read.
+_FORMATS_READ = (". xent-fast reads NumPy .npy files and .npz archives; save a PyTorch "
+                 "tensor with numpy.save(PATH, tensor.numpy()), a JAX array with "
+                 "numpy.save(PATH, numpy.asarray(array))")
+
+
 def split_spec(spec: str) -> tuple[str, str | None]:
     """``"file.npz:name"`` -> ("file.npz", "name"); anything else -> (spec, None)."""
     head, sep, key = spec.rpartition(":")
@@ -197,7 +203,7 @@ class ArrayFile:
                     self._open_npz(path, key, role, default_keys)
                 else:
                     raise InputError(f"{role} file {path} is not a valid .npy array or "
-                                     ".npz archive")
+                                     f".npz archive{_FORMATS_READ}")
         except BaseException:
             self.close()
             raise
@@ -228,6 +234,9 @@ class ArrayFile:
                   default_keys: tuple[str, ...]) -> None:
         self._zip = zipfile.ZipFile(self._file)
         names = {n[:-4]: n for n in self._zip.namelist() if n.endswith(".npy")}
+        if not names:       # a zip of something else: a PyTorch .pt, a .keras, ...
+            raise InputError(f"{role}: {path} is a zip archive that holds no .npy arrays, "
+                             f"so it is not an .npz archive{_FORMATS_READ}")
         if key is None:
             found = [k for k in default_keys if k in names]
             if found:
