@@ -481,6 +481,8 @@ class Scores:
         True
         """
         parts = _flatten((self,) + more, Scores)
+        if not parts:
+            raise ValueError("Scores.merge needs at least one Scores")
         arrays = []
         for name in PER_ROW:
             pieces = [getattr(p, name) for p in parts]
@@ -786,7 +788,7 @@ def _newton_inverse_temperature(sums_at: Callable[[float], _TemperatureSums],
     of about 1e-7, so their iteration stops at 1e-6 rather than chase it.
     """
     lo, hi = 1.0 / bounds[1], 1.0 / bounds[0]
-    s = 1.0
+    s, g_prev = 1.0, 0.0
     for passes in range(1, max_passes + 1):
         r = sums_at(1.0 / s)
         if r.rows == 0:
@@ -798,9 +800,20 @@ def _newton_inverse_temperature(sums_at: Callable[[float], _TemperatureSums],
             lo = s
         else:
             return s, passes
-        new = s - g / h if h > 0 else math.nan
+        step = -g / h if h > 0 else math.nan
+        if abs(g) * s <= 1e-14 and not abs(step) <= rtol * s:
+            # Far in a tail: doubling s would change the mean loss by less than 1e-14
+            # nats, yet Newton is not converging. The infimum lies at the bound.
+            return (hi if g < 0 else lo) if hi / lo > 1 + rtol else s, passes
+        if g * g_prev > 0 and abs(g) > 0.25 * abs(g_prev):
+            # Newton is converging linearly, not quadratically: the minimum lies far out
+            # in an exponential tail (data nearly all right, or pure noise), where the
+            # loss's curvature shrinks as fast as its slope. Double (or halve) s instead.
+            step = s if g < 0 else -s / 2
+        new = s + step
         if not lo < new < hi:              # also for NaN: bisect on a log scale
             new = math.sqrt(lo * hi)
+        g_prev = g
         if abs(new - s) <= rtol * s or hi <= lo * (1 + rtol):
             return new, passes
         s = new
@@ -835,8 +848,9 @@ def fit_temperature(logits: Any, target: Any, *, ignore_index: int = -100,
     Returns
     -------
     float
-        ``T > 0``, searched in ``[1e-3, 1e3]`` (the bound is returned when the loss
-        keeps decreasing past it, e.g. on data every row of which is right). 1.0 if no
+        ``T > 0``, searched in ``[1e-3, 1e3]`` (a bound is returned when the loss
+        keeps decreasing towards it: towards 1e-3 on data every row of which is right
+        by a margin, towards 1e3 on logits that carry no information). 1.0 if no
         row counts. ``T > 1`` softens an overconfident model, ``T < 1`` sharpens an
         underconfident one.
 
