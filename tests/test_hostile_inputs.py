@@ -89,6 +89,8 @@ FUNCTIONS = {
     "linear_cross_entropy_and_grad": (xf.linear_cross_entropy_and_grad,
                                       lambda: (_x(), _xsq(), _t())),
     "score": (xf.score, lambda: (_x(), _t())),
+    "fit_temperature": (xf.fit_temperature, lambda: (_x(), _t())),
+    "temperature_loss": (xf.temperature_loss, lambda: (_x(), _t(), 2.0)),
     "ScoreTotals": (xf.ScoreTotals, lambda: ()),
     "info.surprisal": (info.surprisal, lambda: (_p(),)),
     "info.entropy": (info.entropy, lambda: (_p(),)),
@@ -337,7 +339,8 @@ KINDS = {
     "info.cross_entropy:axis": AXES,
     "info.kl_divergence:axis": AXES,
     "temperature": TEMPERATURE,
-    "ece_bins": Int(1, valid=15),
+    "ece_bins": Int(1, 10**6, valid=15),       # bounded: bins live in every thread's totals
+    "ScoreTotals:ece_bins": Int(1, 10**6, none_ok=True, valid=15),
     "beta": BETA,
     "chunk_rows": POSITIVE_INT_OR_NONE,
 }
@@ -477,9 +480,9 @@ API_OPTIONS = {
     "binary_cross_entropy": {"weight", "reduction"},
     "binary_cross_entropy_with_logits": {"weight", "pos_weight", "reduction", "n_threads"},
     "sigmoid_focal_loss": {"alpha", "gamma", "reduction", "n_threads"},
-    # temperature= and ece_bins= come with the calibration work (issue 21); the KINDS
-    # table above already covers them, so they join this set when they land.
-    "score": {"k", "ignore_index", "n_threads"},
+    "score": {"k", "ignore_index", "temperature", "ece_bins", "n_threads"},
+    "fit_temperature": {"ignore_index", "n_threads"},
+    "temperature_loss": {"ignore_index", "n_threads"},
     "info.surprisal": {"base"},
     "info.entropy": {"base", "axis"},
     "info.cross_entropy": {"base", "axis"},

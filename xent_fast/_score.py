@@ -10,7 +10,8 @@ import numpy as np
 
 from ._cross_entropy import _as_target
 from ._simd import kernels
-from ._validation import INDEX_BITS, as_float_rows, check_int64, check_threads, position_of
+from ._validation import (INDEX_BITS, as_float_rows, check_int64, check_number, check_threads,
+                          position_of)
 
 _K = kernels("_score_kernels")
 _F32, _F64 = np.dtype(np.float32).num, np.dtype(np.float64).num
@@ -77,9 +78,8 @@ def _divide(num: int, den: int) -> float:
 
 
 def _check_bins(ece_bins: Any) -> int:
-    if isinstance(ece_bins, bool) or not hasattr(ece_bins, "__index__"):
-        raise TypeError(f"ece_bins must be a positive int, got {type(ece_bins).__name__}")
-    b = int(ece_bins.__index__())
+    # bounded: each thread holds the bins (and an exact sum per bin) while it scores
+    b = check_int64(ece_bins, "ece_bins")
     if not 1 <= b <= 10**6:
         raise ValueError(f"ece_bins must be in [1, 1000000], got {b}")
     return b
@@ -531,16 +531,7 @@ def _check_k(k: Any) -> int:
 
 
 def _check_temperature(temperature: Any) -> float:
-    if isinstance(temperature, bool):
-        raise TypeError("temperature must be a positive number, got a bool")
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        raise TypeError(f"temperature must be a positive number, got "
-                        f"{type(temperature).__name__}") from None
-    if not (0 < t < math.inf):
-        raise ValueError(f"temperature must be positive and finite, got {t}")
-    return t
+    return check_number(temperature, "temperature", low=0.0, low_open=True)
 
 
 def _run(logits: Any, target: Any, k: Any, ignore_index: Any, n_threads: Any,
