@@ -542,7 +542,8 @@ def draw_reliability(totals: ScoreTotals, path: str, title: str = "",
     panels = [(totals, "before temperature scaling" if after is not None else "")]
     if after is not None:
         panels.append((after, f"after: T = {temperature:.4g}" if temperature else "after"))
-    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 6.6), dpi=110,
+    height = 6.6 if len(panels) > 1 else 7.2           # one column: the legend in 4 rows
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), height), dpi=110,
                              sharex=True, squeeze=False,
                              gridspec_kw={"height_ratios": [3, 1.1]})
     for col, (tot, label) in enumerate(panels):
@@ -559,8 +560,10 @@ def draw_reliability(totals: ScoreTotals, path: str, title: str = "",
     if title:
         fig.suptitle(title, fontsize=10)
     # The legend goes below every axes, so it can never hide a bar.
-    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.97 if title else 1))
+    two = len(panels) > 1
+    fig.legend(handles=handles, loc="lower center", ncol=2 if two else 1, fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.08 if two else 0.15, 1, 0.97 if title else 1))
     fig.savefig(path, format=format)
     plt.close(fig)
 
