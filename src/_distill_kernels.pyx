@@ -55,6 +55,17 @@ cdef extern from "xent_distill.h" nogil:
                              double s, double g, float* grad)
     void xf_distill_grad_f64(const double* es, const double* et, Py_ssize_t n, double fs,
                              double s, double g, double* grad)
+    void xf_kl_forward_fast_f32(const float* a, const float* b, const float* es, const float* et,
+                                Py_ssize_t n, float fs, float ft, double dl, float g,
+                                float* grad, double* sums)
+    void xf_kl_reverse_fast_f32(const float* a, const float* b, const float* es, float* et,
+                                Py_ssize_t n, float fs, float ft, double dl, double* sums)
+    void xf_jsd_fast_f32(const float* a, const float* b, const float* es, float* et,
+                         Py_ssize_t n, float fs, float ft, double dl, float beta, double* sums)
+    void xf_distill_grad_fast_f32(const float* es, const float* et, Py_ssize_t n, float fs,
+                                  float s, float g, float* grad)
+    double xf_kl_from_sums(double B, double A)
+    double xf_jsd_from_sums(double B, double Aq, double G, double beta)
     void xf_div_row_f32(const float* src, Py_ssize_t n, float t, float* dst)
     void xf_div_row_f64(const double* src, Py_ssize_t n, double t, double* dst)
 
@@ -89,6 +100,50 @@ cdef inline double row_sums(const floating* x, Py_ssize_t n, floating* e, floati
     if not row_is_regular(mx[0]):
         return 0.0
     return sum_exp_below_max(x, n, mx.value, e)
+
+
+cdef double distill_row_f32(
+    const float* a, const float* b, const Options* o, double g, float* grad,
+    const float* es, float* et, const float* cmax_s, const float* cmax_t, bint ch_s,
+    bint ch_t, double m_s, double m_t, double inv_s, double inv_t, double dl,
+) noexcept nogil:
+    # float rows, sweeps (2) and (3) in float arithmetic (xent_distill.h); sums: the
+    # Bregman sum and the sums that remove the log-sum-exps' rounding from it
+    cdef Py_ssize_t n = o.n_classes, j0 = 0, blk, w
+    cdef double sums[3]
+    cdef double loss
+    cdef float fs, ft
+    sums[0] = sums[1] = sums[2] = 0.0
+    while j0 < n:
+        blk = j0 // XF_BLOCK
+        w = min(<Py_ssize_t>XF_BLOCK, n - j0)
+        fs = <float>block_factor(cmax_s, ch_s, blk, m_s, inv_s)
+        ft = <float>block_factor(cmax_t, ch_t, blk, m_t, inv_t)
+        if o.beta == 0.0:
+            xf_kl_forward_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>g,
+                                   grad + j0 if grad != NULL else NULL, sums)
+        elif o.beta == 1.0:
+            xf_kl_reverse_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, sums)
+        else:
+            xf_jsd_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>o.beta,
+                            sums)
+        j0 += w
+    if o.beta == 0.0 or o.beta == 1.0:
+        loss = xf_kl_from_sums(sums[0], sums[1])
+    else:
+        loss = xf_jsd_from_sums(sums[0], sums[1], sums[2], o.beta)
+    if grad == NULL or o.beta == 0.0:
+        return loss
+    if o.beta != 1.0:
+        g = g * (1.0 - o.beta)
+    j0 = 0
+    while j0 < n:
+        blk = j0 // XF_BLOCK
+        w = min(<Py_ssize_t>XF_BLOCK, n - j0)
+        fs = <float>block_factor(cmax_s, ch_s, blk, m_s, inv_s)
+        xf_distill_grad_fast_f32(es + j0, et + j0, w, fs, <float>sums[1], <float>g, grad + j0)
+        j0 += w
+    return loss
 
 
 cdef double distill_row(
@@ -128,6 +183,9 @@ cdef double distill_row(
     lse_t = mx_t.value + log1p(r_t)
     inv_s = 1.0 / (1.0 + r_s)
     inv_t = 1.0 / (1.0 + r_t)
+    if floating is float:
+        return distill_row_f32(a, b, o, g, grad, es, et, cmax_s, cmax_t, ch_s, ch_t,
+                               mx_s.value, mx_t.value, inv_s, inv_t, lse_t - lse_s)
     j0 = 0
     while j0 < n:
         blk = j0 // XF_BLOCK

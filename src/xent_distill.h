@@ -147,4 +147,197 @@ static inline void xf_div_row_##SUF(const T *src, ptrdiff_t n, T t, T *dst)     
 XF_DISTILL_BLOCKS(float, f32)
 XF_DISTILL_BLOCKS(double, f64)
 
+/* ---- float32 rows in float arithmetic ------------------------------------------------
+ * The double loops above take 8 lanes and a degree-17 series plus an exp per entry; float
+ * rows need neither. l = log(p/q) still comes from the logits in double ((double)b -
+ * (double)a is exact) but is then rounded once to float, and everything after it is
+ * float, 16 lanes on AVX-512: each term x phi(l) >= 0 keeps a relative error of a few
+ * float ulps, hence so does their sum (accumulated in double).
+ * What float cannot give is the log-sum-exps to better than ~1e-8 (float-lane exp sums):
+ * an offset e common to every l. Its effect is removed exactly afterwards, from sums
+ * taken alongside (xf_kl_from_sums, xf_jsd_from_sums), instead of paying for
+ * double-precision exp sums. */
+
+/* phi(l) / l^2 = sum_k (-l)^k / (k + 2)!, |l| < 1, highest degree first: degree 10 leaves
+ * 3e-9 relative at |l| = 1. */
+static XF_ALWAYS_INLINE float xf_phi_over_l2_f32(float l)
+{
+    float p = 2.0876757e-09f;
+    p = p * l - 2.5052108e-08f;
+    p = p * l + 2.7557319e-07f;
+    p = p * l - 2.7557319e-06f;
+    p = p * l + 2.4801587e-05f;
+    p = p * l - 1.9841270e-04f;
+    p = p * l + 1.3888889e-03f;
+    p = p * l - 8.3333333e-03f;
+    p = p * l + 4.1666667e-02f;
+    p = p * l - 1.6666667e-01f;
+    return p * l + 0.5f;
+}
+
+/* x phi(l), l = log(x / y), as xf_bregman: series for |l| < 1, else x (l - 1) + y (whose
+ * parts do not cancel there); x = 0 gives y (also for l = nan: two masked classes). */
+static XF_ALWAYS_INLINE float xf_bregman_f32(float x, float y, float l)
+{
+    float near = x * (l * l * xf_phi_over_l2_f32(l));
+    float far = x * (l - 1.0f) + y;
+    float t = fabsf(l) < 1.0f ? near : far;   /* one compare: GCC would not vectorise && */
+    return x == 0.0f ? y : t;
+}
+
+/* log1p(u) for float u >= -1 (-inf at -1, +inf at +inf): 1 + u = w = 2^k f, f in
+ * [sqrt(1/2), sqrt(2)), log f by xf_log1p_unit_inv_f32's polynomial, and for k = 0 the
+ * rounding of 1 + u added back (times 2 - w ~ 1 / w, close enough for a correction below
+ * an ulp), so a small u keeps its relative accuracy. No division. */
+static XF_ALWAYS_INLINE float xf_log1p_any_f32(float u)
+{
+    float w = 1.0f + u;
+    int32_t k = (xf_bits_f32(w) - 0x3F3504F3) >> 23;          /* 0x3F3504F3: sqrt(1/2) */
+    float x = xf_f32_from_bits(xf_bits_f32(w) - k * (1 << 23)) - 1.0f;
+    float c = k == 0 ? (u - (w - 1.0f)) * (2.0f - w) : 0.0f;
+    float z = x * x;
+    float p = 7.0376836292e-2f;
+    p = p * x - 1.1514610310e-1f;
+    p = p * x + 1.1676998740e-1f;
+    p = p * x - 1.2420140846e-1f;
+    p = p * x + 1.4249322787e-1f;
+    p = p * x - 1.6668057665e-1f;
+    p = p * x + 2.0000714765e-1f;
+    p = p * x - 2.4999993993e-1f;
+    p = p * x + 3.3333331174e-1f;
+    float y = p * x * z - 0.5f * z;
+    float kf = (float)k;
+    float r = ((x + (y + kf * -2.12194440e-4f)) + kf * 0.693359375f) + c;
+    r = w == INFINITY ? INFINITY : r;
+    return w <= 0.0f ? -INFINITY : r;
+}
+
+/* KL from B = sum x phi(l) and A = sum x l over a row whose l all carry one unknown
+ * offset e. With y_j = x_j exp(-l_j) the implied other distribution, sum y = 1 + z with
+ * z = B - A, and sum x phi(l + e) is least at the e that normalises y, where it is the
+ * divergence: B + log1p(z) - z (sum x = 1 to float accuracy). */
+static inline double xf_kl_from_sums(double B, double A)
+{
+    if (!(B < INFINITY))
+        return B;
+    double z = B - A;
+    if (!(z > -0.5))
+        return B;
+    double c = fabs(z) < 1e-3 ? z * z * (-0.5 + z * (1.0 / 3.0 - z * 0.25)) : log1p(z) - z;
+    double r = B + c;
+    return r > 0.0 ? r : 0.0;
+}
+
+/* Generalized JSD from B = its sum of Bregman terms, Aq = sum q log(q/m) and G = sum of
+ * (implied q) - p = S - 1 (the offset's trace, as in xf_kl_from_sums). Rescaling q by c
+ * = 1 / (1 + G) changes JSD(p, c q) by (1 - beta) Aq (c - 1) + beta (1 - beta)
+ * sum(p q / m) (c - 1)^2 / 2 + O((c - 1)^3), sum(p q / m) = 1 to first order. */
+static inline double xf_jsd_from_sums(double B, double Aq, double G, double beta)
+{
+    if (!(B < INFINITY) || !(G > -0.5))
+        return B;
+    double d = -G / (1.0 + G);
+    double r = B + (1.0 - beta) * Aq * d + 0.5 * beta * (1.0 - beta) * d * d;
+    return r > 0.0 ? r : 0.0;
+}
+
+/* Forward KL(p || q) over one block of a float row: adds sum p phi(l) to sums[0] and
+ * sum p l to sums[1]; grad[j] = g (q - p) if grad is not NULL (may alias a). */
+static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const float *es,
+                                          const float *et, ptrdiff_t n, float fs, float ft,
+                                          double dl, float g, float *grad, double *sums)
+{
+    double bs = 0.0;
+    float as = 0.0f;
+    if (grad) {
+        XF_SIMD_SUM(bs, as)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            float q = es[j] * fs, p = et[j] * ft;
+            float l = (float)(((double)b[j] - (double)a[j]) - dl);
+            bs += (double)xf_bregman_f32(p, q, l);
+            as += p == 0.0f ? 0.0f : p * l;
+            grad[j] = g * (q - p);
+        }
+    } else {
+        XF_SIMD_SUM(bs, as)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            float q = es[j] * fs, p = et[j] * ft;
+            float l = (float)(((double)b[j] - (double)a[j]) - dl);
+            bs += (double)xf_bregman_f32(p, q, l);
+            as += p == 0.0f ? 0.0f : p * l;
+        }
+    }
+    sums[0] += bs;
+    sums[1] += (double)as;
+}
+
+/* Reverse KL(q || p) over one block: adds sum q phi(l) and sum q l (l = log q/p, stored
+ * in et for the gradient sweep) to sums[0], sums[1]. */
+static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const float *es,
+                                          float *et, ptrdiff_t n, float fs, float ft,
+                                          double dl, double *sums)
+{
+    double bs = 0.0;
+    float as = 0.0f;
+    XF_SIMD_SUM(bs, as)
+    for (ptrdiff_t j = 0; j < n; j++) {
+        float q = es[j] * fs, p = et[j] * ft;
+        float l = (float)(dl - ((double)b[j] - (double)a[j]));
+        bs += (double)xf_bregman_f32(q, p, l);
+        as += q == 0.0f ? 0.0f : q * l;
+        et[j] = l;
+    }
+    sums[0] += bs;
+    sums[1] += (double)as;
+}
+
+/* Generalized JSD over one block, from l = log(p/q) alone: with E = expm1(l),
+ * log(q/m) = -log1p(beta E), log(p/m) = -log1p((1 - beta) expm1(-l)), neither of which
+ * cancels when p ~ q. expm1(+-|l|) = sinh +- (cosh - 1) by their series for |l| < 1/2,
+ * else from t = exp(-|l|). Adds the Bregman sum, sum q log(q/m) and sum (implied q - p)
+ * to sums[0..2]; stores log(q/m) in et. */
+static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *es,
+                                   float *et, ptrdiff_t n, float fs, float ft, double dl,
+                                   float beta, double *sums)
+{
+    const float omb = 1.0f - beta;
+    double bs = 0.0;
+    float as = 0.0f, gs = 0.0f;
+    XF_SIMD_SUM(bs, as, gs)
+    for (ptrdiff_t j = 0; j < n; j++) {
+        float q = es[j] * fs, p = et[j] * ft;
+        float l = (float)(((double)b[j] - (double)a[j]) - dl);
+        float x = l >= 0.0f ? l : -l, x2 = x * x;
+        float sh = x * (((((2.7557319e-06f * x2 + 1.9841270e-04f) * x2 + 8.3333333e-03f) * x2
+                          + 1.6666667e-01f) * x2) + 1.0f);
+        float ch = x2 * ((((2.7557319e-07f * x2 + 2.4801587e-05f) * x2 + 1.3888889e-03f) * x2
+                          + 4.1666667e-02f) * x2 + 0.5f);
+        float t = xf_expf(x == x ? -x : 0.0f);
+        int near = x < 0.5f;
+        float em = near ? ch - sh : t - 1.0f;               /* expm1(-|l|) */
+        float ep = near ? sh + ch : (1.0f - t) / t;         /* expm1(|l|), inf for t = 0 */
+        float e_pq = l >= 0.0f ? ep : em, e_qp = l >= 0.0f ? em : ep;
+        float lqm = -xf_log1p_any_f32(beta * e_pq), lpm = -xf_log1p_any_f32(omb * e_qp);
+        float m = beta * p + omb * q;
+        bs += (double)(beta * xf_bregman_f32(p, m, lpm) + omb * xf_bregman_f32(q, m, lqm));
+        as += q == 0.0f ? 0.0f : q * lqm;
+        gs += p == 0.0f ? q : p * e_qp;
+        et[j] = lqm;
+    }
+    sums[0] += bs;
+    sums[1] += (double)as;
+    sums[2] += (double)gs;
+}
+
+/* The gradient of reverse KL and JSD in float: grad[j] = g q (l_j - s), 0 where q = 0. */
+static inline void xf_distill_grad_fast_f32(const float *es, const float *et, ptrdiff_t n,
+                                            float fs, float s, float g, float *grad)
+{
+    XF_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) {
+        float q = es[j] * fs;
+        grad[j] = q == 0.0f ? 0.0f : g * q * (et[j] - s);
+    }
+}
+
 #endif
