@@ -110,10 +110,10 @@ cdef double distill_row_f32(
     # float rows, sweeps (2) and (3) in float arithmetic (xent_distill.h); sums: the
     # Bregman sum and the sums that remove the log-sum-exps' rounding from it
     cdef Py_ssize_t n = o.n_classes, j0 = 0, blk, w
-    cdef double sums[3]
+    cdef double sums[4]
     cdef double loss
     cdef float fs, ft
-    sums[0] = sums[1] = sums[2] = 0.0
+    sums[0] = sums[1] = sums[2] = sums[3] = 0.0
     while j0 < n:
         blk = j0 // XF_BLOCK
         w = min(<Py_ssize_t>XF_BLOCK, n - j0)
@@ -131,7 +131,7 @@ cdef double distill_row_f32(
     if o.beta == 0.0 or o.beta == 1.0:
         loss = xf_kl_from_sums(sums[0], sums[1])
     else:
-        loss = xf_jsd_from_sums(sums[0], sums[1], sums[2], o.beta)
+        loss = xf_jsd_from_sums(sums[0], sums[2], sums[3], o.beta)
     if grad == NULL or o.beta == 0.0:
         return loss
     if o.beta != 1.0:

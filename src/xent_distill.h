@@ -226,16 +226,18 @@ static inline double xf_kl_from_sums(double B, double A)
     return r > 0.0 ? r : 0.0;
 }
 
-/* Generalized JSD from B = its sum of Bregman terms, Aq = sum q log(q/m) and G = sum of
- * (implied q) - p = S - 1 (the offset's trace, as in xf_kl_from_sums). Rescaling q by c
- * = 1 / (1 + G) changes JSD(p, c q) by (1 - beta) Aq (c - 1) + beta (1 - beta)
- * sum(p q / m) (c - 1)^2 / 2 + O((c - 1)^3), sum(p q / m) = 1 to first order. */
-static inline double xf_jsd_from_sums(double B, double Aq, double G, double beta)
+/* Generalized JSD from B = its sum of Bregman terms, Ay = sum Y log(Y/m) and G = sum of
+ * (implied Y) - X = S - 1 (the offset's trace, as in xf_kl_from_sums; X, Y as in
+ * xf_jsd_fast_f32, gy the weight of Y in m). Rescaling Y by c = 1 / (1 + G) changes the
+ * divergence by gy Ay (c - 1) + beta (1 - beta) sum(p q / m) (c - 1)^2 / 2 +
+ * O((c - 1)^3), sum(p q / m) = 1 to first order. */
+static inline double xf_jsd_from_sums(double B, double Ay, double G, double beta)
 {
     if (!(B < INFINITY) || !(G > -0.5))
         return B;
+    double gy = beta < 0.5 ? beta : 1.0 - beta;
     double d = -G / (1.0 + G);
-    double r = B + (1.0 - beta) * Aq * d + 0.5 * beta * (1.0 - beta) * d * d;
+    double r = B + gy * Ay * d + 0.5 * beta * (1.0 - beta) * d * d;
     return r > 0.0 ? r : 0.0;
 }
 
@@ -289,42 +291,69 @@ static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const 
     sums[1] += (double)as;
 }
 
-/* Generalized JSD over one block, from l = log(p/q) alone: with E = expm1(l),
- * log(q/m) = -log1p(beta E), log(p/m) = -log1p((1 - beta) expm1(-l)), neither of which
- * cancels when p ~ q. expm1(+-|l|) = sinh +- (cosh - 1) by their series for |l| < 1/2,
- * else from t = exp(-|l|). Adds the Bregman sum, sum q log(q/m) and sum (implied q - p)
- * to sums[0..2]; stores log(q/m) in et. */
+/* Generalized JSD over one block of a float row, m = beta p + (1 - beta) q. With X the
+ * distribution of the smaller weight in m (q if beta < 1/2, else p), Y the other,
+ * lam = log(Y / X) and g its weight: log(X / m) = -log1p(g expm1(lam)), which does not
+ * cancel when p ~ q, and log(Y / m) = log(X / m) + lam, which does not either (|log(Y/m)|
+ * >= |log(X/m)|). expm1(lam) by its series for |lam| < 1/2, else from exp(-|lam|).
+ * Three loops over chunks in L1 rather than one: one chain of ~60 dependent operations
+ * per entry kept too few entries in flight (2x slower). Adds to sums: the Bregman sum,
+ * sum q log(q/m), sum Y log(Y/m), sum (implied Y - X) (the offset's trace, see
+ * xf_jsd_from_sums); stores log(q/m) in et. */
+#define XF_JSD_CHUNK 256
 static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *es,
                                    float *et, ptrdiff_t n, float fs, float ft, double dl,
                                    float beta, double *sums)
 {
-    const float omb = 1.0f - beta;
+    const int x_is_q = beta < 0.5f;
+    const float omb = 1.0f - beta, g = x_is_q ? beta : omb, sg = x_is_q ? 1.0f : -1.0f;
+    const double sdl = x_is_q ? dl : -dl;
+    float lam_c[XF_JSD_CHUNK], e_c[XF_JSD_CHUNK], r_c[XF_JSD_CHUNK];
     double bs = 0.0;
-    float as = 0.0f, gs = 0.0f;
-    XF_SIMD_SUM(bs, as, gs)
-    for (ptrdiff_t j = 0; j < n; j++) {
-        float q = es[j] * fs, p = et[j] * ft;
-        float l = (float)(((double)b[j] - (double)a[j]) - dl);
-        float x = l >= 0.0f ? l : -l, x2 = x * x;
-        float sh = x * (((((2.7557319e-06f * x2 + 1.9841270e-04f) * x2 + 8.3333333e-03f) * x2
-                          + 1.6666667e-01f) * x2) + 1.0f);
-        float ch = x2 * ((((2.7557319e-07f * x2 + 2.4801587e-05f) * x2 + 1.3888889e-03f) * x2
-                          + 4.1666667e-02f) * x2 + 0.5f);
-        float t = xf_expf(x == x ? -x : 0.0f);
-        int near = x < 0.5f;
-        float em = near ? ch - sh : t - 1.0f;               /* expm1(-|l|) */
-        float ep = near ? sh + ch : (1.0f - t) / t;         /* expm1(|l|), inf for t = 0 */
-        float e_pq = l >= 0.0f ? ep : em, e_qp = l >= 0.0f ? em : ep;
-        float lqm = -xf_log1p_any_f32(beta * e_pq), lpm = -xf_log1p_any_f32(omb * e_qp);
-        float m = beta * p + omb * q;
-        bs += (double)(beta * xf_bregman_f32(p, m, lpm) + omb * xf_bregman_f32(q, m, lqm));
-        as += q == 0.0f ? 0.0f : q * lqm;
-        gs += p == 0.0f ? q : p * e_qp;
-        et[j] = lqm;
+    float aq = 0.0f, ay = 0.0f, gx = 0.0f;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_JSD_CHUNK) {
+        const ptrdiff_t len = n - c0 < XF_JSD_CHUNK ? n - c0 : XF_JSD_CHUNK;
+        const float *ac = a + c0, *bc = b + c0, *esc = es + c0;
+        float *etc = et + c0;
+        XF_SIMD
+        for (ptrdiff_t j = 0; j < len; j++) {
+            /* lam = log(Y / X) = +-(log p/q), from the logits in double */
+            float lam = (float)(sg * ((double)bc[j] - (double)ac[j]) - sdl);
+            float x = fabsf(lam);
+            float pe = 2.4801587e-05f;
+            pe = pe * lam + 1.9841270e-04f;
+            pe = pe * lam + 1.3888889e-03f;
+            pe = pe * lam + 8.3333333e-03f;
+            pe = pe * lam + 4.1666667e-02f;
+            pe = pe * lam + 1.6666667e-01f;
+            pe = pe * lam + 0.5f;
+            pe = (pe * lam + 1.0f) * lam;                     /* expm1(lam), |lam| < 1/2 */
+            float t = xf_expf(x == x ? -x : 0.0f);
+            float far = lam < 0.0f ? t - 1.0f : (1.0f - t) / t;   /* inf for t = 0 */
+            lam_c[j] = lam;
+            e_c[j] = x < 0.5f ? pe : far;
+        }
+        XF_SIMD
+        for (ptrdiff_t j = 0; j < len; j++)
+            r_c[j] = -xf_log1p_any_f32(g * e_c[j]);              /* log(X / m) */
+        XF_SIMD_SUM(bs, aq, ay, gx)
+        for (ptrdiff_t j = 0; j < len; j++) {
+            float q = esc[j] * fs, p = etc[j] * ft;
+            float rx = r_c[j], ry = rx + lam_c[j];                /* log(X/m), log(Y/m) */
+            float lqm = x_is_q ? rx : ry, lpm = x_is_q ? ry : rx;
+            float xv = x_is_q ? q : p, yv = x_is_q ? p : q;
+            float m = beta * p + omb * q;
+            bs += (double)(beta * xf_bregman_f32(p, m, lpm) + omb * xf_bregman_f32(q, m, lqm));
+            aq += q == 0.0f ? 0.0f : q * lqm;
+            ay += yv == 0.0f ? 0.0f : yv * ry;
+            gx += xv == 0.0f ? yv : xv * e_c[j];
+            etc[j] = lqm;
+        }
     }
     sums[0] += bs;
-    sums[1] += (double)as;
-    sums[2] += (double)gs;
+    sums[1] += (double)aq;
+    sums[2] += (double)ay;
+    sums[3] += (double)gx;
 }
 
 /* The gradient of reverse KL and JSD in float: grad[j] = g q (l_j - s), 0 where q = 0. */
