@@ -241,30 +241,40 @@ static inline double xf_jsd_from_sums(double B, double Ay, double G, double beta
     return r > 0.0 ? r : 0.0;
 }
 
+#define XF_JSD_CHUNK 256        /* entries: the chunks of the split loops, in L1 */
+
 /* Forward KL(p || q) over one block of a float row: adds sum p phi(l) to sums[0] and
- * sum p l to sums[1]; grad[j] = g (q - p) if grad is not NULL (may alias a). */
+ * sum p l to sums[1]; grad[j] = g (q - p) if grad is not NULL (may alias a). l first,
+ * in a loop of its own over chunks in L1 (as xf_jsd_fast_f32: shorter chains). */
 static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const float *es,
                                           const float *et, ptrdiff_t n, float fs, float ft,
                                           double dl, float g, float *grad, double *sums)
 {
+    float l_c[XF_JSD_CHUNK];
     double bs = 0.0;
     float as = 0.0f;
-    if (grad) {
-        XF_SIMD_SUM(bs, as)
-        for (ptrdiff_t j = 0; j < n; j++) {
-            float q = es[j] * fs, p = et[j] * ft;
-            float l = (float)(((double)b[j] - (double)a[j]) - dl);
-            bs += (double)xf_bregman_f32(p, q, l);
-            as += p == 0.0f ? 0.0f : p * l;
-            grad[j] = g * (q - p);
-        }
-    } else {
-        XF_SIMD_SUM(bs, as)
-        for (ptrdiff_t j = 0; j < n; j++) {
-            float q = es[j] * fs, p = et[j] * ft;
-            float l = (float)(((double)b[j] - (double)a[j]) - dl);
-            bs += (double)xf_bregman_f32(p, q, l);
-            as += p == 0.0f ? 0.0f : p * l;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_JSD_CHUNK) {
+        const ptrdiff_t len = n - c0 < XF_JSD_CHUNK ? n - c0 : XF_JSD_CHUNK;
+        const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
+        XF_SIMD
+        for (ptrdiff_t j = 0; j < len; j++)
+            l_c[j] = (float)(((double)bc[j] - (double)ac[j]) - dl);
+        if (grad) {
+            float *gc = grad + c0;
+            XF_SIMD_SUM(bs, as)
+            for (ptrdiff_t j = 0; j < len; j++) {
+                float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
+                bs += (double)xf_bregman_f32(p, q, l);
+                as += p == 0.0f ? 0.0f : p * l;
+                gc[j] = g * (q - p);
+            }
+        } else {
+            XF_SIMD_SUM(bs, as)
+            for (ptrdiff_t j = 0; j < len; j++) {
+                float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
+                bs += (double)xf_bregman_f32(p, q, l);
+                as += p == 0.0f ? 0.0f : p * l;
+            }
         }
     }
     sums[0] += bs;
@@ -272,20 +282,28 @@ static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const 
 }
 
 /* Reverse KL(q || p) over one block: adds sum q phi(l) and sum q l (l = log q/p, stored
- * in et for the gradient sweep) to sums[0], sums[1]. */
+ * in et for the gradient sweep) to sums[0], sums[1]; l first, as in the forward KL. */
 static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const float *es,
                                           float *et, ptrdiff_t n, float fs, float ft,
                                           double dl, double *sums)
 {
+    float l_c[XF_JSD_CHUNK];
     double bs = 0.0;
     float as = 0.0f;
-    XF_SIMD_SUM(bs, as)
-    for (ptrdiff_t j = 0; j < n; j++) {
-        float q = es[j] * fs, p = et[j] * ft;
-        float l = (float)(dl - ((double)b[j] - (double)a[j]));
-        bs += (double)xf_bregman_f32(q, p, l);
-        as += q == 0.0f ? 0.0f : q * l;
-        et[j] = l;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_JSD_CHUNK) {
+        const ptrdiff_t len = n - c0 < XF_JSD_CHUNK ? n - c0 : XF_JSD_CHUNK;
+        const float *ac = a + c0, *bc = b + c0, *esc = es + c0;
+        float *etc = et + c0;
+        XF_SIMD
+        for (ptrdiff_t j = 0; j < len; j++)
+            l_c[j] = (float)(dl - ((double)bc[j] - (double)ac[j]));
+        XF_SIMD_SUM(bs, as)
+        for (ptrdiff_t j = 0; j < len; j++) {
+            float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
+            bs += (double)xf_bregman_f32(q, p, l);
+            as += q == 0.0f ? 0.0f : q * l;
+            etc[j] = l;
+        }
     }
     sums[0] += bs;
     sums[1] += (double)as;
@@ -300,7 +318,6 @@ static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const 
  * per entry kept too few entries in flight (2x slower). Adds to sums: the Bregman sum,
  * sum q log(q/m), sum Y log(Y/m), sum (implied Y - X) (the offset's trace, see
  * xf_jsd_from_sums); stores log(q/m) in et. */
-#define XF_JSD_CHUNK 256
 static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *es,
                                    float *et, ptrdiff_t n, float fs, float ft, double dl,
                                    float beta, double *sums)
