@@ -58,12 +58,14 @@ cdef extern from "xent_distill.h" nogil:
     void xf_kl_forward_fast_f32(const float* a, const float* b, const float* es, const float* et,
                                 Py_ssize_t n, float fs, float ft, double dl, float g,
                                 float* grad, double* sums)
-    void xf_kl_reverse_fast_f32(const float* a, const float* b, const float* es, float* et,
-                                Py_ssize_t n, float fs, float ft, double dl, double* sums)
-    void xf_jsd_fast_f32(const float* a, const float* b, const float* es, float* et,
-                         Py_ssize_t n, float fs, float ft, double dl, float beta, double* sums)
-    void xf_distill_grad_fast_f32(const float* es, const float* et, Py_ssize_t n, float fs,
-                                  float s, float g, float* grad)
+    void xf_kl_reverse_fast_f32(const float* a, const float* b, const float* es, const float* et,
+                                Py_ssize_t n, float fs, float ft, double dl, float g,
+                                float* grad, double* sums)
+    void xf_jsd_fast_f32(const float* a, const float* b, const float* es, const float* et,
+                         Py_ssize_t n, float fs, float ft, double dl, float beta, float gg,
+                         float* grad, double* sums)
+    void xf_distill_grad_fast_f32(const float* es, Py_ssize_t n, float fs, float s, float g,
+                                  float* grad)
     double xf_kl_from_sums(double B, double A)
     double xf_jsd_from_sums(double B, double Aq, double G, double beta)
     void xf_div_row_f32(const float* src, Py_ssize_t n, float t, float* dst)
@@ -111,6 +113,8 @@ cdef double distill_row_f32(
     # Bregman sum and the sums that remove the log-sum-exps' rounding from it
     cdef Py_ssize_t n = o.n_classes, j0 = 0, blk, w
     cdef double sums[4]
+    # reverse KL: d/da = q (log q/p - KL); JSD: (1 - beta) q (log q/m - sum q log q/m)
+    cdef double gq = g if o.beta == 1.0 else g * (1.0 - o.beta)
     cdef double loss
     cdef float fs, ft
     sums[0] = sums[1] = sums[2] = sums[3] = 0.0
@@ -123,10 +127,11 @@ cdef double distill_row_f32(
             xf_kl_forward_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>g,
                                    grad + j0 if grad != NULL else NULL, sums)
         elif o.beta == 1.0:
-            xf_kl_reverse_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, sums)
+            xf_kl_reverse_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>gq,
+                                   grad + j0 if grad != NULL else NULL, sums)
         else:
             xf_jsd_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>o.beta,
-                            sums)
+                            <float>gq, grad + j0 if grad != NULL else NULL, sums)
         j0 += w
     if o.beta == 0.0 or o.beta == 1.0:
         loss = xf_kl_from_sums(sums[0], sums[1])
@@ -134,14 +139,12 @@ cdef double distill_row_f32(
         loss = xf_jsd_from_sums(sums[0], sums[2], sums[3], o.beta)
     if grad == NULL or o.beta == 0.0:
         return loss
-    if o.beta != 1.0:
-        g = g * (1.0 - o.beta)
     j0 = 0
     while j0 < n:
         blk = j0 // XF_BLOCK
         w = min(<Py_ssize_t>XF_BLOCK, n - j0)
         fs = <float>block_factor(cmax_s, ch_s, blk, m_s, inv_s)
-        xf_distill_grad_fast_f32(es + j0, et + j0, w, fs, <float>sums[1], <float>g, grad + j0)
+        xf_distill_grad_fast_f32(es + j0, w, fs, <float>sums[1], <float>gq, grad + j0)
         j0 += w
     return loss
 

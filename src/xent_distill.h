@@ -281,28 +281,30 @@ static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const 
     sums[1] += (double)as;
 }
 
-/* Reverse KL(q || p) over one block: adds sum q phi(l) and sum q l (l = log q/p, stored
- * in et for the gradient sweep) to sums[0], sums[1]; l first, as in the forward KL. */
+/* Reverse KL(q || p) over one block: adds sum q phi(l) and sum q l (l = log q/p) to
+ * sums[0], sums[1]; l first, as in the forward KL. grad (if not NULL; may alias a) gets
+ * the first part of the gradient, g q l (see xf_distill_grad_fast_f32). */
 static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const float *es,
-                                          float *et, ptrdiff_t n, float fs, float ft,
-                                          double dl, double *sums)
+                                          const float *et, ptrdiff_t n, float fs, float ft,
+                                          double dl, float g, float *grad, double *sums)
 {
     float l_c[XF_JSD_CHUNK];
     double bs = 0.0;
     float as = 0.0f;
     for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_JSD_CHUNK) {
         const ptrdiff_t len = n - c0 < XF_JSD_CHUNK ? n - c0 : XF_JSD_CHUNK;
-        const float *ac = a + c0, *bc = b + c0, *esc = es + c0;
-        float *etc = et + c0;
+        const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++)
             l_c[j] = (float)(dl - ((double)bc[j] - (double)ac[j]));
+        float *gc = grad ? grad + c0 : l_c;        /* no gradient: l_c is a free sink */
         XF_SIMD_SUM(bs, as)
         for (ptrdiff_t j = 0; j < len; j++) {
             float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
+            float ql = q == 0.0f ? 0.0f : q * l;
             bs += (double)xf_bregman_f32(q, p, l);
-            as += q == 0.0f ? 0.0f : q * l;
-            etc[j] = l;
+            as += ql;
+            gc[j] = g * ql;
         }
     }
     sums[0] += bs;
@@ -317,10 +319,11 @@ static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const 
  * Three loops over chunks in L1 rather than one: one chain of ~60 dependent operations
  * per entry kept too few entries in flight (2x slower). Adds to sums: the Bregman sum,
  * sum q log(q/m), sum Y log(Y/m), sum (implied Y - X) (the offset's trace, see
- * xf_jsd_from_sums); stores log(q/m) in et. */
+ * xf_jsd_from_sums); grad (if not NULL; may alias a) gets gg q log(q/m), the first part
+ * of the gradient. */
 static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *es,
-                                   float *et, ptrdiff_t n, float fs, float ft, double dl,
-                                   float beta, double *sums)
+                                   const float *et, ptrdiff_t n, float fs, float ft, double dl,
+                                   float beta, float gg, float *grad, double *sums)
 {
     const int x_is_q = beta < 0.5f;
     const float omb = 1.0f - beta, g = x_is_q ? beta : omb, sg = x_is_q ? 1.0f : -1.0f;
@@ -330,8 +333,7 @@ static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *
     float aq = 0.0f, ay = 0.0f, gx = 0.0f;
     for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_JSD_CHUNK) {
         const ptrdiff_t len = n - c0 < XF_JSD_CHUNK ? n - c0 : XF_JSD_CHUNK;
-        const float *ac = a + c0, *bc = b + c0, *esc = es + c0;
-        float *etc = et + c0;
+        const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++) {
             /* lam = log(Y / X) = +-(log p/q), from the logits in double */
@@ -353,6 +355,7 @@ static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++)
             r_c[j] = -xf_log1p_any_f32(g * e_c[j]);              /* log(X / m) */
+        float *gc = grad ? grad + c0 : lam_c;      /* no gradient: a sink (read first) */
         XF_SIMD_SUM(bs, aq, ay, gx)
         for (ptrdiff_t j = 0; j < len; j++) {
             float q = esc[j] * fs, p = etc[j] * ft;
@@ -361,10 +364,11 @@ static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *
             float xv = x_is_q ? q : p, yv = x_is_q ? p : q;
             float m = beta * p + omb * q;
             bs += (double)(beta * xf_bregman_f32(p, m, lpm) + omb * xf_bregman_f32(q, m, lqm));
-            aq += q == 0.0f ? 0.0f : q * lqm;
+            float ql = q == 0.0f ? 0.0f : q * lqm;
+            aq += ql;
             ay += yv == 0.0f ? 0.0f : yv * ry;
             gx += xv == 0.0f ? yv : xv * e_c[j];
-            etc[j] = lqm;
+            gc[j] = gg * ql;
         }
     }
     sums[0] += bs;
@@ -373,14 +377,18 @@ static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *
     sums[3] += (double)gx;
 }
 
-/* The gradient of reverse KL and JSD in float: grad[j] = g q (l_j - s), 0 where q = 0. */
-static inline void xf_distill_grad_fast_f32(const float *es, const float *et, ptrdiff_t n,
-                                            float fs, float s, float g, float *grad)
+/* The gradient of reverse KL and JSD in float, after the sweep that wrote grad[j] =
+ * g q_j l_j (l = log(q/m)): grad[j] = g q (l_j - s), s = sum q l; 0 where q = 0. The
+ * first part is written during the compute-bound sweep, so that this one works on lines
+ * already in cache (it was bound by allocating them). */
+static inline void xf_distill_grad_fast_f32(const float *es, ptrdiff_t n, float fs, float s,
+                                            float g, float *grad)
 {
+    const float gs = g * s;
     XF_SIMD
     for (ptrdiff_t j = 0; j < n; j++) {
         float q = es[j] * fs;
-        grad[j] = q == 0.0f ? 0.0f : g * q * (et[j] - s);
+        grad[j] = q == 0.0f ? 0.0f : grad[j] - gs * q;
     }
 }
 
