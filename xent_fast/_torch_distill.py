@@ -104,7 +104,8 @@ _SCHEMA = ("(Tensor student, Tensor teacher, Tensor? target, float temperature, 
            "int ignore_index, str reduction, int? n_threads) -> (Tensor, Tensor)")
 
 
-@torch.library.custom_op("xent_fast::distillation", mutates_args=(), schema=_SCHEMA)
+@torch.library.custom_op(  # type: ignore[untyped-decorator]
+    "xent_fast::distillation", mutates_args=(), schema=_SCHEMA)
 def _distill_op(student: torch.Tensor, teacher: torch.Tensor, target: Optional[torch.Tensor],
                 temperature: float, beta: float, ignore_index: int, reduction: str,
                 n_threads: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,7 +116,7 @@ def _distill_op(student: torch.Tensor, teacher: torch.Tensor, target: Optional[t
     return loss, grad.contiguous()
 
 
-@_distill_op.register_fake
+@_distill_op.register_fake  # type: ignore[untyped-decorator]
 def _distill_op_fake(student: torch.Tensor, teacher: torch.Tensor,
                      target: Optional[torch.Tensor], temperature: float, beta: float,
                      ignore_index: int, reduction: str,
