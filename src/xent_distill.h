@@ -152,7 +152,8 @@ XF_DISTILL_BLOCKS(double, f64)
  * rows need neither. l = log(p/q) still comes from the logits in double ((double)b -
  * (double)a is exact) but is then rounded once to float, and everything after it is
  * float, 16 lanes on AVX-512: each term x phi(l) >= 0 keeps a relative error of a few
- * float ulps, hence so does their sum (accumulated in double).
+ * float ulps, hence so does their sum (in float lanes over 256-entry chunks, whose sums
+ * are added in double).
  * What float cannot give is the log-sum-exps to better than ~1e-8 (float-lane exp sums):
  * an offset e common to every l. Its effect is removed exactly afterwards, from sums
  * taken alongside (xf_kl_from_sums, xf_jsd_from_sums), instead of paying for
@@ -259,23 +260,25 @@ static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const 
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++)
             l_c[j] = (float)(((double)bc[j] - (double)ac[j]) - dl);
+        float bc_sum = 0.0f;     /* float lanes over one chunk (16 terms each on AVX-512) */
         if (grad) {
             float *gc = grad + c0;
-            XF_SIMD_SUM(bs, as)
+            XF_SIMD_SUM(bc_sum, as)
             for (ptrdiff_t j = 0; j < len; j++) {
                 float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
-                bs += (double)xf_bregman_f32(p, q, l);
+                bc_sum += xf_bregman_f32(p, q, l);
                 as += p == 0.0f ? 0.0f : p * l;
                 gc[j] = g * (q - p);
             }
         } else {
-            XF_SIMD_SUM(bs, as)
+            XF_SIMD_SUM(bc_sum, as)
             for (ptrdiff_t j = 0; j < len; j++) {
                 float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
-                bs += (double)xf_bregman_f32(p, q, l);
+                bc_sum += xf_bregman_f32(p, q, l);
                 as += p == 0.0f ? 0.0f : p * l;
             }
         }
+        bs += (double)bc_sum;
     }
     sums[0] += bs;
     sums[1] += (double)as;
@@ -298,14 +301,16 @@ static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const 
         for (ptrdiff_t j = 0; j < len; j++)
             l_c[j] = (float)(dl - ((double)bc[j] - (double)ac[j]));
         float *gc = grad ? grad + c0 : l_c;        /* no gradient: l_c is a free sink */
-        XF_SIMD_SUM(bs, as)
+        float bc_sum = 0.0f;
+        XF_SIMD_SUM(bc_sum, as)
         for (ptrdiff_t j = 0; j < len; j++) {
             float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
             float ql = q == 0.0f ? 0.0f : q * l;
-            bs += (double)xf_bregman_f32(q, p, l);
+            bc_sum += xf_bregman_f32(q, p, l);
             as += ql;
             gc[j] = g * ql;
         }
+        bs += (double)bc_sum;
     }
     sums[0] += bs;
     sums[1] += (double)as;
@@ -356,20 +361,22 @@ static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *
         for (ptrdiff_t j = 0; j < len; j++)
             r_c[j] = -xf_log1p_any_f32(g * e_c[j]);              /* log(X / m) */
         float *gc = grad ? grad + c0 : lam_c;      /* no gradient: a sink (read first) */
-        XF_SIMD_SUM(bs, aq, ay, gx)
+        float bc_sum = 0.0f;
+        XF_SIMD_SUM(bc_sum, aq, ay, gx)
         for (ptrdiff_t j = 0; j < len; j++) {
             float q = esc[j] * fs, p = etc[j] * ft;
             float rx = r_c[j], ry = rx + lam_c[j];                /* log(X/m), log(Y/m) */
             float lqm = x_is_q ? rx : ry, lpm = x_is_q ? ry : rx;
             float xv = x_is_q ? q : p, yv = x_is_q ? p : q;
             float m = beta * p + omb * q;
-            bs += (double)(beta * xf_bregman_f32(p, m, lpm) + omb * xf_bregman_f32(q, m, lqm));
+            bc_sum += beta * xf_bregman_f32(p, m, lpm) + omb * xf_bregman_f32(q, m, lqm);
             float ql = q == 0.0f ? 0.0f : q * lqm;
             aq += ql;
             ay += yv == 0.0f ? 0.0f : yv * ry;
             gx += xv == 0.0f ? yv : xv * e_c[j];
             gc[j] = gg * ql;
         }
+        bs += (double)bc_sum;
     }
     sums[0] += bs;
     sums[1] += (double)aq;
