@@ -11,6 +11,9 @@
 #   the gradient q (l - sum q l), which needs the sum of (2) first. Nothing of size
 #   n_rows x n_classes is allocated, and the gradient may be the student logits
 #   themselves: every sweep reads an entry of the logits before it writes that entry.
+# * Float32 rows: sweeps (2) and (3) in float arithmetic (distill_row_f32); (2) writes
+#   g q l into the gradient for reverse KL and JSD, and (3) only subtracts g q sum(q l),
+#   on lines already in cache.
 # * Accuracy: the terms are Bregman terms x phi(log x/y) >= 0 (see xent_distill.h), so
 #   the divergence of two nearly equal rows keeps its relative accuracy.
 # * With a temperature the rows are divided first, in their dtype (as PyTorch's s / T),
@@ -36,23 +39,14 @@ cnp.import_array()
 
 
 cdef extern from "xent_distill.h" nogil:
-    double xf_kl_forward_f32(const float* a, const float* b, const float* es, const float* et,
-                             Py_ssize_t n, double fs, double ft, double dl, double g, float* grad)
     double xf_kl_forward_f64(const double* a, const double* b, const double* es,
                              const double* et, Py_ssize_t n, double fs, double ft, double dl,
                              double g, double* grad)
-    double xf_kl_reverse_f32(const float* a, const float* b, const float* es, float* et,
-                             Py_ssize_t n, double fs, double ft, double dl, double* s)
     double xf_kl_reverse_f64(const double* a, const double* b, const double* es, double* et,
                              Py_ssize_t n, double fs, double ft, double dl, double* s)
-    double xf_jsd_f32(const float* a, const float* b, const float* es, float* et, Py_ssize_t n,
-                      double fs, double ft, double lse_s, double lse_t, double beta, double lb,
-                      double l1b, double* s)
     double xf_jsd_f64(const double* a, const double* b, const double* es, double* et,
                       Py_ssize_t n, double fs, double ft, double lse_s, double lse_t,
                       double beta, double lb, double l1b, double* s)
-    void xf_distill_grad_f32(const float* es, const float* et, Py_ssize_t n, double fs,
-                             double s, double g, float* grad)
     void xf_distill_grad_f64(const double* es, const double* et, Py_ssize_t n, double fs,
                              double s, double g, double* grad)
     void xf_kl_forward_fast_f32(const float* a, const float* b, const float* es, const float* et,
@@ -189,50 +183,36 @@ cdef double distill_row(
     if floating is float:
         return distill_row_f32(a, b, o, g, grad, es, et, cmax_s, cmax_t, ch_s, ch_t,
                                mx_s.value, mx_t.value, inv_s, inv_t, lse_t - lse_s)
-    j0 = 0
-    while j0 < n:
-        blk = j0 // XF_BLOCK
-        w = min(<Py_ssize_t>XF_BLOCK, n - j0)
-        fs = block_factor(cmax_s, ch_s, blk, mx_s.value, inv_s)
-        ft = block_factor(cmax_t, ch_t, blk, mx_t.value, inv_t)
-        if o.beta == 0.0:
-            if floating is float:
-                loss += xf_kl_forward_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
-                                          lse_t - lse_s, g, grad + j0 if grad != NULL else NULL)
-            else:
+    else:                       # double rows: the double loops of xent_distill.h
+        j0 = 0
+        while j0 < n:
+            blk = j0 // XF_BLOCK
+            w = min(<Py_ssize_t>XF_BLOCK, n - j0)
+            fs = block_factor(cmax_s, ch_s, blk, mx_s.value, inv_s)
+            ft = block_factor(cmax_t, ch_t, blk, mx_t.value, inv_t)
+            if o.beta == 0.0:
                 loss += xf_kl_forward_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
                                           lse_t - lse_s, g, grad + j0 if grad != NULL else NULL)
-        elif o.beta == 1.0:
-            if floating is float:
-                loss += xf_kl_reverse_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
-                                          lse_t - lse_s, &qs)
-            else:
+            elif o.beta == 1.0:
                 loss += xf_kl_reverse_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
                                           lse_t - lse_s, &qs)
-        else:
-            if floating is float:
-                loss += xf_jsd_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, lse_s, lse_t,
-                                   o.beta, o.log_beta, o.log_1m_beta, &qs)
             else:
                 loss += xf_jsd_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft, lse_s, lse_t,
                                    o.beta, o.log_beta, o.log_1m_beta, &qs)
-        j0 += w
-    if grad == NULL or o.beta == 0.0:
-        return loss
-    # reverse KL: d/da = q (log q/p - KL); JSD: (1 - beta) q (log q/m - sum q log q/m)
-    if o.beta != 1.0:
-        g = g * (1.0 - o.beta)
-    j0 = 0
-    while j0 < n:
-        blk = j0 // XF_BLOCK
-        w = min(<Py_ssize_t>XF_BLOCK, n - j0)
-        fs = block_factor(cmax_s, ch_s, blk, mx_s.value, inv_s)
-        if floating is float:
-            xf_distill_grad_f32(es + j0, et + j0, w, fs, qs, g, grad + j0)
-        else:
+            j0 += w
+        if grad == NULL or o.beta == 0.0:
+            return loss
+        # reverse KL: d/da = q (log q/p - KL); JSD: (1 - beta) q (log q/m - sum q log q/m)
+        if o.beta != 1.0:
+            g = g * (1.0 - o.beta)
+        j0 = 0
+        while j0 < n:
+            blk = j0 // XF_BLOCK
+            w = min(<Py_ssize_t>XF_BLOCK, n - j0)
+            fs = block_factor(cmax_s, ch_s, blk, mx_s.value, inv_s)
             xf_distill_grad_f64(es + j0, et + j0, w, fs, qs, g, grad + j0)
-        j0 += w
-    return loss
+            j0 += w
+        return loss
 
 
 # --- one block of rows -----------------------------------------------------------------

@@ -144,8 +144,14 @@ static inline void xf_div_row_##SUF(const T *src, ptrdiff_t n, T t, T *dst)     
         dst[j] = src[j] / t;                                                              \
 }
 
-XF_DISTILL_BLOCKS(float, f32)
 XF_DISTILL_BLOCKS(double, f64)
+/* float rows: the float loops below; only the row division is shared */
+static inline void xf_div_row_f32(const float *src, ptrdiff_t n, float t, float *dst)
+{
+    XF_SIMD
+    for (ptrdiff_t j = 0; j < n; j++)
+        dst[j] = src[j] / t;
+}
 
 /* ---- float32 rows in float arithmetic ------------------------------------------------
  * The double loops above take 8 lanes and a degree-17 series plus an exp per entry; float
@@ -242,7 +248,7 @@ static inline double xf_jsd_from_sums(double B, double Ay, double G, double beta
     return r > 0.0 ? r : 0.0;
 }
 
-#define XF_JSD_CHUNK 256        /* entries: the chunks of the split loops, in L1 */
+#define XF_F32_CHUNK 256        /* entries: the chunks of the split loops, in L1 */
 
 /* Forward KL(p || q) over one block of a float row: adds sum p phi(l) to sums[0] and
  * sum p l to sums[1]; grad[j] = g (q - p) if grad is not NULL (may alias a). l first,
@@ -251,11 +257,11 @@ static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const 
                                           const float *et, ptrdiff_t n, float fs, float ft,
                                           double dl, float g, float *grad, double *sums)
 {
-    float l_c[XF_JSD_CHUNK];
+    float l_c[XF_F32_CHUNK];
     double bs = 0.0;
     float as = 0.0f;
-    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_JSD_CHUNK) {
-        const ptrdiff_t len = n - c0 < XF_JSD_CHUNK ? n - c0 : XF_JSD_CHUNK;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_F32_CHUNK) {
+        const ptrdiff_t len = n - c0 < XF_F32_CHUNK ? n - c0 : XF_F32_CHUNK;
         const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++)
@@ -291,11 +297,11 @@ static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const 
                                           const float *et, ptrdiff_t n, float fs, float ft,
                                           double dl, float g, float *grad, double *sums)
 {
-    float l_c[XF_JSD_CHUNK];
+    float l_c[XF_F32_CHUNK];
     double bs = 0.0;
     float as = 0.0f;
-    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_JSD_CHUNK) {
-        const ptrdiff_t len = n - c0 < XF_JSD_CHUNK ? n - c0 : XF_JSD_CHUNK;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_F32_CHUNK) {
+        const ptrdiff_t len = n - c0 < XF_F32_CHUNK ? n - c0 : XF_F32_CHUNK;
         const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++)
@@ -333,11 +339,11 @@ static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *
     const int x_is_q = beta < 0.5f;
     const float omb = 1.0f - beta, g = x_is_q ? beta : omb, sg = x_is_q ? 1.0f : -1.0f;
     const double sdl = x_is_q ? dl : -dl;
-    float lam_c[XF_JSD_CHUNK], e_c[XF_JSD_CHUNK], r_c[XF_JSD_CHUNK];
+    float lam_c[XF_F32_CHUNK], e_c[XF_F32_CHUNK], r_c[XF_F32_CHUNK];
     double bs = 0.0;
     float aq = 0.0f, ay = 0.0f, gx = 0.0f;
-    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_JSD_CHUNK) {
-        const ptrdiff_t len = n - c0 < XF_JSD_CHUNK ? n - c0 : XF_JSD_CHUNK;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_F32_CHUNK) {
+        const ptrdiff_t len = n - c0 < XF_F32_CHUNK ? n - c0 : XF_F32_CHUNK;
         const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++) {
