@@ -73,6 +73,14 @@ def main():
         np.exp(y - np.logaddexp.reduce(y)) * (y - x))) ** 2)   # second-order estimate
     got = float(xf.distillation_loss(x, y))
     print(f"near agreement (float64): divergence {got:.6e}, second-order estimate {ref:.6e}")
+    # the same in float32 rows (float arithmetic), against the float64 path on their values
+    x32, y32 = x.astype(np.float32), y.astype(np.float32)
+    for beta in (0.0, 0.5, 1.0):
+        want = float(xf.distillation_loss(x32.astype(np.float64), y32.astype(np.float64),
+                                          beta=beta))
+        got = float(xf.distillation_loss(x32, y32, beta=beta))
+        print(f"near agreement (float32, beta={beta}): divergence {want:.3e}, "
+              f"relative error {abs(got - want) / want:.1e} (target <= 1e-6)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@
 #   the gradient q (l - sum q l), which needs the sum of (2) first. Nothing of size
 #   n_rows x n_classes is allocated, and the gradient may be the student logits
 #   themselves: every sweep reads an entry of the logits before it writes that entry.
+# * Float32 rows: sweeps (2) and (3) in float arithmetic (distill_row_f32); (2) writes
+#   g q l into the gradient for reverse KL and JSD, and (3) only subtracts g q sum(q l),
+#   on lines already in cache.
 # * Accuracy: the terms are Bregman terms x phi(log x/y) >= 0 (see xent_distill.h), so
 #   the divergence of two nearly equal rows keeps its relative accuracy.
 # * With a temperature the rows are divided first, in their dtype (as PyTorch's s / T),
@@ -36,25 +39,29 @@ cnp.import_array()
 
 
 cdef extern from "xent_distill.h" nogil:
-    double xf_kl_forward_f32(const float* a, const float* b, const float* es, const float* et,
-                             Py_ssize_t n, double fs, double ft, double dl, double g, float* grad)
     double xf_kl_forward_f64(const double* a, const double* b, const double* es,
                              const double* et, Py_ssize_t n, double fs, double ft, double dl,
                              double g, double* grad)
-    double xf_kl_reverse_f32(const float* a, const float* b, const float* es, float* et,
-                             Py_ssize_t n, double fs, double ft, double dl, double* s)
     double xf_kl_reverse_f64(const double* a, const double* b, const double* es, double* et,
                              Py_ssize_t n, double fs, double ft, double dl, double* s)
-    double xf_jsd_f32(const float* a, const float* b, const float* es, float* et, Py_ssize_t n,
-                      double fs, double ft, double lse_s, double lse_t, double beta, double lb,
-                      double l1b, double* s)
     double xf_jsd_f64(const double* a, const double* b, const double* es, double* et,
                       Py_ssize_t n, double fs, double ft, double lse_s, double lse_t,
                       double beta, double lb, double l1b, double* s)
-    void xf_distill_grad_f32(const float* es, const float* et, Py_ssize_t n, double fs,
-                             double s, double g, float* grad)
     void xf_distill_grad_f64(const double* es, const double* et, Py_ssize_t n, double fs,
                              double s, double g, double* grad)
+    void xf_kl_forward_fast_f32(const float* a, const float* b, const float* es, const float* et,
+                                Py_ssize_t n, float fs, float ft, double dl, float g,
+                                float* grad, double* sums)
+    void xf_kl_reverse_fast_f32(const float* a, const float* b, const float* es, const float* et,
+                                Py_ssize_t n, float fs, float ft, double dl, float g,
+                                float* grad, double* sums)
+    void xf_jsd_fast_f32(const float* a, const float* b, const float* es, const float* et,
+                         Py_ssize_t n, float fs, float ft, double dl, float beta, float gg,
+                         float* grad, double* sums)
+    void xf_distill_grad_fast_f32(const float* es, Py_ssize_t n, float fs, float s, float g,
+                                  float* grad)
+    double xf_kl_from_sums(double B, double A)
+    double xf_jsd_from_sums(double B, double Aq, double G, double beta)
     void xf_div_row_f32(const float* src, Py_ssize_t n, float t, float* dst)
     void xf_div_row_f64(const double* src, Py_ssize_t n, double t, double* dst)
 
@@ -89,6 +96,51 @@ cdef inline double row_sums(const floating* x, Py_ssize_t n, floating* e, floati
     if not row_is_regular(mx[0]):
         return 0.0
     return sum_exp_below_max(x, n, mx.value, e)
+
+
+cdef double distill_row_f32(
+    const float* a, const float* b, const Options* o, double g, float* grad,
+    const float* es, float* et, const float* cmax_s, const float* cmax_t, bint ch_s,
+    bint ch_t, double m_s, double m_t, double inv_s, double inv_t, double dl,
+) noexcept nogil:
+    # float rows, sweeps (2) and (3) in float arithmetic (xent_distill.h); sums: the
+    # Bregman sum and the sums that remove the log-sum-exps' rounding from it
+    cdef Py_ssize_t n = o.n_classes, j0 = 0, blk, w
+    cdef double sums[4]
+    # reverse KL: d/da = q (log q/p - KL); JSD: (1 - beta) q (log q/m - sum q log q/m)
+    cdef double gq = g if o.beta == 1.0 else g * (1.0 - o.beta)
+    cdef double loss
+    cdef float fs, ft
+    sums[0] = sums[1] = sums[2] = sums[3] = 0.0
+    while j0 < n:
+        blk = j0 // XF_BLOCK
+        w = min(<Py_ssize_t>XF_BLOCK, n - j0)
+        fs = <float>block_factor(cmax_s, ch_s, blk, m_s, inv_s)
+        ft = <float>block_factor(cmax_t, ch_t, blk, m_t, inv_t)
+        if o.beta == 0.0:
+            xf_kl_forward_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>g,
+                                   grad + j0 if grad != NULL else NULL, sums)
+        elif o.beta == 1.0:
+            xf_kl_reverse_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>gq,
+                                   grad + j0 if grad != NULL else NULL, sums)
+        else:
+            xf_jsd_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>o.beta,
+                            <float>gq, grad + j0 if grad != NULL else NULL, sums)
+        j0 += w
+    if o.beta == 0.0 or o.beta == 1.0:
+        loss = xf_kl_from_sums(sums[0], sums[1])
+    else:
+        loss = xf_jsd_from_sums(sums[0], sums[2], sums[3], o.beta)
+    if grad == NULL or o.beta == 0.0:
+        return loss
+    j0 = 0
+    while j0 < n:
+        blk = j0 // XF_BLOCK
+        w = min(<Py_ssize_t>XF_BLOCK, n - j0)
+        fs = <float>block_factor(cmax_s, ch_s, blk, m_s, inv_s)
+        xf_distill_grad_fast_f32(es + j0, w, fs, <float>sums[1], <float>gq, grad + j0)
+        j0 += w
+    return loss
 
 
 cdef double distill_row(
@@ -128,50 +180,39 @@ cdef double distill_row(
     lse_t = mx_t.value + log1p(r_t)
     inv_s = 1.0 / (1.0 + r_s)
     inv_t = 1.0 / (1.0 + r_t)
-    j0 = 0
-    while j0 < n:
-        blk = j0 // XF_BLOCK
-        w = min(<Py_ssize_t>XF_BLOCK, n - j0)
-        fs = block_factor(cmax_s, ch_s, blk, mx_s.value, inv_s)
-        ft = block_factor(cmax_t, ch_t, blk, mx_t.value, inv_t)
-        if o.beta == 0.0:
-            if floating is float:
-                loss += xf_kl_forward_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
-                                          lse_t - lse_s, g, grad + j0 if grad != NULL else NULL)
-            else:
+    if floating is float:
+        return distill_row_f32(a, b, o, g, grad, es, et, cmax_s, cmax_t, ch_s, ch_t,
+                               mx_s.value, mx_t.value, inv_s, inv_t, lse_t - lse_s)
+    else:                       # double rows: the double loops of xent_distill.h
+        j0 = 0
+        while j0 < n:
+            blk = j0 // XF_BLOCK
+            w = min(<Py_ssize_t>XF_BLOCK, n - j0)
+            fs = block_factor(cmax_s, ch_s, blk, mx_s.value, inv_s)
+            ft = block_factor(cmax_t, ch_t, blk, mx_t.value, inv_t)
+            if o.beta == 0.0:
                 loss += xf_kl_forward_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
                                           lse_t - lse_s, g, grad + j0 if grad != NULL else NULL)
-        elif o.beta == 1.0:
-            if floating is float:
-                loss += xf_kl_reverse_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
-                                          lse_t - lse_s, &qs)
-            else:
+            elif o.beta == 1.0:
                 loss += xf_kl_reverse_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
                                           lse_t - lse_s, &qs)
-        else:
-            if floating is float:
-                loss += xf_jsd_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, lse_s, lse_t,
-                                   o.beta, o.log_beta, o.log_1m_beta, &qs)
             else:
                 loss += xf_jsd_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft, lse_s, lse_t,
                                    o.beta, o.log_beta, o.log_1m_beta, &qs)
-        j0 += w
-    if grad == NULL or o.beta == 0.0:
-        return loss
-    # reverse KL: d/da = q (log q/p - KL); JSD: (1 - beta) q (log q/m - sum q log q/m)
-    if o.beta != 1.0:
-        g = g * (1.0 - o.beta)
-    j0 = 0
-    while j0 < n:
-        blk = j0 // XF_BLOCK
-        w = min(<Py_ssize_t>XF_BLOCK, n - j0)
-        fs = block_factor(cmax_s, ch_s, blk, mx_s.value, inv_s)
-        if floating is float:
-            xf_distill_grad_f32(es + j0, et + j0, w, fs, qs, g, grad + j0)
-        else:
+            j0 += w
+        if grad == NULL or o.beta == 0.0:
+            return loss
+        # reverse KL: d/da = q (log q/p - KL); JSD: (1 - beta) q (log q/m - sum q log q/m)
+        if o.beta != 1.0:
+            g = g * (1.0 - o.beta)
+        j0 = 0
+        while j0 < n:
+            blk = j0 // XF_BLOCK
+            w = min(<Py_ssize_t>XF_BLOCK, n - j0)
+            fs = block_factor(cmax_s, ch_s, blk, mx_s.value, inv_s)
             xf_distill_grad_f64(es + j0, et + j0, w, fs, qs, g, grad + j0)
-        j0 += w
-    return loss
+            j0 += w
+        return loss
 
 
 # --- one block of rows -----------------------------------------------------------------

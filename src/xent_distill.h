@@ -144,7 +144,265 @@ static inline void xf_div_row_##SUF(const T *src, ptrdiff_t n, T t, T *dst)     
         dst[j] = src[j] / t;                                                              \
 }
 
-XF_DISTILL_BLOCKS(float, f32)
 XF_DISTILL_BLOCKS(double, f64)
+/* float rows: the float loops below; only the row division is shared */
+static inline void xf_div_row_f32(const float *src, ptrdiff_t n, float t, float *dst)
+{
+    XF_SIMD
+    for (ptrdiff_t j = 0; j < n; j++)
+        dst[j] = src[j] / t;
+}
+
+/* ---- float32 rows in float arithmetic ------------------------------------------------
+ * The double loops above take 8 lanes and a degree-17 series plus an exp per entry; float
+ * rows need neither. l = log(p/q) still comes from the logits in double ((double)b -
+ * (double)a is exact) but is then rounded once to float, and everything after it is
+ * float, 16 lanes on AVX-512: each term x phi(l) >= 0 keeps a relative error of a few
+ * float ulps, hence so does their sum (in float lanes over 256-entry chunks, whose sums
+ * are added in double).
+ * What float cannot give is the log-sum-exps to better than ~1e-8 (float-lane exp sums):
+ * an offset e common to every l. Its effect is removed exactly afterwards, from sums
+ * taken alongside (xf_kl_from_sums, xf_jsd_from_sums), instead of paying for
+ * double-precision exp sums. */
+
+/* phi(l) / l^2 = sum_k (-l)^k / (k + 2)!, |l| < 1, highest degree first: degree 8 leaves
+ * 7e-8 relative at |l| = 1 (under an ulp). */
+static XF_ALWAYS_INLINE float xf_phi_over_l2_f32(float l)
+{
+    float p = 2.7557319e-07f;
+    p = p * l - 2.7557319e-06f;
+    p = p * l + 2.4801587e-05f;
+    p = p * l - 1.9841270e-04f;
+    p = p * l + 1.3888889e-03f;
+    p = p * l - 8.3333333e-03f;
+    p = p * l + 4.1666667e-02f;
+    p = p * l - 1.6666667e-01f;
+    return p * l + 0.5f;
+}
+
+/* x phi(l), l = log(x / y), as xf_bregman: series for |l| < 1, else x (l - 1) + y (whose
+ * parts do not cancel there); x = 0 gives y (also for l = nan: two masked classes). */
+static XF_ALWAYS_INLINE float xf_bregman_f32(float x, float y, float l)
+{
+    float near = x * (l * l * xf_phi_over_l2_f32(l));
+    float far = x * (l - 1.0f) + y;
+    float t = fabsf(l) < 1.0f ? near : far;   /* one compare: GCC would not vectorise && */
+    return x == 0.0f ? y : t;
+}
+
+/* log1p(u) for float u >= -1 (-inf at -1, +inf at +inf): 1 + u = w = 2^k f, f in
+ * [sqrt(1/2), sqrt(2)), log f by xf_log1p_unit_inv_f32's polynomial, and for k = 0 the
+ * rounding of 1 + u added back (times 2 - w ~ 1 / w, close enough for a correction below
+ * an ulp), so a small u keeps its relative accuracy. No division. */
+static XF_ALWAYS_INLINE float xf_log1p_any_f32(float u)
+{
+    float w = 1.0f + u;
+    int32_t k = (xf_bits_f32(w) - 0x3F3504F3) >> 23;          /* 0x3F3504F3: sqrt(1/2) */
+    float x = xf_f32_from_bits(xf_bits_f32(w) - k * (1 << 23)) - 1.0f;
+    float c = k == 0 ? (u - (w - 1.0f)) * (2.0f - w) : 0.0f;
+    float z = x * x;
+    float p = 7.0376836292e-2f;
+    p = p * x - 1.1514610310e-1f;
+    p = p * x + 1.1676998740e-1f;
+    p = p * x - 1.2420140846e-1f;
+    p = p * x + 1.4249322787e-1f;
+    p = p * x - 1.6668057665e-1f;
+    p = p * x + 2.0000714765e-1f;
+    p = p * x - 2.4999993993e-1f;
+    p = p * x + 3.3333331174e-1f;
+    float y = p * x * z - 0.5f * z;
+    float kf = (float)k;
+    float r = ((x + (y + kf * -2.12194440e-4f)) + kf * 0.693359375f) + c;
+    r = w == INFINITY ? INFINITY : r;
+    return w <= 0.0f ? -INFINITY : r;
+}
+
+/* KL from B = sum x phi(l) and A = sum x l over a row whose l all carry one unknown
+ * offset e. With y_j = x_j exp(-l_j) the implied other distribution, sum y = 1 + z with
+ * z = B - A, and sum x phi(l + e) is least at the e that normalises y, where it is the
+ * divergence: B + log1p(z) - z (sum x = 1 to float accuracy). */
+static inline double xf_kl_from_sums(double B, double A)
+{
+    if (!(B < INFINITY))
+        return B;
+    double z = B - A;
+    if (!(z > -0.5))
+        return B;
+    double c = fabs(z) < 1e-3 ? z * z * (-0.5 + z * (1.0 / 3.0 - z * 0.25)) : log1p(z) - z;
+    double r = B + c;
+    return r > 0.0 ? r : 0.0;
+}
+
+/* Generalized JSD from B = its sum of Bregman terms, Ay = sum Y log(Y/m) and G = sum of
+ * (implied Y) - X = S - 1 (the offset's trace, as in xf_kl_from_sums; X, Y as in
+ * xf_jsd_fast_f32, gy the weight of Y in m). Rescaling Y by c = 1 / (1 + G) changes the
+ * divergence by gy Ay (c - 1) + beta (1 - beta) sum(p q / m) (c - 1)^2 / 2 +
+ * O((c - 1)^3), sum(p q / m) = 1 to first order. */
+static inline double xf_jsd_from_sums(double B, double Ay, double G, double beta)
+{
+    if (!(B < INFINITY) || !(G > -0.5))
+        return B;
+    double gy = beta < 0.5 ? beta : 1.0 - beta;
+    double d = -G / (1.0 + G);
+    double r = B + gy * Ay * d + 0.5 * beta * (1.0 - beta) * d * d;
+    return r > 0.0 ? r : 0.0;
+}
+
+#define XF_F32_CHUNK 256        /* entries: the chunks of the split loops, in L1 */
+
+/* Forward KL(p || q) over one block of a float row: adds sum p phi(l) to sums[0] and
+ * sum p l to sums[1]; grad[j] = g (q - p) if grad is not NULL (may alias a). l first,
+ * in a loop of its own over chunks in L1 (as xf_jsd_fast_f32: shorter chains). */
+static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const float *es,
+                                          const float *et, ptrdiff_t n, float fs, float ft,
+                                          double dl, float g, float *grad, double *sums)
+{
+    float l_c[XF_F32_CHUNK];
+    double bs = 0.0;
+    float as = 0.0f;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_F32_CHUNK) {
+        const ptrdiff_t len = n - c0 < XF_F32_CHUNK ? n - c0 : XF_F32_CHUNK;
+        const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
+        XF_SIMD
+        for (ptrdiff_t j = 0; j < len; j++)
+            l_c[j] = (float)(((double)bc[j] - (double)ac[j]) - dl);
+        float bc_sum = 0.0f;     /* float lanes over one chunk (16 terms each on AVX-512) */
+        if (grad) {
+            float *gc = grad + c0;
+            XF_SIMD_SUM(bc_sum, as)
+            for (ptrdiff_t j = 0; j < len; j++) {
+                float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
+                bc_sum += xf_bregman_f32(p, q, l);
+                as += p == 0.0f ? 0.0f : p * l;
+                gc[j] = g * (q - p);
+            }
+        } else {
+            XF_SIMD_SUM(bc_sum, as)
+            for (ptrdiff_t j = 0; j < len; j++) {
+                float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
+                bc_sum += xf_bregman_f32(p, q, l);
+                as += p == 0.0f ? 0.0f : p * l;
+            }
+        }
+        bs += (double)bc_sum;
+    }
+    sums[0] += bs;
+    sums[1] += (double)as;
+}
+
+/* Reverse KL(q || p) over one block: adds sum q phi(l) and sum q l (l = log q/p) to
+ * sums[0], sums[1]; l first, as in the forward KL. grad (if not NULL; may alias a) gets
+ * the first part of the gradient, g q l (see xf_distill_grad_fast_f32). */
+static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const float *es,
+                                          const float *et, ptrdiff_t n, float fs, float ft,
+                                          double dl, float g, float *grad, double *sums)
+{
+    float l_c[XF_F32_CHUNK];
+    double bs = 0.0;
+    float as = 0.0f;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_F32_CHUNK) {
+        const ptrdiff_t len = n - c0 < XF_F32_CHUNK ? n - c0 : XF_F32_CHUNK;
+        const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
+        XF_SIMD
+        for (ptrdiff_t j = 0; j < len; j++)
+            l_c[j] = (float)(dl - ((double)bc[j] - (double)ac[j]));
+        float *gc = grad ? grad + c0 : l_c;        /* no gradient: l_c is a free sink */
+        float bc_sum = 0.0f;
+        XF_SIMD_SUM(bc_sum, as)
+        for (ptrdiff_t j = 0; j < len; j++) {
+            float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
+            float ql = q == 0.0f ? 0.0f : q * l;
+            bc_sum += xf_bregman_f32(q, p, l);
+            as += ql;
+            gc[j] = g * ql;
+        }
+        bs += (double)bc_sum;
+    }
+    sums[0] += bs;
+    sums[1] += (double)as;
+}
+
+/* Generalized JSD over one block of a float row, m = beta p + (1 - beta) q. With X the
+ * distribution of the smaller weight in m (q if beta < 1/2, else p), Y the other,
+ * lam = log(Y / X) and g its weight: log(X / m) = -log1p(g expm1(lam)), which does not
+ * cancel when p ~ q, and log(Y / m) = log(X / m) + lam, which does not either (|log(Y/m)|
+ * >= |log(X/m)|). expm1(lam) by its series for |lam| < 1/2, else from exp(-|lam|).
+ * Three loops over chunks in L1 rather than one: one chain of ~60 dependent operations
+ * per entry kept too few entries in flight (2x slower). Adds to sums: the Bregman sum,
+ * sum q log(q/m), sum Y log(Y/m), sum (implied Y - X) (the offset's trace, see
+ * xf_jsd_from_sums); grad (if not NULL; may alias a) gets gg q log(q/m), the first part
+ * of the gradient. */
+static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *es,
+                                   const float *et, ptrdiff_t n, float fs, float ft, double dl,
+                                   float beta, float gg, float *grad, double *sums)
+{
+    const int x_is_q = beta < 0.5f;
+    const float omb = 1.0f - beta, g = x_is_q ? beta : omb, sg = x_is_q ? 1.0f : -1.0f;
+    const double sdl = x_is_q ? dl : -dl;
+    float lam_c[XF_F32_CHUNK], e_c[XF_F32_CHUNK], r_c[XF_F32_CHUNK];
+    double bs = 0.0;
+    float aq = 0.0f, ay = 0.0f, gx = 0.0f;
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_F32_CHUNK) {
+        const ptrdiff_t len = n - c0 < XF_F32_CHUNK ? n - c0 : XF_F32_CHUNK;
+        const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
+        XF_SIMD
+        for (ptrdiff_t j = 0; j < len; j++) {
+            /* lam = log(Y / X) = +-(log p/q), from the logits in double */
+            float lam = (float)(sg * ((double)bc[j] - (double)ac[j]) - sdl);
+            float x = fabsf(lam);
+            float pe = 2.4801587e-05f;
+            pe = pe * lam + 1.9841270e-04f;
+            pe = pe * lam + 1.3888889e-03f;
+            pe = pe * lam + 8.3333333e-03f;
+            pe = pe * lam + 4.1666667e-02f;
+            pe = pe * lam + 1.6666667e-01f;
+            pe = pe * lam + 0.5f;
+            pe = (pe * lam + 1.0f) * lam;                     /* expm1(lam), |lam| < 1/2 */
+            float t = xf_expf(x == x ? -x : 0.0f);
+            float far = lam < 0.0f ? t - 1.0f : (1.0f - t) / t;   /* inf for t = 0 */
+            lam_c[j] = lam;
+            e_c[j] = x < 0.5f ? pe : far;
+        }
+        XF_SIMD
+        for (ptrdiff_t j = 0; j < len; j++)
+            r_c[j] = -xf_log1p_any_f32(g * e_c[j]);              /* log(X / m) */
+        float *gc = grad ? grad + c0 : lam_c;      /* no gradient: a sink (read first) */
+        float bc_sum = 0.0f;
+        XF_SIMD_SUM(bc_sum, aq, ay, gx)
+        for (ptrdiff_t j = 0; j < len; j++) {
+            float q = esc[j] * fs, p = etc[j] * ft;
+            float rx = r_c[j], ry = rx + lam_c[j];                /* log(X/m), log(Y/m) */
+            float lqm = x_is_q ? rx : ry, lpm = x_is_q ? ry : rx;
+            float xv = x_is_q ? q : p, yv = x_is_q ? p : q;
+            float m = beta * p + omb * q;
+            bc_sum += beta * xf_bregman_f32(p, m, lpm) + omb * xf_bregman_f32(q, m, lqm);
+            float ql = q == 0.0f ? 0.0f : q * lqm;
+            aq += ql;
+            ay += yv == 0.0f ? 0.0f : yv * ry;
+            gx += xv == 0.0f ? yv : xv * e_c[j];
+            gc[j] = gg * ql;
+        }
+        bs += (double)bc_sum;
+    }
+    sums[0] += bs;
+    sums[1] += (double)aq;
+    sums[2] += (double)ay;
+    sums[3] += (double)gx;
+}
+
+/* The gradient of reverse KL and JSD in float, after the sweep that wrote grad[j] =
+ * g q_j l_j (l = log(q/m)): grad[j] = g q (l_j - s), s = sum q l; 0 where q = 0. The
+ * first part is written during the compute-bound sweep, so that this one works on lines
+ * already in cache (it was bound by allocating them). */
+static inline void xf_distill_grad_fast_f32(const float *es, ptrdiff_t n, float fs, float s,
+                                            float g, float *grad)
+{
+    const float gs = g * s;
+    XF_SIMD
+    for (ptrdiff_t j = 0; j < n; j++) {
+        float q = es[j] * fs;
+        grad[j] = q == 0.0f ? 0.0f : grad[j] - gs * q;
+    }
+}
 
 #endif

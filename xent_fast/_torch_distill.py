@@ -9,14 +9,19 @@ one kernel call; the backward only scales that gradient. A teacher that requires
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 from . import _distill as _xd
+
+try:
+    from torch.compiler import is_compiling as _compiling
+except ImportError:  # pragma: no cover - older PyTorch
+    def _compiling() -> bool:
+        return False
 
 _NATIVE = (torch.float32, torch.float64)
 
@@ -25,28 +30,112 @@ def _as_np(t: torch.Tensor) -> np.ndarray:
     return np.asarray(t.detach().contiguous().numpy())
 
 
+def _forward(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor | None,
+             options: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, gradient of the loss with respect to the student logits), one kernel call."""
+    work = student if student.dtype in _NATIVE else student.float()
+    s = _as_np(work)
+    t = _as_np(teacher.to(work.dtype))
+    tg = None if target is None else _as_np(target)
+    loss, grad = _xd.distillation_loss_and_grad(s, t, target=tg, **options)
+    out = torch.as_tensor(np.asarray(loss), dtype=work.dtype)
+    return out.to(student.dtype), torch.from_numpy(grad).to(student.dtype)
+
+
+def _times(grad: torch.Tensor, grad_loss: torch.Tensor) -> torch.Tensor:
+    """The upstream gradient times the saved one: a per-row gradient (reduction "none")
+    broadcasts over the class dimension. Torch ops only, so torch.func can trace it."""
+    g = grad_loss.to(grad.dtype)
+    return grad * (g.unsqueeze(-1) if g.dim() else g)
+
+
 class _Distill(torch.autograd.Function):  # type: ignore[misc]
-    @staticmethod
-    def forward(ctx: Any, student: torch.Tensor, teacher: torch.Tensor, target: Any,
-                options: dict[str, Any]) -> torch.Tensor:
-        work = student if student.dtype in _NATIVE else student.float()
-        s = _as_np(work)
-        t = _as_np(teacher.to(work.dtype))
-        tg = None if target is None else _as_np(target)
-        loss, grad = _xd.distillation_loss_and_grad(s, t, target=tg, **options)
-        ctx.in_dtype = student.dtype
-        ctx.rows = options["reduction"] == "none"
-        ctx.save_for_backward(torch.from_numpy(grad))
-        out = torch.as_tensor(np.asarray(loss), dtype=work.dtype)
-        return out.to(student.dtype) if student.dtype not in _NATIVE else out
+    """Loss and gradient in the forward, the backward scales the saved gradient.
+    setup_context style with a vmap rule, so that torch.func.grad / vmap work."""
 
     @staticmethod
-    @once_differentiable  # type: ignore[untyped-decorator]
-    def backward(ctx: Any, grad_loss: torch.Tensor) -> Any:
+    def forward(student: torch.Tensor, teacher: torch.Tensor, target: Any,
+                options: dict[str, Any]) -> Any:
+        return _forward(student, teacher, target, options)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor, *unused: Any) -> Any:
         (grad,) = ctx.saved_tensors
-        g = grad_loss.to(grad.dtype)
-        grad = grad * (g.unsqueeze(-1) if ctx.rows else g)
-        return grad.to(ctx.in_dtype), None, None, None
+        return _times(grad, grad_loss), None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: Any, student: torch.Tensor, teacher: torch.Tensor,
+             target: Any, options: dict[str, Any]) -> Any:
+        """One kernel call for every sample: the samples' rows together, per-row losses,
+        then each sample's reduction ("mean" over its own counted rows)."""
+        b = info.batch_size
+
+        def lead(x: torch.Tensor, d: Any) -> torch.Tensor:
+            return x.movedim(d, 0) if d is not None else x.expand(b, *x.shape)
+
+        s, t = lead(student, in_dims[0]), lead(teacher, in_dims[1])
+        tg = None if target is None else lead(target, in_dims[2])
+        loss, grad = _forward(s, t, tg, dict(options, reduction="none"))
+        reduction = options["reduction"]
+        if reduction != "none":
+            per = loss.reshape(b, -1)
+            loss = per.sum(1)
+            if reduction == "mean":
+                count = (per.shape[1] if tg is None else
+                         (tg.reshape(b, -1) != options["ignore_index"]).sum(1))
+                count = torch.as_tensor(count, dtype=loss.dtype).expand(b)
+                scale = torch.where(count > 0, 1.0 / count.clamp(min=1), 0.0)
+                loss = loss * scale
+                grad = grad * scale.to(grad.dtype).reshape(b, *(1,) * (grad.dim() - 1))
+        return (loss, grad), (0, 0)
+
+
+# --- torch.compile: the kernel as a torch.library custom op ----------------------------
+# While compiling, distillation_loss calls this op, which Dynamo keeps in the graph (no
+# graph break), with its shapes from the fake implementation and its backward from the
+# registered autograd formula. Eager calls take _Distill, cheaper per call.
+
+_SCHEMA = ("(Tensor student, Tensor teacher, Tensor? target, float temperature, float beta, "
+           "int ignore_index, str reduction, int? n_threads) -> (Tensor, Tensor)")
+
+
+@torch.library.custom_op(  # type: ignore[untyped-decorator]
+    "xent_fast::distillation", mutates_args=(), schema=_SCHEMA)
+def _distill_op(student: torch.Tensor, teacher: torch.Tensor, target: Optional[torch.Tensor],
+                temperature: float, beta: float, ignore_index: int, reduction: str,
+                n_threads: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, gradient with respect to the student logits)."""
+    loss, grad = _forward(student, teacher, target, dict(
+        temperature=temperature, beta=beta, ignore_index=ignore_index, reduction=reduction,
+        n_threads=n_threads))
+    return loss, grad.contiguous()
+
+
+@_distill_op.register_fake  # type: ignore[untyped-decorator]
+def _distill_op_fake(student: torch.Tensor, teacher: torch.Tensor,
+                     target: Optional[torch.Tensor], temperature: float, beta: float,
+                     ignore_index: int, reduction: str,
+                     n_threads: Optional[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = tuple(student.shape)
+    loss = student.new_empty(shape[:-1] if reduction == "none" else ())
+    return loss, student.new_empty(shape)
+
+
+def _distill_op_setup(ctx: Any, inputs: Any, output: Any) -> None:
+    ctx.save_for_backward(output[1])
+
+
+def _distill_op_backward(ctx: Any, grad_loss: torch.Tensor, *unused: Any) -> Any:
+    (grad,) = ctx.saved_tensors
+    return (_times(grad, grad_loss),) + (None,) * 7
+
+
+_distill_op.register_autograd(_distill_op_backward, setup_context=_distill_op_setup)
 
 
 def _composite(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
@@ -132,16 +221,23 @@ def distillation_loss(
     options: dict[str, Any] = dict(temperature=temperature, beta=beta, ignore_index=ignore_index,
                    reduction=reduction, n_threads=n_threads)
     if teacher_logits.requires_grad and torch.is_grad_enabled():
-        # checks every argument as the kernel path does, then differentiates the formula
-        _xd.distillation_loss(_as_np(student_logits.float() if student_logits.dtype
-                                     not in _NATIVE else student_logits),
-                              _as_np(teacher_logits.to(torch.float64)),
-                              target=None if target is None else _as_np(target), **options)
+        # checks every argument as the kernel path does (not while compiling: NumPy),
+        # then differentiates the formula
+        if not _compiling():
+            _xd.distillation_loss(
+                _as_np(student_logits.float() if student_logits.dtype not in _NATIVE
+                       else student_logits),
+                _as_np(teacher_logits.to(torch.float64)),
+                target=None if target is None else _as_np(target), **options)
         mask = None if target is None else target != ignore_index
         return _composite(student_logits, teacher_logits, float(temperature), float(beta),
                           mask, reduction)
-    return _Distill.apply(student_logits, teacher_logits.detach(),
-                          None if target is None else target.detach(), options)
+    tg = None if target is None else target.detach()
+    if _compiling():
+        return torch.ops.xent_fast.distillation(
+            student_logits, teacher_logits.detach(), tg, float(temperature), float(beta),
+            int(ignore_index), reduction, n_threads)[0]
+    return _Distill.apply(student_logits, teacher_logits.detach(), tg, options)[0]
 
 
 distillation_loss.__module__ = "xent_fast.torch"   # a public name of xent_fast.torch
