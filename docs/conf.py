@@ -69,7 +69,24 @@ html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "use_edit_page_button": False,
+    # the user guide's pages are short: their width goes to the examples instead
+    "secondary_sidebar_items": {
+        "guide/*": [],
+        **{
+            p: ["page-toc"]
+            for p in (
+                "index",
+                "install",
+                "api",
+                "generated/*",
+                "performance/*",
+                "design",
+                "development",
+            )
+        },
+    },
 }
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["xent_fast.css"]
 html_show_sourcelink = False
 html_last_updated_fmt = None
