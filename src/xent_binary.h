@@ -116,8 +116,16 @@ static inline double xf_bce_logits_##SUF(const T *x, const T *y, ptrdiff_t n,   
             dc[j] = (T)(at * (dq + mod * (p * (1.0 - yj) - pn * yj)) * (gscale * (double)gc[j])); \
         }
 
+/* Without contraction into FMAs: GCC contracts the vectorised body and the scalar
+ * remainder differently, so an element's gradient changed in its last bit with its
+ * position in the array (and a row's results with the rows before it). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define XF_NO_CONTRACT __attribute__((optimize("fp-contract=off")))
+#else
+#define XF_NO_CONTRACT
+#endif
 #define XF_FOCAL_LOGITS(T, SUF)                                                           \
-static inline double xf_focal_logits_##SUF(const T *x, const T *y, ptrdiff_t n, double a, \
+static XF_NO_CONTRACT double xf_focal_logits_##SUF(const T *x, const T *y, ptrdiff_t n, double a, \
                                            int gamma, const T *g, double gscale, T *loss, \
                                            T *grad)                                       \
 {                                                                                         \

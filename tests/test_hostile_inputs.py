@@ -88,6 +88,9 @@ FUNCTIONS = {
     "linear_cross_entropy": (xf.linear_cross_entropy, lambda: (_x(), _xsq(), _t())),
     "linear_cross_entropy_and_grad": (xf.linear_cross_entropy_and_grad,
                                       lambda: (_x(), _xsq(), _t())),
+    "distillation_loss": (xf.distillation_loss, lambda: (_x(), _x()[::-1].copy())),
+    "distillation_loss_and_grad": (xf.distillation_loss_and_grad,
+                                   lambda: (_x(), _x()[::-1].copy())),
     "score": (xf.score, lambda: (_x(), _t())),
     "ScoreTotals": (xf.ScoreTotals, lambda: ()),
     "info.surprisal": (info.surprisal, lambda: (_p(),)),
@@ -263,6 +266,16 @@ class BroadcastWeight:
         return OK          # a real scalar, NaN and infinities included (data, as in torch)
 
 
+class RowMask:
+    """distillation's target: class indices of shape (N,) that mask ignore_index rows, or
+    None; no scalar or other shape is one."""
+    valid, f32, i64 = 1, 1.0, 1
+
+    def expect(self, v):
+        kind, _ = _scalar(v)
+        return OK if kind == "none" else ERR
+
+
 class GradOutput:
     """The upstream gradient: any real scalar (NaN and inf propagate, as in autograd);
     an array only of the loss's shape with reduction="none"."""
@@ -340,6 +353,8 @@ KINDS = {
     "ece_bins": Int(1, valid=15),
     "beta": BETA,
     "chunk_rows": POSITIVE_INT_OR_NONE,
+    "distillation_loss:target": RowMask(),
+    "distillation_loss_and_grad:target": RowMask(),
 }
 
 
@@ -368,6 +383,16 @@ def _extra_cases(fname, kind):
         yield "strided", lambda: np.zeros(shape + (2,))[..., 0], ValueError
         yield "wrong_shape", lambda: np.zeros((N + 2, C)), ValueError
         yield "list", lambda: np.zeros(shape).tolist(), TypeError
+    elif isinstance(kind, RowMask):
+        yield "right", lambda: _t(), OK
+        yield "ignored_rows", lambda: np.array([-100, 3, -100]), OK
+        yield "int32", lambda: _t().astype(np.int32), OK
+        yield "out_of_range", lambda: np.array([0, C, 1]), ValueError
+        yield "negative", lambda: np.array([0, -1, 1]), ValueError
+        yield "wrong_len", lambda: np.array([0, 1]), ValueError
+        yield "2d", lambda: _t()[None], ValueError
+        yield "float_array", lambda: _t().astype(np.float64), TypeError
+        yield "str_array", lambda: np.array(["0", "1", "2"]), TypeError
     elif isinstance(kind, ClassWeight):
         yield "right", lambda: np.linspace(0.5, 2.0, C), OK
         yield "list", lambda: [1.0] * C, OK

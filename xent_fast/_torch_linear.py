@@ -729,3 +729,7 @@ class LinearCrossEntropyLoss(_WeightedLoss):
 
 linear_cross_entropy.__prepare_scriptable__ = _not_scriptable(  # type: ignore[attr-defined]
     "linear_cross_entropy")
+
+
+# public names of xent_fast.torch
+linear_cross_entropy.__module__ = LinearCrossEntropyLoss.__module__ = "xent_fast.torch"
