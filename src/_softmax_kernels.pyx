@@ -12,7 +12,7 @@
 
 cimport numpy as cnp
 from cython.parallel cimport prange
-from libc.math cimport log1p, INFINITY, NAN
+from libc.math cimport log1p, NAN
 
 from _common cimport (
     floating, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,

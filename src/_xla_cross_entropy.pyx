@@ -101,7 +101,7 @@ cdef void* bad_label_error(const xf_CallFrame* f, const xf_Buffer* yb, bint y64,
     handler words it: labels[i, j] = v is not a valid class index: ..."""
     cdef char msg[1400]
     cdef char where[1024]
-    cdef Py_ssize_t i, rest, k, pos = 0
+    cdef Py_ssize_t i, rest, k
     cdef int64_t v = 0
     cdef int64_t d
     cdef int64_t idx[64]
@@ -140,7 +140,7 @@ cdef void* execute(xf_CallFrame* f) noexcept nogil:
     cdef const xf_Buffer* lb = NULL
     cdef const xf_Buffer* db = NULL
     cdef const xf_Buffer* a
-    cdef int64_t i, size, n, n_rows, r
+    cdef int64_t i, size, n, n_rows
     cdef int ft
     cdef Job j
     cdef BlockSums few[16]

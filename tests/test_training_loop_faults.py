@@ -3,7 +3,6 @@ memory over thousands of calls (failing ones included), and Ctrl-C mid-call."""
 
 import gc
 import os
-import signal
 import subprocess
 import sys
 import textwrap

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from ._runtime import float_scalar, kernel_type, memory_relation
+from ._runtime import kernel_type, memory_relation
 
 F32 = np.dtype(np.float32)
 F64 = np.dtype(np.float64)

@@ -831,7 +831,7 @@ class _Binary(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
-        kind, options = inputs[4], inputs[5]
+        kind = inputs[4]
         loss, grad, tgrad = output
         ctx.set_materialize_grads(False)
         ctx.name = _BINARY_NAMES[kind]
