@@ -37,8 +37,9 @@ def d(tmp_path, rng):
     return tmp_path
 
 
-def test_version():
-    res = xent_fast(".", "--version")
+def test_version(tmp_path):
+    # from outside the checkout: there "-m xent_fast" would find the source tree first
+    res = xent_fast(tmp_path, "--version")
     assert res.returncode == 0 and res.stdout.strip() == f"xent-fast {xf.__version__}"
 
 
