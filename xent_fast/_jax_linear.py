@@ -349,6 +349,8 @@ def linear_softmax_cross_entropy_loss(
     t = _check_labels(labels, n, v)
     if chunk_rows is None:
         chunk = default_chunk_rows(n, v, jnp.dtype(_xfj()._compute_dtype(xa.dtype)).itemsize)
+    elif isinstance(chunk_rows, (bool, np.bool_)):
+        raise TypeError("chunk_rows must be an int or None, got a bool")
     else:
         try:
             chunk = operator.index(chunk_rows)

@@ -519,7 +519,7 @@ class Scores:
 
 
 def _check_k(k: Any) -> int:
-    if isinstance(k, bool):
+    if isinstance(k, (bool, np.bool_)):
         raise TypeError("k must be a positive int, got a bool")
     try:
         kk = int(k.__index__())

@@ -39,6 +39,7 @@ import math
 from typing import Any, NoReturn, Optional, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch.nn.modules.loss import _WeightedLoss
 
@@ -230,7 +231,8 @@ def _fused_loop(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, target
     h2 = x.reshape(-1, n_hidden).to(pdt).contiguous()
     wp = w.to(pdt)
     bias = None if b is None else b.to(adt)
-    loss_kept = np.empty(n_kept, np.float64 if adt is _F64 else np.float32)
+    loss_kept: npt.NDArray[np.floating[Any]] = np.empty(
+        n_kept, np.float64 if adt is _F64 else np.float32)
     gh2 = gw = gb = None
     gw_acc = None
     if want_h:

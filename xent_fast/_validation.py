@@ -212,7 +212,7 @@ def check_threads(n_threads: Any) -> int:
 
 def _thread_count(n_threads: Any) -> int:
     """A validated explicit thread count (kernel convention, as check_threads)."""
-    if isinstance(n_threads, bool):
+    if isinstance(n_threads, (bool, np.bool_)):
         raise TypeError("n_threads must be None or an int, got a bool")
     try:
         n = operator.index(n_threads)
@@ -230,7 +230,7 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 def check_int64(value: Any, name: str) -> int:
     """An int (or anything with ``__index__``, not a bool) that fits in int64."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):   # NumPy < 2.3 indexes np.bool_ with a warning
         raise TypeError(f"{name} must be an int, got a bool")
     try:
         v = operator.index(value)

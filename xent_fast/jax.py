@@ -284,6 +284,8 @@ def _class_axes(axis: _Axis, ndim: int) -> tuple[int, ...]:
     out = []
     for a in axes:
         try:
+            if isinstance(a, _np.bool_):    # NumPy < 2.3 indexes it with a warning
+                raise TypeError
             a = _operator.index(a)
         except TypeError:
             raise TypeError(f"axis must be an int, a tuple of ints or None, got {axis!r}") from None
