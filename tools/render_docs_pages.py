@@ -4,9 +4,10 @@
     python tools/render_docs_pages.py                 # writes docs/_shots/*.png
 
 The pages: the API page of ``cross_entropy`` (a numpydoc signature, parameter list and
-example), a user-guide page with tables and code (softmax and cross-entropy), and the
-performance page with its chart. Chromium comes from Debian's packages
-(``apt-get install chromium``); ``--chromium PATH`` or $CHROMIUM names another binary.
+example), user-guide pages with tables and code (choosing a function, softmax and
+cross-entropy), the scoring page with its reliability diagrams, and the performance page
+with its chart. Chromium comes from Debian's packages (``apt-get install chromium``);
+``--chromium PATH`` or $CHROMIUM names another binary.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ PAGES = {
     "api_cross_entropy": "generated/xent_fast.cross_entropy.html",
     "guide_softmax_cross_entropy": "guide/softmax_cross_entropy.html",
     "guide_choosing": "guide/choosing.html",
+    "guide_scoring": "guide/scoring.html",
     "performance": "performance/index.html",
 }
 
