@@ -1,6 +1,6 @@
-# Shared by the compiled XLA FFI handlers (src/_xla_cross_entropy.pyx, src/_xla_binary.pyx),
-# included by both: the declarations of src/xla/xent_xla_ffi.h they use, their thread
-# policy, and the error for a call of the wrong form.
+# Shared by the compiled XLA FFI handlers (src/_xla_cross_entropy.pyx, src/_xla_binary.pyx,
+# src/_xla_distill.pyx), included by each: the declarations of src/xla/xent_xla_ffi.h they
+# use, their thread policy, and the error for a call of the wrong form.
 
 from libc.stdint cimport int64_t
 from libc.stdio cimport snprintf
@@ -17,6 +17,10 @@ cdef extern from "xla/xent_xla_ffi.h" nogil:
         xf_List args
         xf_List rets
     ctypedef void (*xf_block_fn)(void* ctx, int64_t block) noexcept nogil
+    ctypedef long long xf_atomic    # the header's own type (an atomic counter)
+    int64_t xf_fetch_add(xf_atomic* p, int64_t v)
+    int xf_attr_f64(const xf_CallFrame* f, const char* name, double* out)
+    int64_t xf_attr_count(const xf_CallFrame* f)
     int xf_begin(xf_CallFrame* f, void** err)
     void* xf_error(const xf_CallFrame* f, int errc, const char* message)
     const xf_Buffer* xf_buffer(const xf_List* l, int64_t i, const char** why)

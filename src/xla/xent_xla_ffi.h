@@ -65,12 +65,22 @@ typedef struct {                    /* XLA_FFI_Args and XLA_FFI_Rets have one la
 } xf_List;
 
 typedef struct {
+    const char *ptr;
+    size_t len;                     /* not NUL-terminated */
+} xf_ByteSpan;
+
+typedef struct {
+    int dtype;
+    void *value;
+} xf_Scalar;
+
+typedef struct {
     size_t struct_size;
     xf_ExtBase *extension_start;
     int64_t size;
-    void *types;
-    void *names;
-    void *attrs;
+    int *types;                     /* 3: a scalar (xf_Scalar) */
+    xf_ByteSpan **names;
+    void **attrs;
 } xf_Attrs;
 
 typedef struct {
@@ -122,7 +132,7 @@ typedef struct {
 } xf_CallFrame;
 
 enum {
-    XF_EXT_METADATA = 1, XF_STAGE_EXECUTE = 3, XF_KIND_BUFFER = 1,
+    XF_EXT_METADATA = 1, XF_STAGE_EXECUTE = 3, XF_KIND_BUFFER = 1, XF_ATTR_SCALAR = 3,
     XF_ERR_INVALID_ARGUMENT = 3, XF_ERR_RESOURCE_EXHAUSTED = 8, XF_ERR_INTERNAL = 13,
     XF_PRED = 1, XF_S32 = 4, XF_S64 = 5, XF_F32 = 11, XF_F64 = 12,
     XF_MAX_RANK = 64,
@@ -207,6 +217,41 @@ static inline const xf_Buffer *xf_buffer(const xf_List *l, int64_t i, const char
         return NULL;
     }
     return b;
+}
+
+/* The float64 scalar attribute `name` into *out. Returns 1, 0 if the call has no attribute
+ * of that name, or -1 if it has one that is not a float64 scalar. Looked up by name
+ * rather than by position: XLA sorts attributes by name, but nothing here relies on it. */
+static inline int xf_attr_f64(const xf_CallFrame *f, const char *name, double *out) {
+    const xf_Attrs *a;
+    const xf_ByteSpan *s;
+    const xf_Scalar *v;
+    size_t len = strlen(name);
+    int64_t i;
+    if (!XF_COVERS(f, xf_CallFrame, attrs))
+        return 0;
+    a = &f->attrs;
+    if (a->struct_size < sizeof(xf_Attrs) || a->size <= 0 || a->types == NULL
+            || a->names == NULL || a->attrs == NULL)
+        return 0;
+    for (i = 0; i < a->size; i++) {
+        s = a->names[i];
+        if (s == NULL || s->len != len || s->ptr == NULL || memcmp(s->ptr, name, len) != 0)
+            continue;
+        v = (const xf_Scalar *)a->attrs[i];
+        if (a->types[i] != XF_ATTR_SCALAR || v == NULL || v->dtype != XF_F64 || v->value == NULL)
+            return -1;
+        memcpy(out, v->value, sizeof(double));
+        return 1;
+    }
+    return 0;
+}
+
+/* Number of attributes of the call (0 if the frame has none). */
+static inline int64_t xf_attr_count(const xf_CallFrame *f) {
+    if (!XF_COVERS(f, xf_CallFrame, attrs) || f->attrs.struct_size < sizeof(xf_Attrs))
+        return 0;
+    return f->attrs.size;
 }
 
 /* Number of elements of a buffer, or -1 if a dimension is negative or the product
