@@ -44,7 +44,7 @@ SIMD_MODULES = ["_softmax_kernels", "_cross_entropy_kernels", "_binary_kernels",
                  "_distill_kernels",
                 # xent_fast.jax's compiled XLA FFI handlers: each includes a kernel source
                 # (src/_xla_*.pyx), so it is built for the same levels
-                "_xla_cross_entropy", "_xla_binary"]
+                "_xla_cross_entropy", "_xla_binary", "_xla_distill"]
 SIMD_LEVELS = {
     "gcc": {
         "avx2": ["-mavx2", "-mfma", "-mf16c", "-mbmi2", "-mpopcnt"],
