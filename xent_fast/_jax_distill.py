@@ -1,10 +1,14 @@
 """``xent_fast.jax.distillation_loss``: the fused distillation kernel under ``jit`` and
-``grad``, through ``jax.pure_callback`` with a custom VJP.
+``grad``, with a custom VJP.
 
-The forward runs the kernel on the host and returns the per-row losses and the
-gradient with respect to the student logits; the backward scales that gradient. The
-teacher's cotangent, when asked for, is the VJP of the composite formula (TRL's), so it
-is correct rather than silently zero; under ``jit`` it is dead code when unused.
+The forward runs the kernel through XLA's typed FFI: the compiled handler
+(src/_xla_distill.pyx) reads XLA's buffers in place and writes the per-row losses and
+the gradient with respect to the student logits, without Python on the call; without
+that handler (``xent_fast.jax.mechanism()`` other than ``"ffi"``, or a build that lacks
+it) the same kernel runs through ``jax.pure_callback``. The value alone asks for the
+losses only; the VJP's forward asks for both, and its backward scales that gradient.
+The teacher's cotangent, when asked for, is the VJP of the composite formula (TRL's),
+so it is correct rather than silently zero; under ``jit`` it is dead code when unused.
 """
 
 from __future__ import annotations
@@ -21,20 +25,43 @@ from . import _distill as _xd
 from ._validation import check_number
 
 
-def _host(s: np.ndarray, t: np.ndarray, temperature: float, beta: float) -> tuple[Any, Any]:
+def _target() -> str | None:
+    """The FFI target of the compiled handler, or None to use ``jax.pure_callback``."""
+    # xent_fast.jax imports this module to export the loss and registers the handlers
+    # afterwards: it is read at trace time, when it is complete.
+    from . import jax as xfj
+    target: str | None = xfj._TARGETS.get(xfj._MECHANISM, {}).get("distill")
+    return target
+
+
+def _host(s: np.ndarray, t: np.ndarray, temperature: float, beta: float,
+          want_grad: bool) -> tuple[Any, ...]:
     s = np.asarray(s)
+    if not want_grad:
+        return (np.asarray(_xd.distillation_loss(s, np.asarray(t), temperature=temperature,
+                                                 beta=beta, reduction="none"), s.dtype),)
     loss, grad = _xd.distillation_loss_and_grad(
         s, np.asarray(t), temperature=temperature, beta=beta, reduction="none",
         grad_output=np.ones(s.shape[:-1], s.dtype))
     return np.asarray(loss, s.dtype), grad
 
 
-def _kernel(s: Any, t: Any, temperature: float, beta: float) -> tuple[Any, Any]:
-    shapes = (jax.ShapeDtypeStruct(s.shape[:-1], s.dtype), jax.ShapeDtypeStruct(s.shape, s.dtype))
-    out: tuple[Any, Any] = jax.pure_callback(
-        functools.partial(_host, temperature=temperature, beta=beta), shapes, s, t,
-        vmap_method="sequential")
-    return out
+def _kernel(s: Any, t: Any, temperature: float, beta: float, want_grad: bool) -> tuple[Any, ...]:
+    """One kernel call on (..., C) arrays of one dtype: (losses,), or (losses, gradient)
+    if ``want_grad``."""
+    loss_t = jax.ShapeDtypeStruct(s.shape[:-1], s.dtype)
+    outs = (loss_t, jax.ShapeDtypeStruct(s.shape, s.dtype)) if want_grad else (loss_t,)
+    target = _target()
+    # vmap: both arrays get the batch axis in front, which the kernel takes as more rows
+    if target is not None:
+        call = jax.ffi.ffi_call(target, outs, vmap_method="broadcast_all")
+        out: tuple[Any, ...] = call(s, t, temperature=np.float64(temperature),
+                                    beta=np.float64(beta))
+        return tuple(out)
+    out = jax.pure_callback(
+        functools.partial(_host, temperature=temperature, beta=beta, want_grad=want_grad),
+        outs, s, t, vmap_method="broadcast_all")
+    return tuple(out)
 
 
 def _composite(s: Any, t: Any, temperature: float, beta: float) -> Any:
@@ -55,11 +82,11 @@ def _composite(s: Any, t: Any, temperature: float, beta: float) -> Any:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _distill(s: Any, t: Any, temperature: float, beta: float) -> Any:
-    return _kernel(s, t, temperature, beta)[0]
+    return _kernel(s, t, temperature, beta, False)[0]
 
 
 def _fwd(s: Any, t: Any, temperature: float, beta: float) -> tuple[Any, Any]:
-    loss, grad = _kernel(s, t, temperature, beta)
+    loss, grad = _kernel(s, t, temperature, beta, True)
     return loss, (grad, s, t)
 
 

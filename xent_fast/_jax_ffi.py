@@ -379,7 +379,9 @@ def _register(handler: _Any, binary_handler: _Any) -> tuple[str, dict[str, dict[
 
     ``"ffi"``: the compiled handlers (src/_xla_*.pyx); ``"ctypes"``: the ctypes
     handlers above (also registered when the compiled ones are, as their fallback);
-    ``"callback"``: jax.pure_callback, which needs no registration.
+    ``"callback"``: jax.pure_callback, which needs no registration. The distillation
+    loss has a compiled handler only (family ``"distill"``); under the other two it
+    runs through jax.pure_callback.
     """
     wanted = _os.environ.get("XENT_FAST_JAX_MECHANISM", "").strip().lower()
     if wanted == "callback":
@@ -396,6 +398,13 @@ def _register(handler: _Any, binary_handler: _Any) -> tuple[str, dict[str, dict[
                               "binary": _register_compiled("binary")}
         except Exception as exc:  # a build without the handlers, an older or changed JAX
             errors.append(exc)
+        if "ffi" in targets:
+            # Apart from the others: without it (a build older than its handler) only
+            # distillation_loss falls back to jax.pure_callback.
+            try:
+                targets["ffi"]["distill"] = _register_compiled("distill")
+            except Exception:
+                pass
     try:
         targets["ctypes"] = {
             "softmax": _register_ctypes("xent_fast_softmax_cross_entropy", handler),
