@@ -368,6 +368,224 @@ def test_jax_jit_grad(beta):
         distillation_loss(s, t[..., :3])
 
 
+def _jax():
+    """(jax, jax.numpy, xent_fast.jax), or the test is skipped without JAX."""
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+    import xent_fast.jax as xfj
+    return jax, jnp, xfj
+
+
+def _distill_target():
+    """The compiled handler's FFI target, or None (a build without it, or the JAX
+    mechanism is not "ffi")."""
+    _, _, xfj = _jax()
+    return xfj._TARGETS.get("ffi", {}).get("distill") if xfj.mechanism() == "ffi" else None
+
+
+def _use_mechanism(name, monkeypatch):
+    _, _, xfj = _jax()
+    if name == "ffi" and _distill_target() is None:
+        pytest.skip("no compiled distillation handler registered")
+    monkeypatch.setattr(xfj, "_MECHANISM", name)
+    return name
+
+
+@pytest.fixture(params=["ffi", "callback"])
+def jax_mechanism(request, monkeypatch):
+    """Each way distillation_loss reaches the kernel: the compiled FFI handler, and
+    jax.pure_callback (what the "ctypes" and "callback" mechanisms use)."""
+    return _use_mechanism(request.param, monkeypatch)
+
+
+# every shape through the handler; pure_callback, the fallback, on one
+JAX_CASES = [("ffi", s) for s in [(0, 5), (7,), (3, 4, 9), (5, 1), (2, 4100)]] + [
+    ("callback", (3, 4, 9))]
+
+
+@pytest.mark.parametrize("mechanism, shape", JAX_CASES,
+                         ids=lambda v: v if isinstance(v, str) else "x".join(map(str, v)))
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_jax_matches_reference_and_composite(dtype, beta, temperature, mechanism, shape,
+                                             monkeypatch):
+    _use_mechanism(mechanism, monkeypatch)
+    jax, jnp, xfj = _jax()
+    from xent_fast._jax_distill import _composite
+    with jax.enable_x64(dtype == np.float64):
+        s, t = _pair(shape, dtype, seed=11)
+        w = np.linspace(0.5, 1.5, int(np.prod(shape[:-1]))).reshape(shape[:-1]).astype(dtype)
+        kw = dict(beta=beta, temperature=temperature)
+        loss = jax.jit(lambda a, b: xfj.distillation_loss(a, b, **kw))(s, t)
+        assert loss.shape == shape[:-1] and loss.dtype == dtype
+        rs = (s / dtype(temperature)).astype(np.float64)    # divided in the dtype
+        rt = (t / dtype(temperature)).astype(np.float64)
+        f32 = dtype == np.float32
+        np.testing.assert_allclose(loss, reference(rs, rt, 1.0, beta),
+                                   rtol=2e-6 if f32 else 1e-12, atol=1e-7 if f32 else 1e-15)
+
+        def total(f):
+            return jax.jit(jax.grad(lambda a, b: (f(a, b) * w).sum(), argnums=(0, 1)))
+        gs, gt = total(lambda a, b: xfj.distillation_loss(a, b, **kw))(s, t)
+        cs, ct = total(lambda a, b: _composite(a, b, temperature, beta))(s, t)
+        assert gs.shape == gt.shape == shape and gs.dtype == gt.dtype == dtype
+        want = reference_grad(rs, rt, 1.0, beta) / temperature * np.asarray(w)[..., None]
+        np.testing.assert_allclose(gs, want, rtol=1e-4 if f32 else 1e-10,
+                                   atol=1e-6 if f32 else 1e-14)
+        np.testing.assert_allclose(gs, cs, rtol=1e-4 if f32 else 1e-10,
+                                   atol=1e-6 if f32 else 1e-14)
+        # the teacher's: the composite's own VJP
+        np.testing.assert_allclose(gt, ct, rtol=1e-5 if f32 else 1e-12,
+                                   atol=1e-7 if f32 else 1e-15)
+        if shape[-1] == 1:
+            assert np.all(np.asarray(loss) == 0) and np.all(np.asarray(gs) == 0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_jax_vmap_flattens_batches_into_rows(beta, jax_mechanism):
+    jax, jnp, xfj = _jax()
+    s, t = _pair((4, 3, 9), np.float32, seed=2)
+
+    def f(a, b):
+        return xfj.distillation_loss(a, b, beta=beta, temperature=2.0)
+    whole = f(s, t)
+    np.testing.assert_array_equal(jax.jit(jax.vmap(f))(s, t), whole)
+    np.testing.assert_array_equal(jax.vmap(jax.vmap(f))(s, t), whole)
+    # a teacher shared by every example: broadcast, the same rows
+    np.testing.assert_array_equal(jax.vmap(f, in_axes=(0, None))(s, t[0]), f(s, t[:1].repeat(4, 0)))
+    # per-example gradients, under jit, against the batched gradient
+    g = jax.jit(jax.vmap(jax.grad(lambda a, b: f(a, b).sum())))(s, t)
+    np.testing.assert_allclose(g, jax.grad(lambda a: f(a, t).sum())(s), rtol=1e-6, atol=1e-8)
+
+
+def test_jax_masked_classes(jax_mechanism):
+    jax, jnp, xfj = _jax()
+    with jax.enable_x64(True):
+        s = np.array([[0.0, 1.0, -np.inf, 2.0], [0.0, 1.0, -np.inf, 2.0], [1.0, -np.inf, 0.0, 0.5]])
+        t = np.array([[0.5, -np.inf, -np.inf, 1.0], [0.0, 1.0, 3.0, 2.0], [-np.inf, 0.3, 0.2, 0.1]])
+        for beta in (0.0, 0.5, 1.0):
+            rows = jax.jit(lambda a, b: xfj.distillation_loss(a, b, beta=beta))(s, t)
+            np.testing.assert_allclose(rows, reference(s, t, 1.0, beta), rtol=1e-12)
+            g = jax.jit(jax.grad(lambda a: xfj.distillation_loss(a, t, beta=beta).sum()))(s)
+            if beta == 0:
+                assert np.isinf(rows[1]) and np.isinf(rows[2]) and np.isfinite(rows[0])
+            if beta < 1:    # reverse KL of row 0 is infinite: its gradient is not compared
+                with np.errstate(invalid="ignore"):     # -inf - -inf, masked where used
+                    want = reference_grad(s, t, 1.0, beta)
+                np.testing.assert_allclose(g, want, rtol=1e-9, atol=1e-15)
+            assert g[0, 2] == 0      # masked in both: no mass, no gradient
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_jax_teacher_cotangent(beta, jax_mechanism):
+    jax, jnp, xfj = _jax()
+    from xent_fast._jax_distill import _composite
+    with jax.enable_x64(True):
+        s, t = _pair((3, 7), seed=4)
+        w = np.array([0.5, 1.0, 2.0])
+        gt = jax.jit(jax.grad(lambda b: (xfj.distillation_loss(s, b, beta=beta,
+                                                                temperature=1.5) * w).sum()))(t)
+        ct = jax.grad(lambda b: (_composite(s, b, 1.5, beta) * w).sum())(t)
+        np.testing.assert_allclose(gt, ct, rtol=1e-12, atol=1e-15)
+        eps = 1e-6                   # and against finite differences of our own loss
+        d = np.zeros_like(t)
+        d[1, 2] = eps
+        fd = ((xfj.distillation_loss(s, t + d, beta=beta, temperature=1.5)
+               - xfj.distillation_loss(s, t - d, beta=beta, temperature=1.5)) * w).sum() / (2 * eps)
+        assert abs(float(fd) - float(gt[1, 2])) <= 1e-7
+
+
+def test_jax_runs_no_python_per_call():
+    jax, jnp, xfj = _jax()
+    target = _distill_target()
+    if target is None:
+        pytest.skip("no compiled distillation handler registered")
+    s, t = _pair((8, 5), np.float32)
+    step = jax.jit(jax.value_and_grad(lambda a: xfj.distillation_loss(a, t, beta=0.5).mean()))
+    jaxpr = str(jax.make_jaxpr(step)(s))
+    assert "pure_callback" not in jaxpr and "ffi_call" in jaxpr
+    hlo = step.lower(s).compile().as_text()
+    assert hlo.count("custom_call_target=") == 1 and hlo.count(target) == 1   # one fused call
+    # the value alone asks the kernel for the losses only
+    loss_only = jax.jit(lambda a: xfj.distillation_loss(a, t)).lower(s).compile().as_text()
+    calls = [line for line in loss_only.splitlines() if target in line]
+    assert len(calls) == 1 and "f32[8,5]" not in calls[0].split("custom-call(")[0]
+    np.testing.assert_allclose(step(s)[0], reference(s, t, 1.0, 0.5).mean(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("policy", [dict(parallel_from=0), dict(parallel_from=0, helpers=0),
+                                    dict(parallel_from=0, use_openmp=True), dict()], ids=str)
+def test_jax_threads_give_the_numpy_kernel_bits(policy):
+    # every row computed by the same kernel as xf.distillation_loss_and_grad, whichever
+    # thread runs it: bitwise equal
+    jax, jnp, xfj = _jax()
+    if _distill_target() is None:
+        pytest.skip("no compiled distillation handler registered")
+    from xent_fast._simd import kernels
+    module = kernels("_xla_distill")
+    default = module.configure()
+    s, t = _pair((300, 4000), np.float32, seed=6)     # past the default parallel_from
+    try:
+        module.configure(**policy)
+        for beta in (0.0, 0.5):
+            loss, grad = jax.jit(jax.vmap(jax.value_and_grad(
+                lambda a, b: xfj.distillation_loss(a, b, beta=beta))))(s, t)
+            want, want_grad = xf.distillation_loss_and_grad(s, t, beta=beta, reduction="none",
+                                                            grad_output=np.ones(300, np.float32))
+            assert np.asarray(loss).tobytes() == want.tobytes()
+            assert np.asarray(grad).tobytes() == want_grad.tobytes()
+    finally:
+        module.configure(*default)
+
+
+def test_jax_handler_checks_every_buffer():
+    jax, jnp, xfj = _jax()
+    target = _distill_target()
+    if target is None:
+        pytest.skip("no compiled distillation handler registered")
+
+    def call(args, outs, **attrs):
+        attrs = {"temperature": np.float64(1.0), "beta": np.float64(0.0), **attrs}
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        outs = tuple(jax.ShapeDtypeStruct(shape, dtype) for shape, dtype in outs)
+        return jax.block_until_ready(jax.ffi.ffi_call(target, outs)(*args, **attrs))
+
+    with jax.enable_x64(True):
+        x = np.zeros((2, 3), np.float32)
+        rows, full = ((2,), np.float32), ((2, 3), np.float32)
+        bad = [
+            ((x,), (rows,), {}, "number of buffers"),
+            ((x, x, x), (rows,), {}, "number of buffers"),
+            ((x, x), (rows, full, rows), {}, "number of buffers"),
+            ((x, x.astype(np.float64)), (rows,), {}, "teacher logits"),
+            ((x, x[:, :2]), (rows,), {}, "teacher logits"),
+            ((x.astype(np.int32), x.astype(np.int32)), (rows,), {}, "student logits"),
+            ((np.zeros((), np.float32),) * 2, (((), np.float32),), {}, "student logits"),
+            ((x, x), (((2,), np.float64),), {}, "a result of a type"),
+            ((x, x), (((3,), np.float32),), {}, "results of shapes"),
+            ((x, x), (rows, rows), {}, "results of shapes"),
+            ((np.zeros((2, 0), np.float32),) * 2, (rows,), {}, "without classes"),
+            ((x, x), (rows,), dict(beta=None), "attributes"),
+            ((x, x), (rows,), dict(beta=np.float32(0.5)), "attributes"),
+            ((x, x), (rows,), dict(gamma=np.float64(0.5)), "attributes"),
+            ((x, x), (rows,), dict(temperature=np.float64(0.0)), "temperature"),
+            ((x, x), (rows,), dict(temperature=np.float64(np.inf)), "temperature"),
+            ((x, x), (rows,), dict(beta=np.float64(1.5)), "beta"),
+            ((x, x), (rows,), dict(beta=np.float64(np.nan)), "beta"),
+        ]
+        for args, outs, attrs, match in bad:
+            with pytest.raises(Exception, match=match):
+                call(args, outs, **attrs)
+        # an empty batch, with or without classes, is a valid call that computes nothing
+        e = np.zeros((0, 0), np.float32)
+        assert call((e, e), (((0,), np.float32), ((0, 0), np.float32)))[1].shape == (0, 0)
+        # the gradient alone, and a 1-D student (a 0-d loss)
+        g = call((x, x), (full,))[0]
+        assert np.all(np.asarray(g) == 0)
+        assert call((x[0], x[0]), (((), np.float32),))[0] == 0
+
+
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
 def test_torch_compile_fullgraph(beta):
     # the kernel is a torch.library custom op with a fake implementation: no graph break
