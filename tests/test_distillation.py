@@ -4,6 +4,9 @@ generalized_jsd_loss) and finite differences."""
 
 import doctest
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -584,6 +587,50 @@ def test_jax_handler_checks_every_buffer():
         g = call((x, x), (full,))[0]
         assert np.all(np.asarray(g) == 0)
         assert call((x[0], x[0]), (((), np.float32),))[0] == 0
+
+
+_OUT_OF_MEMORY = """
+import resource
+import numpy as np
+import jax, jax.numpy as jnp
+import xent_fast.jax as xfj
+
+n = 1 << 26     # a row of 256 MiB: a worker's 4 scratch rows take 1 GiB
+s = jnp.asarray(np.zeros((1, n), np.float32))       # zero pages: nothing is touched
+f = jax.jit(lambda a, b: jax.ffi.ffi_call(
+    xfj._TARGETS["ffi"]["distill"], (jax.ShapeDtypeStruct((1,), jnp.float32),))(
+    a, b, temperature=np.float64(1.0), beta=np.float64(0.0)))
+call = f.lower(s, s).compile()
+with open("/proc/self/status") as status:
+    vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize"))
+# room for copies of both inputs, not for the scratch rows
+resource.setrlimit(resource.RLIMIT_AS, (vm + (700 << 20), resource.RLIM_INFINITY))
+try:
+    jax.block_until_ready(call(s, s))
+    print("no error")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print("after:", float(call(s, s)[0][0]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is Linux's")
+@pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="AddressSanitizer's allocator aborts where malloc returns NULL")
+def test_jax_handler_out_of_memory_is_an_xla_error():
+    # the scratch rows cannot be allocated: the call fails with an XLA error and the
+    # process goes on (the same call succeeds once memory is there)
+    if _distill_target() is None:
+        pytest.skip("no compiled distillation handler registered")
+    home = os.path.dirname(os.path.dirname(os.path.abspath(xf.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [home] + [p for p in [os.environ.get("PYTHONPATH")] if p]), JAX_PLATFORMS="cpu")
+    res = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "RESOURCE_EXHAUSTED: out of memory" in res.stdout, res.stdout + res.stderr[-2000:]
+    assert "after: 0.0" in res.stdout
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
