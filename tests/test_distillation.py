@@ -573,3 +573,14 @@ def test_torch_compile_func_and_nested_vmap_with_a_teacher_requiring_grad():
     torch.testing.assert_close(vmap(grad(ours, argnums=(0, 1)))(s[0], t[0]),
                                vmap(grad(ref_rows, argnums=(0, 1)))(s[0], t[0]))
     torch.testing.assert_close(vmap(vmap(ours))(s, t), vmap(vmap(ref_rows))(s, t))
+
+
+def test_a_temperature_that_rounds_to_zero_in_float32_is_refused():
+    # the kernel divided float32 logits by float32(1e-50) = 0: every row NaN
+    s, t = _pair((2, 4), np.float32)
+    with pytest.raises(ValueError, match="temperature"):
+        xf.distillation_loss(s, t, temperature=1e-50)
+    with pytest.raises(ValueError, match="temperature"):
+        xf.distillation_loss_and_grad(s.astype(np.float16), t, temperature=1e-46)
+    loss = xf.distillation_loss(s.astype(np.float64), t, temperature=1e-50)
+    assert np.isfinite(loss)            # float64 holds it: a huge but finite divergence
