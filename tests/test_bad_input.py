@@ -723,3 +723,35 @@ def test_valid_non_finite_in_one_row(op, dt, value):
         elif value < 0:  # a masked class: the row stays finite (but the masked entry of log_softmax)
             row = np.atleast_1d(g[BAD_ROW])
             assert np.isfinite(row if row.size == 1 else np.delete(row, BAD_COL)).all(), f"output {i}"
+
+
+# ------------------------------------------------------------------ torch.compile options
+
+@pytest.mark.parametrize("call, bad", [
+    ("cross_entropy", dict(label_smoothing=True)),
+    ("cross_entropy", dict(z_loss="1")),
+    ("cross_entropy", dict(ignore_index=-100.5)),
+    ("sigmoid_focal_loss", dict(alpha=True)),
+    ("sigmoid_focal_loss", dict(gamma="2")),
+    ("linear_cross_entropy", dict(label_smoothing=True)),
+    ("linear_cross_entropy", dict(z_loss="1")),
+])
+def test_compiled_torch_losses_check_option_types(call, bad):
+    # while compiling, the options went through float()/int() unchecked: z_loss="1" ran
+    # as 1.0 and label_smoothing=True as 1.0 where the eager call raises TypeError
+    torch = pytest.importorskip("torch")
+    import xent_fast.torch as xt
+    x = torch.randn(N, C, dtype=torch.float64)
+    if call == "cross_entropy":
+        args = (x, torch.tensor([0, 1, 2, 3]))
+    elif call == "sigmoid_focal_loss":
+        args = (x, torch.rand(N, C, dtype=torch.float64))
+    else:
+        args = (x, torch.randn(7, C, dtype=torch.float64), torch.tensor([0, 1, 2, 3]))
+    fn = getattr(xt, call)
+    with pytest.raises(TypeError, match=next(iter(bad))):
+        fn(*args, **bad)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda *a: fn(*a, **bad).sum(), fullgraph=True, backend="eager")
+    with pytest.raises((TypeError, RuntimeError), match=next(iter(bad))):
+        compiled(*args)

@@ -213,3 +213,36 @@ def test_merging_scores_with_different_class_counts_pads(rng):
     b = xf.score(rng.standard_normal((20, 5)), rng.integers(0, 5, 20))
     pc = (a.totals + b.totals).per_class()
     assert pc["support"].shape == (5,) and pc["support"].sum() == 40
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_a_row_whose_target_is_masked_does_not_move_the_fit(rng, dtype):
+    # its loss is inf at every T: it made the mean loss inf, the slope -inf, and the fit
+    # ran to the upper bound 1e3 whatever the other rows said
+    x, t = _dataset(rng, "overconfident")
+    x = x.astype(dtype)
+    want = xf.fit_temperature(x[2:], t[2:])
+    x[0, t[0]] = -np.inf
+    x[1, :] = -np.inf                     # no softmax: left out as before
+    rel = 1e-9 if dtype == np.float64 else 1e-6      # the rows' blocks are summed anew
+    assert xf.fit_temperature(x, t) == pytest.approx(want, rel=rel)
+    assert xf.fit_temperature(x, t.astype(np.int32), ignore_index=2**40) == pytest.approx(
+        want, rel=rel)
+    loss, slope = xf.temperature_loss(x, t, 1.0)     # the loss itself stays inf
+    assert loss == math.inf
+
+
+@pytest.mark.parametrize("dtype, tiny", [(np.float64, 1e-310), (np.float32, 1e-40)])
+def test_a_temperature_whose_reciprocal_overflows_is_refused(rng, dtype, tiny):
+    # 1 / T overflowed to inf in the kernels' dtype: every loss NaN (0 * inf), and
+    # temperature_loss divided by T * T = 0 (ZeroDivisionError)
+    x, t = _dataset(rng, "overconfident", n=50, c=4)
+    x = x.astype(dtype)
+    for f in (lambda T: xf.score(x, t, temperature=T),
+              lambda T: xf.temperature_loss(x, t, T)):
+        with pytest.raises(ValueError, match="temperature must be at least"):
+            f(tiny)
+    smallest = 1 / float(np.finfo(dtype).max)
+    assert not math.isnan(xf.score(x, t, temperature=smallest * 1.01).summary()["loss"])
+    loss, slope = xf.temperature_loss(x.astype(np.float64), t, 1e-200)
+    assert loss > 1e190 and not math.isnan(slope)

@@ -3,6 +3,7 @@ a closed pipe, --plot refused before any work, a file of a format not read, rows
 without a softmax, --fit-temperature (table, JSON, side-by-side diagram)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -125,3 +126,17 @@ def test_fit_temperature_needs_class_indices(d, rng):
     np.save(d / "p.npy", xf.softmax(rng.standard_normal((4000, 10))).astype(np.float32))
     res = xent_fast(d, "score", "x.npy", "p.npy", "--fit-temperature")
     assert res.returncode == 1 and "class-index targets" in res.stderr
+
+
+def test_fit_temperature_ignores_a_row_whose_target_is_masked(d):
+    # one row whose target class is -inf made the streamed fit run to T = 1000
+    x, t = np.load(d / "x.npy"), np.load(d / "t.npy")
+    want = xf.fit_temperature(x[1:], t[1:])
+    x[0, t[0]] = -np.inf
+    np.save(d / "xm.npy", x)
+    res = xent_fast(d, "score", "xm.npy", "t.npy", "--fit-temperature", "--json",
+                    "--chunk-rows", 999)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["temperature"] == pytest.approx(want, rel=1e-6)
+    assert out["loss"] == math.inf          # the figures themselves still count the row

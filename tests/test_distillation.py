@@ -703,3 +703,149 @@ def _trl_rows(s, t, beta, labels, reduction):
         return rows.sum()
     n = keep.sum()
     return torch.where(n > 0, rows.sum() / n.clamp(min=1), rows.sum() * 0)
+
+
+# --- PyTorch: hostile inputs (each once silently accepted, wrong or an internal error) ---
+
+@pytest.mark.parametrize("dtype", ["int64", "bool", "complex64", "float8_e4m3fn"])
+@pytest.mark.parametrize("which", ["student_logits", "teacher_logits"])
+def test_torch_rejects_non_float_dtypes(dtype, which):
+    # an int64 student once gave an int64 loss of 0, a complex one a complex loss
+    torch = pytest.importorskip("torch")
+    from xent_fast.torch import distillation_loss
+    x, y = torch.randn(3, 5), torch.randn(3, 5)
+    bad = (x if which == "student_logits" else y).to(getattr(torch, dtype))
+    args = (bad, y) if which == "student_logits" else (x, bad)
+    with pytest.raises(TypeError, match=which) as info:
+        distillation_loss(*args)
+    assert isinstance(info.value, NotImplementedError)     # PyTorch's class for a dtype
+    f = torch.compile(lambda a, b: distillation_loss(a, b), fullgraph=True, backend="eager")
+    with pytest.raises((TypeError, RuntimeError), match=which):
+        f(*args)
+
+
+def test_torch_mistakes_raise_pytorchs_classes_and_check_options_when_compiled():
+    torch = pytest.importorskip("torch")
+    from xent_fast.torch import distillation_loss
+    x, y = torch.randn(3, 5), torch.randn(3, 5)
+    with pytest.raises(RuntimeError, match="teacher_logits"):
+        distillation_loss(x, y[:, :4])
+    with pytest.raises(IndexError, match=r"target\[1\] = 7"):
+        distillation_loss(x, y, target=torch.tensor([0, 7, 1]))
+    with pytest.raises(IndexError, match=r"target\[1\] = 7"):   # the composite path too
+        distillation_loss(x, y.requires_grad_(), target=torch.tensor([0, 7, 1]))
+    y = y.detach()
+    # while compiling the options were converted with float()/int() unchecked
+    for bad in (dict(temperature=True), dict(temperature="2"), dict(ignore_index=-100.5),
+                dict(beta=np.True_)):
+        torch._dynamo.reset()
+        f = torch.compile(lambda a, b: distillation_loss(a, b, **bad), fullgraph=True,
+                          backend="eager")
+        with pytest.raises((TypeError, RuntimeError), match=next(iter(bad))):
+            f(x, y)
+    t = torch.tensor(2.0, requires_grad=True)   # not differentiated: never a silent None
+    with pytest.raises(ValueError, match="temperature"):
+        distillation_loss(x.requires_grad_(), y, temperature=t)
+
+
+def test_torch_negated_views():
+    # .numpy() refuses a tensor with the negative bit: an internal RuntimeError before
+    torch = pytest.importorskip("torch")
+    from xent_fast.torch import distillation_loss
+    x, y = torch.randn(3, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    assert distillation_loss(torch._neg_view(x), y) == distillation_loss(-x, y)
+    assert distillation_loss(x, torch._neg_view(y)) == distillation_loss(x, -y)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+def test_torch_teacher_requiring_grad_masked_classes_and_ignored_rows(beta):
+    # the composite gave nan (0 * inf) for a class both mask, nan gradients for an
+    # ignored row holding a NaN, and computed bfloat16 in bfloat16
+    torch = pytest.importorskip("torch")
+    from xent_fast.torch import distillation_loss
+    gen = torch.Generator().manual_seed(4)
+    s = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    t = torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    s[:, 0] = t[:, 0] = -math.inf
+    s[2, 3] = math.nan
+    labels = torch.tensor([1, 2, -100, 0])
+    x, y = s.clone().requires_grad_(), t.clone().requires_grad_()
+    loss = distillation_loss(x, y, beta=beta, target=labels)
+    gx, gy = torch.autograd.grad(loss, (x, y))
+    x2 = s.clone().requires_grad_()
+    kernel = distillation_loss(x2, t, beta=beta, target=labels)
+    (kx,) = torch.autograd.grad(kernel, x2)
+    torch.testing.assert_close(loss, kernel.detach())
+    torch.testing.assert_close(gx, kx)
+    # the masked class out: the same loss, the teacher's gradient of the rest
+    keep = labels != -100
+    xs, ys = s[keep, 1:].clone().requires_grad_(), t[keep, 1:].clone().requires_grad_()
+    (ry,) = torch.autograd.grad(_trl(xs, ys, beta, 1.0), ys)
+    assert (gy[:, 0] == 0).all() and (gy[2] == 0).all() and (gx[2] == 0).all()
+    torch.testing.assert_close(gy[keep, 1:], ry)
+    b16 = distillation_loss(s.bfloat16(), t.bfloat16().requires_grad_(), beta=beta,
+                            target=labels)
+    assert b16.dtype == torch.bfloat16
+    assert b16 == distillation_loss(s.bfloat16(), t.bfloat16(), beta=beta, target=labels)
+
+
+def test_torch_autocast_gives_pytorchs_loss_dtype():
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+    from xent_fast.torch import distillation_loss
+    s = torch.randn(4, 6).bfloat16().requires_grad_()
+    t = torch.randn(4, 6).bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), reduction="none",
+                       log_target=True).sum(-1).mean()
+        loss = distillation_loss(s, t)
+        composite = distillation_loss(s, t.clone().requires_grad_())
+        compiled = torch.compile(lambda a, b: distillation_loss(a, b), fullgraph=True,
+                                 backend="eager")(s, t)
+    assert loss.dtype == composite.dtype == compiled.dtype == ref.dtype == torch.float32
+    loss.backward()
+    assert s.grad.dtype == torch.bfloat16
+
+
+def test_torch_compile_func_and_nested_vmap_with_a_teacher_requiring_grad():
+    # int(mask.sum()) broke the graph; the argument check read the tensors through NumPy,
+    # which torch.func's wrapped tensors have not; an inner vmap called the kernel on
+    # tensors still batched by the outer one
+    torch = pytest.importorskip("torch")
+    from torch.func import grad, vmap
+    from xent_fast.torch import distillation_loss
+    gen = torch.Generator().manual_seed(5)
+    s = torch.randn(2, 3, 4, 7, generator=gen, dtype=torch.float64)
+    t = torch.randn(2, 3, 4, 7, generator=gen, dtype=torch.float64)
+    labels = torch.tensor([1, -100, 2, 0])
+    x, y = s[0, 0].clone().requires_grad_(), t[0, 0].clone().requires_grad_()
+    f = torch.compile(lambda a, b: distillation_loss(a, b, beta=0.5, target=labels),
+                      fullgraph=True, backend="aot_eager")
+    loss = f(x, y)
+    gx, gy = torch.autograd.grad(loss, (x, y))
+    x2, y2 = s[0, 0].clone().requires_grad_(), t[0, 0].clone().requires_grad_()
+    ref = distillation_loss(x2, y2, beta=0.5, target=labels)
+    torch.testing.assert_close((loss, gx, gy), (ref, *torch.autograd.grad(ref, (x2, y2))))
+
+    def ref_rows(a, b):
+        return _trl_rows(a, b, 0.0, torch.zeros(a.shape[:-1], dtype=torch.long), "mean")
+
+    def ours(a, b):
+        return distillation_loss(a, b)
+
+    torch.testing.assert_close(grad(ours, argnums=1)(s[0, 0], t[0, 0]),
+                               grad(ref_rows, argnums=1)(s[0, 0], t[0, 0]))
+    torch.testing.assert_close(vmap(grad(ours, argnums=(0, 1)))(s[0], t[0]),
+                               vmap(grad(ref_rows, argnums=(0, 1)))(s[0], t[0]))
+    torch.testing.assert_close(vmap(vmap(ours))(s, t), vmap(vmap(ref_rows))(s, t))
+
+
+def test_a_temperature_that_rounds_to_zero_in_float32_is_refused():
+    # the kernel divided float32 logits by float32(1e-50) = 0: every row NaN
+    s, t = _pair((2, 4), np.float32)
+    with pytest.raises(ValueError, match="temperature"):
+        xf.distillation_loss(s, t, temperature=1e-50)
+    with pytest.raises(ValueError, match="temperature"):
+        xf.distillation_loss_and_grad(s.astype(np.float16), t, temperature=1e-46)
+    loss = xf.distillation_loss(s.astype(np.float64), t, temperature=1e-50)
+    assert np.isfinite(loss)            # float64 holds it: a huge but finite divergence

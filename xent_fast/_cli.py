@@ -439,7 +439,8 @@ def _fit_temperature(args: argparse.Namespace,
     def sums_at(temperature: float) -> _TemperatureSums:
         total = _TemperatureSums(0, 0, 0.0, 0.0, 0.0)
         for _, _, x, t in chunks():
-            total += _temperature_pass(x, t, temperature, args.ignore_index, args.threads)
+            total += _temperature_pass(x, t, temperature, args.ignore_index, args.threads,
+                                       fit=True)
         return total
 
     s, passes = _newton_inverse_temperature(sums_at, rtol=1e-6)

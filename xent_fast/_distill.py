@@ -58,7 +58,9 @@ def distillation_loss(
     teacher_logits : array_like of the same shape
         The teacher's, converted to the student's computation dtype.
     temperature : float > 0, default 1.0
-        Both logits are divided by it first, in their dtype (as PyTorch's ``s / T``).
+        Both logits are divided by it first, in their dtype (as PyTorch's ``s / T``); a
+        temperature that rounds to 0 in that dtype (below about 7e-46 in float32) is
+        refused.
     beta : float in [0, 1], default 0.0
         Selects the divergence (see above).
     target : array_like of integers, shape ``student_logits.shape[:-1]``, optional
@@ -168,6 +170,10 @@ def _distillation(student: Any, teacher: Any, temperature: Any, beta: Any, targe
         check_reduction(reduction)
     temp = 1.0 if type(temperature) is float and temperature == 1.0 else check_number(
         temperature, "temperature", 0.0, low_open=True)
+    if temp != 1.0 and dt.type(temp) == 0:
+        # the kernels divide by T in the logits' dtype: every row would be NaN (x / 0)
+        raise ValueError(f"temperature must be positive in {dt} (the logits are divided by "
+                         f"it in their dtype), but {temperature!r} rounds to 0 there")
     b = 0.0 if type(beta) is float and beta == 0.0 else check_number(beta, "beta", 0.0, 1.0)
     nt = check_threads(n_threads) if n_threads is not None or _v._forked_child else 0
     ignore = check_int64(ignore_index, "ignore_index")

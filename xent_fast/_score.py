@@ -534,6 +534,17 @@ def _check_temperature(temperature: Any) -> float:
     return check_number(temperature, "temperature", low=0.0, low_open=True)
 
 
+def _inverse_temperature(temperature: Any, dtype: np.dtype) -> float:
+    """1 / T, which the kernels multiply the logits by in their dtype: it must be finite
+    there (1 / 1e-40 is inf in float32, and 0 * inf made every loss NaN)."""
+    inv_t = 1.0 / _check_temperature(temperature)
+    top = float(np.finfo(dtype).max)
+    if not inv_t <= top:
+        raise ValueError(f"temperature must be at least {1 / top:.4g} for {dtype} logits "
+                         f"(its reciprocal scales them and must be finite), got {temperature!r}")
+    return inv_t
+
+
 def _run(logits: Any, target: Any, k: Any, ignore_index: Any, n_threads: Any,
          per_row: bool, temperature: Any = 1.0,
          ece_bins: Any = ECE_BINS) -> tuple[ScoreTotals, tuple[np.ndarray, ...] | None]:
@@ -544,7 +555,7 @@ def _run(logits: Any, target: Any, k: Any, ignore_index: Any, n_threads: Any,
     kk = _check_k(k)
     ignore = check_int64(ignore_index, "ignore_index")
     nt = check_threads(n_threads)
-    inv_t = 1.0 / _check_temperature(temperature)
+    inv_t = _inverse_temperature(temperature, x.dtype)
     nb = _check_bins(ece_bins)
 
     x2 = x.reshape(-1, n)
@@ -703,22 +714,39 @@ class _TemperatureSums(NamedTuple):
 
 
 def _temperature_pass(logits: Any, target: Any, temperature: float, ignore_index: int = -100,
-                      n_threads: int | None = None) -> _TemperatureSums:
+                      n_threads: int | None = None, fit: bool = False) -> _TemperatureSums:
     """One fused pass: the sums of the loss of ``softmax(logits / temperature)`` and of
-    its first two derivatives in ``s = 1 / temperature``, over the counted rows."""
+    its first two derivatives in ``s = 1 / temperature``, over the counted rows (with
+    ``fit``, not over rows whose target is masked: see :func:`_possible_targets`)."""
     x = as_float_rows(logits, "logits")
     n = x.shape[-1]
     by_index, t = _as_target(target, x, x.shape[:-1])
     if not by_index:
         raise TypeError("fit_temperature takes class indices as targets, not probabilities")
     ignore = check_int64(ignore_index, "ignore_index")
-    inv_t = 1.0 / _check_temperature(temperature)
+    inv_t = _inverse_temperature(temperature, x.dtype)
     t1 = t.reshape(-1)
+    if fit:
+        t1 = _possible_targets(x.reshape(-1, n), t1, ignore)
     rows, nonfinite, loss, g, h, bad = _TEMP_KERNEL[x.dtype.num][t1.dtype.num](
         x.reshape(-1, n), t1, ignore, inv_t, check_threads(n_threads))
     if bad >= 0:
         _raise_bad_target(t1, bad, x.shape[:-1], n, ignore)
     return _TemperatureSums(rows, nonfinite, loss, g, h)
+
+
+def _possible_targets(x2: np.ndarray, t1: np.ndarray, ignore: int) -> np.ndarray:
+    """``t1`` with ``ignore`` in place of the targets whose logit is ``-inf``: their
+    probability is 0 at every temperature, so their loss is infinite whatever T and says
+    nothing about it (one such row made the mean loss inf, its slope -inf, and the fit
+    ran to the upper bound). A gather of one logit per row, not a pass over the logits."""
+    rows = np.flatnonzero((t1 >= 0) & (t1 < x2.shape[1]) & (t1 != ignore))
+    impossible = x2[rows, t1[rows]] == -np.inf
+    if not impossible.any():
+        return t1
+    out = t1.astype(np.int64)          # a copy, wide enough for any ignore_index
+    out[rows[impossible]] = ignore
+    return out
 
 
 def temperature_loss(logits: Any, target: Any, temperature: float, *,
@@ -761,7 +789,8 @@ def temperature_loss(logits: Any, target: Any, temperature: float, *,
     s = _temperature_pass(logits, target, T, ignore_index, n_threads)
     if s.rows == 0:
         return 0.0, 0.0
-    return s.loss / s.rows, -s.grad_s / (s.rows * T * T)
+    # / T / T: T * T underflows to 0 for T < 1e-162 (a ZeroDivisionError)
+    return s.loss / s.rows, -s.grad_s / s.rows / T / T
 
 
 def _newton_inverse_temperature(sums_at: Callable[[float], _TemperatureSums],
@@ -832,7 +861,9 @@ def fit_temperature(logits: Any, target: Any, *, ignore_index: int = -100,
     target : array_like of int
         Class indices of shape ``logits.shape[:-1]``.
     ignore_index : int, default -100
-        Rows with this target are left out, as are rows whose logits have no softmax.
+        Rows with this target are left out, as are rows whose logits have no softmax
+        and rows whose target's logit is ``-inf`` (a masked class: its loss is infinite
+        at every temperature, so it says nothing about T).
     n_threads : int, optional
         OpenMP threads, as in :func:`score`. The result is the same for every value.
 
@@ -858,9 +889,10 @@ def fit_temperature(logits: Any, target: Any, *, ignore_index: int = -100,
     by_index, t = _as_target(target, x, x.shape[:-1])
     if not by_index:
         raise TypeError("fit_temperature takes class indices as targets, not probabilities")
-    check_int64(ignore_index, "ignore_index")
+    ignore = check_int64(ignore_index, "ignore_index")
     check_threads(n_threads)
+    t = _possible_targets(x.reshape(-1, x.shape[-1]), t.reshape(-1), ignore)   # once
     s, _ = _newton_inverse_temperature(
-        lambda T: _temperature_pass(x, t, T, ignore_index, n_threads),
+        lambda T: _temperature_pass(x, t, T, ignore, n_threads),
         rtol=1e-6 if x.dtype == np.float32 else 1e-10)
     return 1.0 / s

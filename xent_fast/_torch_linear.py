@@ -56,6 +56,8 @@ from .torch import (
     _guard,
     _not_differentiable,
     _not_scriptable,
+    _option_float,
+    _option_int,
     _scale,
     _times,
 )
@@ -652,8 +654,9 @@ def _compiled(input: Any, linear_weight: Any, target: Any, linear_bias: Any, wei
     chunk = None if options is None else options.batch_chunk_size
     out = torch.ops.xent_fast.linear_cross_entropy(
         input, linear_weight, linear_bias, target, weight, None, reduction,
-        -100 if ignore_index is None else int(ignore_index), float(label_smoothing),
-        float(z_loss), None if softcap is None else float(softcap), n_threads, chunk, pdt,
+        -100 if ignore_index is None else _option_int(ignore_index, "ignore_index"),
+        _option_float(label_smoothing, "label_smoothing"), _option_float(z_loss, "z_loss"),
+        None if softcap is None else _option_float(softcap, "softcap"), n_threads, chunk, pdt,
         out_dtype, need)
     return cast(torch.Tensor, out[0])
 

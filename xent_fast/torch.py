@@ -148,6 +148,24 @@ def _reraise(exc: Exception, names: dict[str, str]) -> NoReturn:
     raise (_IndexError if "valid class index" in msg else _ValueError)(msg) from None
 
 
+def _option_float(value: Any, name: str) -> float:
+    """An option as a float for a custom op's schema while compiling, with the type check
+    of the eager path first: float() alone took True as 1.0 and "2" as 2.0. Its range is
+    checked when the op runs (the NumPy core)."""
+    try:
+        return _xv.check_number(value, name)
+    except (TypeError, ValueError) as exc:
+        _reraise(exc, {})
+
+
+def _option_int(value: Any, name: str) -> int:
+    """An int option for a custom op's schema (as :func:`_option_float`)."""
+    try:
+        return _xv.check_int64(value, name)
+    except (TypeError, ValueError) as exc:
+        _reraise(exc, {})
+
+
 def _legacy_reduction(size_average: Any, reduce: Any, reduction: str) -> str:
     if size_average is not None or reduce is not None:
         legacy: str = torch.nn._reduction.legacy_get_string(size_average, reduce)
@@ -1154,8 +1172,9 @@ def _compiled_cross_entropy(input: Any, target: Any, weight: Any, ignore_index: 
         raise _not_differentiable("nll_loss_forward", "weight")
     soft = grad_mode and target.is_floating_point() and (target.requires_grad or weight_grad)
     return cast(torch.Tensor, torch.ops.xent_fast.cross_entropy(
-        input, target, weight, ignore_index, reduction, float(label_smoothing),
-        float(z_loss), None if softcap is None else float(softcap), n_threads, soft,
+        input, target, weight, _option_int(ignore_index, "ignore_index"), reduction,
+        _option_float(label_smoothing, "label_smoothing"), _option_float(z_loss, "z_loss"),
+        None if softcap is None else _option_float(softcap, "softcap"), n_threads, soft,
         _loss_dtype(input, target))[0])
 
 
@@ -1211,7 +1230,8 @@ def _compiled_binary(kind: str, input: Any, target: Any, weight: Any, pos_weight
     soft = _grad_enabled() and target.requires_grad
     return cast(torch.Tensor, torch.ops.xent_fast.binary_loss(
         input, target, weight, pos_weight, kind, options["reduction"],
-        float(options.get("alpha", 0.0)), float(options.get("gamma", 0.0)),
+        _option_float(options.get("alpha", 0.0), "alpha"),
+        _option_float(options.get("gamma", 0.0), "gamma"),
         options["n_threads"], soft, _loss_dtype(input, target, bce=True))[0])
 
 
