@@ -65,19 +65,48 @@ def _kernel(s: Any, t: Any, temperature: float, beta: float, want_grad: bool) ->
 
 
 def _composite(s: Any, t: Any, temperature: float, beta: float) -> Any:
+    """The divergence of every row in plain JAX (TRL's formula), for the derivatives
+    that the kernel does not give. A class masked (-inf) on a side is kept out of the
+    arithmetic, not only out of the sum: inf - inf there would make its derivative NaN."""
     ls = jax.nn.log_softmax(s / temperature, axis=-1)
     lt = jax.nn.log_softmax(t / temperature, axis=-1)
 
     def kl(lx: Any, ly: Any) -> Any:     # KL(x || y) per row, 0 log 0 = 0
-        x = jnp.exp(lx)
-        return jnp.sum(jnp.where(x > 0, x * (lx - ly), 0.0), axis=-1)
+        keep = lx > -jnp.inf
+        d = jnp.where(keep, lx - jnp.where(keep, ly, 0.0), 0.0)
+        return jnp.sum(jnp.where(keep, jnp.exp(lx) * d, 0.0), axis=-1)
 
     if beta == 0:
         return kl(lt, ls)
     if beta == 1:
         return kl(ls, lt)
-    lm = jnp.logaddexp(ls + math.log1p(-beta), lt + math.log(beta))
+    either = (ls > -jnp.inf) | (lt > -jnp.inf)
+    lm = jnp.where(either, jnp.logaddexp(jnp.where(either, ls, 0.0) + math.log1p(-beta),
+                                         jnp.where(either, lt, 0.0) + math.log(beta)),
+                   -jnp.inf)
     return beta * kl(lt, lm) + (1 - beta) * kl(ls, lm)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _fused(s: Any, t: Any, temperature: float, beta: float) -> tuple[Any, Any]:
+    """(losses, their gradient in ``s``) from one kernel call."""
+    loss, grad = _kernel(s, t, temperature, beta, True)
+    return loss, grad
+
+
+def _fused_jvp(temperature: float, beta: float, primals: Any,
+               tangents: Any) -> tuple[Any, Any]:
+    # Reached only for second derivatives: differentiate the composite's gradient.
+    s, t = primals
+    out = _fused(s, t, temperature, beta)
+
+    def loss_and_grad(s: Any, t: Any) -> tuple[Any, Any]:
+        loss, vjp = jax.vjp(lambda ss: _composite(ss, t, temperature, beta), s)
+        return loss, vjp(jnp.ones_like(loss))[0]
+    return out, jax.jvp(loss_and_grad, (s, t), tuple(tangents))[1]
+
+
+_fused.defjvp(_fused_jvp)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
@@ -86,7 +115,7 @@ def _distill(s: Any, t: Any, temperature: float, beta: float) -> Any:
 
 
 def _fwd(s: Any, t: Any, temperature: float, beta: float) -> tuple[Any, Any]:
-    loss, grad = _kernel(s, t, temperature, beta, True)
+    loss, grad = _fused(s, t, temperature, beta)
     return loss, (grad, s, t)
 
 
@@ -108,7 +137,9 @@ def distillation_loss(student_logits: Any, teacher_logits: Any, *, temperature: 
     ``beta=0`` forward KL ``KL(p_t || p_s)``, ``beta=1`` reverse KL, in between TRL's
     generalized JSD, both softmaxes taken of the logits over ``temperature``. Usable
     under ``jax.jit``, ``jax.grad`` and ``jax.vmap``; the gradient with respect to the
-    student comes from the same kernel call as the loss.
+    student comes from the same kernel call as the loss. Second derivatives
+    (``jax.hessian``, a gradient of a gradient) differentiate that gradient as written
+    in plain JAX; forward mode (``jax.jvp``) is not offered (the loss has a custom VJP).
 
     Parameters
     ----------
