@@ -190,33 +190,6 @@ static XF_ALWAYS_INLINE float xf_bregman_f32(float x, float y, float l)
     return x == 0.0f ? y : t;
 }
 
-/* log1p(u) for float u >= -1 (-inf at -1, +inf at +inf): 1 + u = w = 2^k f, f in
- * [sqrt(1/2), sqrt(2)), log f by xf_log1p_unit_inv_f32's polynomial, and for k = 0 the
- * rounding of 1 + u added back (times 2 - w ~ 1 / w, close enough for a correction below
- * an ulp), so a small u keeps its relative accuracy. No division. */
-static XF_ALWAYS_INLINE float xf_log1p_any_f32(float u)
-{
-    float w = 1.0f + u;
-    int32_t k = (xf_bits_f32(w) - 0x3F3504F3) >> 23;          /* 0x3F3504F3: sqrt(1/2) */
-    float x = xf_f32_from_bits(xf_bits_f32(w) - k * (1 << 23)) - 1.0f;
-    float c = k == 0 ? (u - (w - 1.0f)) * (2.0f - w) : 0.0f;
-    float z = x * x;
-    float p = 7.0376836292e-2f;
-    p = p * x - 1.1514610310e-1f;
-    p = p * x + 1.1676998740e-1f;
-    p = p * x - 1.2420140846e-1f;
-    p = p * x + 1.4249322787e-1f;
-    p = p * x - 1.6668057665e-1f;
-    p = p * x + 2.0000714765e-1f;
-    p = p * x - 2.4999993993e-1f;
-    p = p * x + 3.3333331174e-1f;
-    float y = p * x * z - 0.5f * z;
-    float kf = (float)k;
-    float r = ((x + (y + kf * -2.12194440e-4f)) + kf * 0.693359375f) + c;
-    r = w == INFINITY ? INFINITY : r;
-    return w <= 0.0f ? -INFINITY : r;
-}
-
 /* KL from B = sum x phi(l) and A = sum x l over a row whose l all carry one unknown
  * offset e. With y_j = x_j exp(-l_j) the implied other distribution, sum y = 1 + z with
  * z = B - A, and sum x phi(l + e) is least at the e that normalises y, where it is the
@@ -322,22 +295,61 @@ static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const 
     sums[1] += (double)as;
 }
 
-/* Generalized JSD over one block of a float row, m = beta p + (1 - beta) q. With X the
- * distribution of the smaller weight in m (q if beta < 1/2, else p), Y the other,
- * lam = log(Y / X) and g its weight: log(X / m) = -log1p(g expm1(lam)), which does not
- * cancel when p ~ q, and log(Y / m) = log(X / m) + lam, which does not either (|log(Y/m)|
- * >= |log(X/m)|). expm1(lam) by its series for |lam| < 1/2, else from exp(-|lam|).
- * Three loops over chunks in L1 rather than one: one chain of ~60 dependent operations
- * per entry kept too few entries in flight (2x slower). Adds to sums: the Bregman sum,
- * sum q log(q/m), sum Y log(Y/m), sum (implied Y - X) (the offset's trace, see
- * xf_jsd_from_sums); grad (if not NULL; may alias a) gets gg q log(q/m), the first part
- * of the gradient. */
-static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *es,
-                                   const float *et, ptrdiff_t n, float fs, float ft, double dl,
-                                   float beta, float gg, float *grad, double *sums)
+/* expm1(z) (s = 1) or exp(z) (s = 0) for float z <= 80: 2^n (1 + e) - s, e = expm1(r) by
+ * xf_expf's polynomial in the form r + r^2 q(r), which keeps a small z's relative
+ * accuracy; 2^n e + (2^n - 1) does not cancel for n != 0 (|e| < 0.42). Below -87 the
+ * result is clamped at exp(-87) - s, where 2^n is still normal: expm1 is -1 there to
+ * float precision, and exp only feeds g + (1 - g) exp(z) in xf_jsd_f32_at, where it is
+ * below g's rounding (or g < 1e-30, whose terms vanish in float anyway). */
+static XF_ALWAYS_INLINE float xf_expm1_or_exp_f32(float z, float s)
 {
-    const int x_is_q = beta < 0.5f;
-    const float omb = 1.0f - beta, g = x_is_q ? beta : omb, sg = x_is_q ? 1.0f : -1.0f;
+    const float shift = 12582912.0f;                      /* 1.5 * 2^23: rounds to int */
+    z = z < -87.0f ? -87.0f : z;
+    float t = z * 1.44269504088896341f + shift;
+    float n = t - shift;
+    float r = z - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float q = 1.38146046e-3f;
+    q = q * r + 8.36871099e-3f;
+    q = q * r + 4.16683890e-2f;
+    q = q * r + 1.66665211e-1f;
+    q = q * r + 4.99999940e-1f;
+    float e = (q * r) * r + r;
+    float p2 = xf_f32_from_bits((xf_bits_f32(t) - xf_bits_f32(shift) + 127) * (1 << 23));
+    return p2 * e + (p2 - s);
+}
+
+/* log(w) for float w > 0, given u = w - 1 where w is near 1: w = 2^k f, f in
+ * [sqrt(1/2), sqrt(2)), and log f from f - 1, or from u itself when k = 0 (w - 1 would
+ * carry w's rounding: a small u keeps its relative accuracy this way). */
+static XF_ALWAYS_INLINE float xf_log_near1_f32(float w, float u)
+{
+    int32_t k = (xf_bits_f32(w) - 0x3F3504F3) >> 23;          /* 0x3F3504F3: sqrt(1/2) */
+    float f = xf_f32_from_bits(xf_bits_f32(w) - k * (1 << 23));
+    return xf_log1p_reduced_f32(k == 0 ? u : f - 1.0f, (float)k);
+}
+
+/* Generalized JSD over one block of a float row, m = beta p + (1 - beta) q. X is the
+ * distribution of weight 1 - g >= 1/2 in m (q if beta < 1/2, else p), Y the other, lam =
+ * log(Y / X), from the logits in double. One exp and one log per entry give both logs of
+ * the mixture without cancellation: for lam <= lim, log(X / m) = -log1p(g expm1(lam)) and
+ * log(Y / m) = that + lam; above lim = 1 - log g, where log(Y / m) nears log(1 / g) and
+ * that sum would lose lam / log(1 / g) of its digits, log(Y / m) = -log(g + (1 - g)
+ * exp(-lam)) and log(X / m) = that - lam (|log(X / m)| >= 1 there). A class masked in X
+ * or Y (lam = +-inf) gets its limit. The terms: for |lam| < 1, the Bregman terms
+ * (1 - g) X phi(log(X/m)) + g Y phi(log(Y/m)) by phi's series; else their sum without
+ * the parts that cancel in it, (1 - g) X log(X/m) + g Y log(Y/m) (no more than 4x
+ * cancellation for |lam| >= 1). Adds to sums: the terms, sum q log(q/m), sum Y log(Y/m),
+ * sum (implied Y - X) (the offset's trace, see xf_jsd_from_sums); grad (if not NULL;
+ * may alias a) gets gg q log(q/m), the first part of the gradient.
+ * Three loops over chunks in L1 rather than one: in one, the chain of ~100 dependent
+ * operations per entry kept too few entries in flight (1.6x slower). */
+static XF_ALWAYS_INLINE void xf_jsd_f32_at(const float *a, const float *b, const float *es,
+                                           const float *et, ptrdiff_t n, float fs, float ft,
+                                           double dl, float g, float lim, float gg,
+                                           float *grad, double *sums, const int x_is_q)
+{
+    const float omg = 1.0f - g;
     const double sdl = x_is_q ? dl : -dl;
     float lam_c[XF_F32_CHUNK], e_c[XF_F32_CHUNK], r_c[XF_F32_CHUNK];
     double bs = 0.0;
@@ -347,39 +359,36 @@ static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *
         const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++) {
-            /* lam = log(Y / X) = +-(log p/q), from the logits in double */
-            float lam = (float)(sg * ((double)bc[j] - (double)ac[j]) - sdl);
-            float x = fabsf(lam);
-            float pe = 2.4801587e-05f;
-            pe = pe * lam + 1.9841270e-04f;
-            pe = pe * lam + 1.3888889e-03f;
-            pe = pe * lam + 8.3333333e-03f;
-            pe = pe * lam + 4.1666667e-02f;
-            pe = pe * lam + 1.6666667e-01f;
-            pe = pe * lam + 0.5f;
-            pe = (pe * lam + 1.0f) * lam;                     /* expm1(lam), |lam| < 1/2 */
-            float t = xf_expf(x == x ? -x : 0.0f);
-            float far = lam < 0.0f ? t - 1.0f : (1.0f - t) / t;   /* inf for t = 0 */
+            double d = (double)bc[j] - (double)ac[j];
+            float lam = (float)((x_is_q ? d : -d) - sdl);
+            int big = !(lam <= lim);                              /* nan too */
             lam_c[j] = lam;
-            e_c[j] = x < 0.5f ? pe : far;
+            e_c[j] = xf_expm1_or_exp_f32(big ? -lam : lam, big ? 0.0f : 1.0f);
         }
         XF_SIMD
-        for (ptrdiff_t j = 0; j < len; j++)
-            r_c[j] = -xf_log1p_any_f32(g * e_c[j]);              /* log(X / m) */
+        for (ptrdiff_t j = 0; j < len; j++) {
+            int big = !(lam_c[j] <= lim);
+            float u = (big ? omg : g) * e_c[j];
+            r_c[j] = -xf_log_near1_f32((big ? g : 1.0f) + u, u);
+        }
         float *gc = grad ? grad + c0 : lam_c;      /* no gradient: a sink (read first) */
         float bc_sum = 0.0f;
         XF_SIMD_SUM(bc_sum, aq, ay, gx)
         for (ptrdiff_t j = 0; j < len; j++) {
+            float lam = lam_c[j], r = r_c[j];
             float q = esc[j] * fs, p = etc[j] * ft;
-            float rx = r_c[j], ry = rx + lam_c[j];                /* log(X/m), log(Y/m) */
-            float lqm = x_is_q ? rx : ry, lpm = x_is_q ? ry : rx;
             float xv = x_is_q ? q : p, yv = x_is_q ? p : q;
-            float m = beta * p + omb * q;
-            bc_sum += beta * xf_bregman_f32(p, m, lpm) + omb * xf_bregman_f32(q, m, lqm);
-            float ql = q == 0.0f ? 0.0f : q * lqm;
+            int big = !(lam <= lim);
+            float rx = big ? r - lam : r, ry = big ? r : r + lam;
+            float px = xv == 0.0f ? 0.0f : xv * rx, py = yv == 0.0f ? 0.0f : yv * ry;
+            float near = omg * (px * rx * xf_phi_over_l2_f32(rx))
+                         + g * (py * ry * xf_phi_over_l2_f32(ry));
+            float far = omg * px + g * py;
+            float ql = x_is_q ? px : py;
+            bc_sum += fabsf(lam) < 1.0f ? near : far;
             aq += ql;
-            ay += yv == 0.0f ? 0.0f : yv * ry;
-            gx += xv == 0.0f ? yv : xv * e_c[j];
+            ay += py;
+            gx += big ? yv - xv : xv * e_c[j];
             gc[j] = gg * ql;
         }
         bs += (double)bc_sum;
@@ -388,6 +397,21 @@ static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *
     sums[1] += (double)aq;
     sums[2] += (double)ay;
     sums[3] += (double)gx;
+}
+
+/* One copy of the loops for each choice of X. g in double first: 1 - beta from a float
+ * beta would be 1% off at beta = 1 - 1e-6. */
+static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *es,
+                                   const float *et, ptrdiff_t n, float fs, float ft, double dl,
+                                   double beta, float gg, float *grad, double *sums)
+{
+    double g = beta < 0.5 ? beta : 1.0 - beta;
+    float lim = (float)(g > 1e-30 ? 1.0 - log(g) : 70.0);
+    lim = lim < 70.0f ? lim : 70.0f;
+    if (beta < 0.5)
+        xf_jsd_f32_at(a, b, es, et, n, fs, ft, dl, (float)g, lim, gg, grad, sums, 1);
+    else
+        xf_jsd_f32_at(a, b, es, et, n, fs, ft, dl, (float)g, lim, gg, grad, sums, 0);
 }
 
 /* The gradient of reverse KL and JSD in float, after the sweep that wrote grad[j] =
