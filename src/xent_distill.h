@@ -81,18 +81,32 @@ static inline double xf_kl_forward_##SUF(const T *a, const T *b, const T *es,   
     return acc;                                                                           \
 }                                                                                         \
                                                                                           \
-/* Reverse KL(q || p) over one block: returns the sum of its terms, stores                \
- * lq_j - lp_j in et (for the gradient sweep) and adds sum q (lq - lp) to *s. */         \
-static inline double xf_kl_reverse_##SUF(const T *a, const T *b, const T *es, T *et,     \
-                                         ptrdiff_t n, double fs, double ft, double dl,    \
-                                         double *s)                                       \
+/* Reverse KL(q || p) (jsd = 0) or the generalized JSD (jsd = 1) over one block, m = beta \
+ * p + (1 - beta) q (m = p for reverse KL): returns the sum of its terms, which are       \
+ * q phi(log q/p), or beta [p phi(log p/m)] + (1 - beta) [q phi(log q/m)]; stores         \
+ * log(q/m) in et (for the gradient sweep) and adds sum q log(q/m) to *s. dl = lse_t -    \
+ * lse_s; lb = log(beta), l1b = log(1 - beta). */                                         \
+static XF_ALWAYS_INLINE double xf_qlog_terms_##SUF(const T *a, const T *b, const T *es,   \
+                                                   T *et, ptrdiff_t n, double fs,         \
+                                                   double ft, double dl, double lse_s,    \
+                                                   double lse_t, double beta, double lb,  \
+                                                   double l1b, double *s, const int jsd)  \
 {                                                                                         \
     double acc = 0.0, qs = 0.0;                                                           \
     XF_SIMD_SUM(acc, qs)                                                                  \
     for (ptrdiff_t j = 0; j < n; j++) {                                                   \
-        double q = (double)es[j] * fs, p = (double)et[j] * ft;                            \
-        double l = dl - ((double)b[j] - (double)a[j]);      /* log q - log p */           \
-        acc += xf_bregman(q, p, l);                                                       \
+        double q = (double)es[j] * fs, p = (double)et[j] * ft, l;                         \
+        if (jsd) {                                                                        \
+            double lq = (double)a[j] - lse_s, lp = (double)b[j] - lse_t;                  \
+            double lm = xf_logaddexp(lp + lb, lq + l1b);                                  \
+            double m = beta * p + (1.0 - beta) * q;                                       \
+            double lpm = lp - lm;                                                         \
+            l = lq - lm;                                                                  \
+            acc += beta * xf_bregman(p, m, lpm) + (1.0 - beta) * xf_bregman(q, m, l);     \
+        } else {                                                                          \
+            l = dl - ((double)b[j] - (double)a[j]);         /* log q - log p */           \
+            acc += xf_bregman(q, p, l);                                                   \
+        }                                                                                 \
         et[j] = (T)l;                                                                     \
         qs += q == 0 ? 0.0 : q * l;                                                       \
     }                                                                                     \
@@ -100,28 +114,21 @@ static inline double xf_kl_reverse_##SUF(const T *a, const T *b, const T *es, T 
     return acc;                                                                           \
 }                                                                                         \
                                                                                           \
-/* Generalized JSD over one block, m = beta p + (1 - beta) q: returns the sum of          \
- * beta [p phi(log p/m)] + (1 - beta) [q phi(log q/m)], stores log(q/m) in et and adds    \
- * sum q log(q/m) to *s. lb = log(beta), l1b = log(1 - beta). */                         \
+static inline double xf_kl_reverse_##SUF(const T *a, const T *b, const T *es, T *et,     \
+                                         ptrdiff_t n, double fs, double ft, double dl,    \
+                                         double *s)                                       \
+{                                                                                         \
+    return xf_qlog_terms_##SUF(a, b, es, et, n, fs, ft, dl, 0.0, 0.0, 1.0, 0.0, 0.0, s,   \
+                               0);                                                        \
+}                                                                                         \
+                                                                                          \
 static inline double xf_jsd_##SUF(const T *a, const T *b, const T *es, T *et,            \
                                   ptrdiff_t n, double fs, double ft, double lse_s,        \
                                   double lse_t, double beta, double lb, double l1b,       \
                                   double *s)                                              \
 {                                                                                         \
-    double acc = 0.0, qs = 0.0;                                                           \
-    XF_SIMD_SUM(acc, qs)                                                                  \
-    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
-        double q = (double)es[j] * fs, p = (double)et[j] * ft;                            \
-        double lq = (double)a[j] - lse_s, lp = (double)b[j] - lse_t;                      \
-        double lm = xf_logaddexp(lp + lb, lq + l1b);                                      \
-        double m = beta * p + (1.0 - beta) * q;                                           \
-        double lpm = lp - lm, lqm = lq - lm;                                              \
-        acc += beta * xf_bregman(p, m, lpm) + (1.0 - beta) * xf_bregman(q, m, lqm);       \
-        et[j] = (T)lqm;                                                                   \
-        qs += q == 0 ? 0.0 : q * lqm;                                                     \
-    }                                                                                     \
-    *s += qs;                                                                             \
-    return acc;                                                                           \
+    return xf_qlog_terms_##SUF(a, b, es, et, n, fs, ft, lse_t - lse_s, lse_s, lse_t,      \
+                               beta, lb, l1b, s, 1);                                      \
 }                                                                                         \
                                                                                           \
 /* The gradient of reverse KL and JSD: grad[j] = g q (l_j - s), l_j = log(q_j / m_j)     \
