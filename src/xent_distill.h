@@ -162,8 +162,8 @@ static inline void xf_div_row_f32(const float *src, ptrdiff_t n, float t, float 
 
 /* ---- float32 rows in float arithmetic ------------------------------------------------
  * The double loops above take 8 lanes and a degree-17 series plus an exp per entry; float
- * rows need neither. l = log(p/q) still comes from the logits in double ((double)b -
- * (double)a is exact) but is then rounded once to float, and everything after it is
+ * rows need neither. l = log(p/q) still comes from the logits, within about an ulp
+ * (xf_diff3_f32: b - a and its rounding error, in float), and everything after it is
  * float, 16 lanes on AVX-512: each term x phi(l) >= 0 keeps a relative error of a few
  * float ulps, hence so does their sum (in float lanes over 256-entry chunks, whose sums
  * are added in double).
