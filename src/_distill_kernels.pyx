@@ -56,7 +56,7 @@ cdef extern from "xent_distill.h" nogil:
                                 Py_ssize_t n, float fs, float ft, double dl, float g,
                                 float* grad, double* sums)
     void xf_jsd_fast_f32(const float* a, const float* b, const float* es, const float* et,
-                         Py_ssize_t n, float fs, float ft, double dl, float beta, float gg,
+                         Py_ssize_t n, float fs, float ft, double dl, double beta, float gg,
                          float* grad, double* sums)
     void xf_distill_grad_fast_f32(const float* es, Py_ssize_t n, float fs, float s, float g,
                                   float* grad)
@@ -124,7 +124,7 @@ cdef double distill_row_f32(
             xf_kl_reverse_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>gq,
                                    grad + j0 if grad != NULL else NULL, sums)
         else:
-            xf_jsd_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, <float>o.beta,
+            xf_jsd_fast_f32(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl, o.beta,
                             <float>gq, grad + j0 if grad != NULL else NULL, sums)
         j0 += w
     if o.beta == 0.0 or o.beta == 1.0:

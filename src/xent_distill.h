@@ -81,18 +81,32 @@ static inline double xf_kl_forward_##SUF(const T *a, const T *b, const T *es,   
     return acc;                                                                           \
 }                                                                                         \
                                                                                           \
-/* Reverse KL(q || p) over one block: returns the sum of its terms, stores                \
- * lq_j - lp_j in et (for the gradient sweep) and adds sum q (lq - lp) to *s. */         \
-static inline double xf_kl_reverse_##SUF(const T *a, const T *b, const T *es, T *et,     \
-                                         ptrdiff_t n, double fs, double ft, double dl,    \
-                                         double *s)                                       \
+/* Reverse KL(q || p) (jsd = 0) or the generalized JSD (jsd = 1) over one block, m = beta \
+ * p + (1 - beta) q (m = p for reverse KL): returns the sum of its terms, which are       \
+ * q phi(log q/p), or beta [p phi(log p/m)] + (1 - beta) [q phi(log q/m)]; stores         \
+ * log(q/m) in et (for the gradient sweep) and adds sum q log(q/m) to *s. dl = lse_t -    \
+ * lse_s; lb = log(beta), l1b = log(1 - beta). */                                         \
+static XF_ALWAYS_INLINE double xf_qlog_terms_##SUF(const T *a, const T *b, const T *es,   \
+                                                   T *et, ptrdiff_t n, double fs,         \
+                                                   double ft, double dl, double lse_s,    \
+                                                   double lse_t, double beta, double lb,  \
+                                                   double l1b, double *s, const int jsd)  \
 {                                                                                         \
     double acc = 0.0, qs = 0.0;                                                           \
     XF_SIMD_SUM(acc, qs)                                                                  \
     for (ptrdiff_t j = 0; j < n; j++) {                                                   \
-        double q = (double)es[j] * fs, p = (double)et[j] * ft;                            \
-        double l = dl - ((double)b[j] - (double)a[j]);      /* log q - log p */           \
-        acc += xf_bregman(q, p, l);                                                       \
+        double q = (double)es[j] * fs, p = (double)et[j] * ft, l;                         \
+        if (jsd) {                                                                        \
+            double lq = (double)a[j] - lse_s, lp = (double)b[j] - lse_t;                  \
+            double lm = xf_logaddexp(lp + lb, lq + l1b);                                  \
+            double m = beta * p + (1.0 - beta) * q;                                       \
+            double lpm = lp - lm;                                                         \
+            l = lq - lm;                                                                  \
+            acc += beta * xf_bregman(p, m, lpm) + (1.0 - beta) * xf_bregman(q, m, l);     \
+        } else {                                                                          \
+            l = dl - ((double)b[j] - (double)a[j]);         /* log q - log p */           \
+            acc += xf_bregman(q, p, l);                                                   \
+        }                                                                                 \
         et[j] = (T)l;                                                                     \
         qs += q == 0 ? 0.0 : q * l;                                                       \
     }                                                                                     \
@@ -100,28 +114,21 @@ static inline double xf_kl_reverse_##SUF(const T *a, const T *b, const T *es, T 
     return acc;                                                                           \
 }                                                                                         \
                                                                                           \
-/* Generalized JSD over one block, m = beta p + (1 - beta) q: returns the sum of          \
- * beta [p phi(log p/m)] + (1 - beta) [q phi(log q/m)], stores log(q/m) in et and adds    \
- * sum q log(q/m) to *s. lb = log(beta), l1b = log(1 - beta). */                         \
+static inline double xf_kl_reverse_##SUF(const T *a, const T *b, const T *es, T *et,     \
+                                         ptrdiff_t n, double fs, double ft, double dl,    \
+                                         double *s)                                       \
+{                                                                                         \
+    return xf_qlog_terms_##SUF(a, b, es, et, n, fs, ft, dl, 0.0, 0.0, 1.0, 0.0, 0.0, s,   \
+                               0);                                                        \
+}                                                                                         \
+                                                                                          \
 static inline double xf_jsd_##SUF(const T *a, const T *b, const T *es, T *et,            \
                                   ptrdiff_t n, double fs, double ft, double lse_s,        \
                                   double lse_t, double beta, double lb, double l1b,       \
                                   double *s)                                              \
 {                                                                                         \
-    double acc = 0.0, qs = 0.0;                                                           \
-    XF_SIMD_SUM(acc, qs)                                                                  \
-    for (ptrdiff_t j = 0; j < n; j++) {                                                   \
-        double q = (double)es[j] * fs, p = (double)et[j] * ft;                            \
-        double lq = (double)a[j] - lse_s, lp = (double)b[j] - lse_t;                      \
-        double lm = xf_logaddexp(lp + lb, lq + l1b);                                      \
-        double m = beta * p + (1.0 - beta) * q;                                           \
-        double lpm = lp - lm, lqm = lq - lm;                                              \
-        acc += beta * xf_bregman(p, m, lpm) + (1.0 - beta) * xf_bregman(q, m, lqm);       \
-        et[j] = (T)lqm;                                                                   \
-        qs += q == 0 ? 0.0 : q * lqm;                                                     \
-    }                                                                                     \
-    *s += qs;                                                                             \
-    return acc;                                                                           \
+    return xf_qlog_terms_##SUF(a, b, es, et, n, fs, ft, lse_t - lse_s, lse_s, lse_t,      \
+                               beta, lb, l1b, s, 1);                                      \
 }                                                                                         \
                                                                                           \
 /* The gradient of reverse KL and JSD: grad[j] = g q (l_j - s), l_j = log(q_j / m_j)     \
@@ -155,8 +162,8 @@ static inline void xf_div_row_f32(const float *src, ptrdiff_t n, float t, float 
 
 /* ---- float32 rows in float arithmetic ------------------------------------------------
  * The double loops above take 8 lanes and a degree-17 series plus an exp per entry; float
- * rows need neither. l = log(p/q) still comes from the logits in double ((double)b -
- * (double)a is exact) but is then rounded once to float, and everything after it is
+ * rows need neither. l = log(p/q) still comes from the logits, within about an ulp
+ * (xf_diff3_f32: b - a and its rounding error, in float), and everything after it is
  * float, 16 lanes on AVX-512: each term x phi(l) >= 0 keeps a relative error of a few
  * float ulps, hence so does their sum (in float lanes over 256-entry chunks, whose sums
  * are added in double).
@@ -188,33 +195,6 @@ static XF_ALWAYS_INLINE float xf_bregman_f32(float x, float y, float l)
     float far = x * (l - 1.0f) + y;
     float t = fabsf(l) < 1.0f ? near : far;   /* one compare: GCC would not vectorise && */
     return x == 0.0f ? y : t;
-}
-
-/* log1p(u) for float u >= -1 (-inf at -1, +inf at +inf): 1 + u = w = 2^k f, f in
- * [sqrt(1/2), sqrt(2)), log f by xf_log1p_unit_inv_f32's polynomial, and for k = 0 the
- * rounding of 1 + u added back (times 2 - w ~ 1 / w, close enough for a correction below
- * an ulp), so a small u keeps its relative accuracy. No division. */
-static XF_ALWAYS_INLINE float xf_log1p_any_f32(float u)
-{
-    float w = 1.0f + u;
-    int32_t k = (xf_bits_f32(w) - 0x3F3504F3) >> 23;          /* 0x3F3504F3: sqrt(1/2) */
-    float x = xf_f32_from_bits(xf_bits_f32(w) - k * (1 << 23)) - 1.0f;
-    float c = k == 0 ? (u - (w - 1.0f)) * (2.0f - w) : 0.0f;
-    float z = x * x;
-    float p = 7.0376836292e-2f;
-    p = p * x - 1.1514610310e-1f;
-    p = p * x + 1.1676998740e-1f;
-    p = p * x - 1.2420140846e-1f;
-    p = p * x + 1.4249322787e-1f;
-    p = p * x - 1.6668057665e-1f;
-    p = p * x + 2.0000714765e-1f;
-    p = p * x - 2.4999993993e-1f;
-    p = p * x + 3.3333331174e-1f;
-    float y = p * x * z - 0.5f * z;
-    float kf = (float)k;
-    float r = ((x + (y + kf * -2.12194440e-4f)) + kf * 0.693359375f) + c;
-    r = w == INFINITY ? INFINITY : r;
-    return w <= 0.0f ? -INFINITY : r;
 }
 
 /* KL from B = sum x phi(l) and A = sum x l over a row whose l all carry one unknown
@@ -250,13 +230,29 @@ static inline double xf_jsd_from_sums(double B, double Ay, double G, double beta
 
 #define XF_F32_CHUNK 256        /* entries: the chunks of the split loops, in L1 */
 
+/* l = x - y - (dh + dt) for float logits x, y (-inf allowed) and dh + dt a double split
+ * in two floats (|dt| <= ulp(dh) / 2), within about an ulp of l: x - y's rounding error
+ * is kept exactly (Knuth's two-sum), and where subtracting dh is inexact, l is large
+ * enough for that rounding not to matter. Half the operations of the same in double
+ * (each conversion takes two), and l's loops in the sweeps ran 5-7% faster. */
+static XF_ALWAYS_INLINE float xf_diff3_f32(float x, float y, float dh, float dt)
+{
+    float s = x - y;
+    float xs = s + y, ys = s - xs;                            /* the parts of s */
+    float err = (x - xs) - (y + ys);                          /* x - y - s, exactly */
+    err = err == err ? err : 0.0f;                /* nan for s = +-inf, then l = s */
+    return (s - dh) + (err - dt);
+}
+
 /* Forward KL(p || q) over one block of a float row: adds sum p phi(l) to sums[0] and
- * sum p l to sums[1]; grad[j] = g (q - p) if grad is not NULL (may alias a). l first,
- * in a loop of its own over chunks in L1 (as xf_jsd_fast_f32: shorter chains). */
+ * sum p l to sums[1]; grad[j] = g (q - p) if grad is not NULL (may alias a). l first
+ * (xf_diff3_f32), in a loop of its own over chunks in L1 (as xf_jsd_fast_f32: shorter
+ * chains). */
 static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const float *es,
                                           const float *et, ptrdiff_t n, float fs, float ft,
                                           double dl, float g, float *grad, double *sums)
 {
+    const float dh = (float)dl, dt = (float)(dl - (double)dh);
     float l_c[XF_F32_CHUNK];
     double bs = 0.0;
     float as = 0.0f;
@@ -265,7 +261,7 @@ static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const 
         const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++)
-            l_c[j] = (float)(((double)bc[j] - (double)ac[j]) - dl);
+            l_c[j] = xf_diff3_f32(bc[j], ac[j], dh, dt);
         float bc_sum = 0.0f;     /* float lanes over one chunk (16 terms each on AVX-512) */
         if (grad) {
             float *gc = grad + c0;
@@ -297,6 +293,7 @@ static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const 
                                           const float *et, ptrdiff_t n, float fs, float ft,
                                           double dl, float g, float *grad, double *sums)
 {
+    const float dh = (float)dl, dt = (float)(dl - (double)dh);
     float l_c[XF_F32_CHUNK];
     double bs = 0.0;
     float as = 0.0f;
@@ -305,7 +302,7 @@ static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const 
         const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++)
-            l_c[j] = (float)(dl - ((double)bc[j] - (double)ac[j]));
+            l_c[j] = xf_diff3_f32(ac[j], bc[j], -dh, -dt);
         float *gc = grad ? grad + c0 : l_c;        /* no gradient: l_c is a free sink */
         float bc_sum = 0.0f;
         XF_SIMD_SUM(bc_sum, as)
@@ -322,64 +319,102 @@ static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const 
     sums[1] += (double)as;
 }
 
-/* Generalized JSD over one block of a float row, m = beta p + (1 - beta) q. With X the
- * distribution of the smaller weight in m (q if beta < 1/2, else p), Y the other,
- * lam = log(Y / X) and g its weight: log(X / m) = -log1p(g expm1(lam)), which does not
- * cancel when p ~ q, and log(Y / m) = log(X / m) + lam, which does not either (|log(Y/m)|
- * >= |log(X/m)|). expm1(lam) by its series for |lam| < 1/2, else from exp(-|lam|).
- * Three loops over chunks in L1 rather than one: one chain of ~60 dependent operations
- * per entry kept too few entries in flight (2x slower). Adds to sums: the Bregman sum,
- * sum q log(q/m), sum Y log(Y/m), sum (implied Y - X) (the offset's trace, see
- * xf_jsd_from_sums); grad (if not NULL; may alias a) gets gg q log(q/m), the first part
- * of the gradient. */
-static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *es,
-                                   const float *et, ptrdiff_t n, float fs, float ft, double dl,
-                                   float beta, float gg, float *grad, double *sums)
+/* expm1(z) (s = 1) or exp(z) (s = 0) for float z <= 80: 2^n (1 + e) - s, e = expm1(r) by
+ * xf_expf's polynomial in the form r + r^2 q(r), which keeps a small z's relative
+ * accuracy; 2^n e + (2^n - 1) does not cancel for n != 0 (|e| < 0.42). Below -87 the
+ * result is clamped at exp(-87) - s, where 2^n is still normal: expm1 is -1 there to
+ * float precision, and exp only feeds g + (1 - g) exp(z) in xf_jsd_f32_at, where it is
+ * below g's rounding (or g < 1e-30, whose terms vanish in float anyway). */
+static XF_ALWAYS_INLINE float xf_expm1_or_exp_f32(float z, float s)
 {
-    const int x_is_q = beta < 0.5f;
-    const float omb = 1.0f - beta, g = x_is_q ? beta : omb, sg = x_is_q ? 1.0f : -1.0f;
+    const float shift = 12582912.0f;                      /* 1.5 * 2^23: rounds to int */
+    z = z < -87.0f ? -87.0f : z;
+    float t = z * 1.44269504088896341f + shift;
+    float n = t - shift;
+    float r = z - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float q = 1.38146046e-3f;
+    q = q * r + 8.36871099e-3f;
+    q = q * r + 4.16683890e-2f;
+    q = q * r + 1.66665211e-1f;
+    q = q * r + 4.99999940e-1f;
+    float e = (q * r) * r + r;
+    float p2 = xf_f32_from_bits((xf_bits_f32(t) - xf_bits_f32(shift) + 127) * (1 << 23));
+    return p2 * e + (p2 - s);
+}
+
+/* log(w) for float w > 0, given u = w - 1 where w is near 1: w = 2^k f, f in
+ * [sqrt(1/2), sqrt(2)), and log f from f - 1, or from u itself when k = 0 (w - 1 would
+ * carry w's rounding: a small u keeps its relative accuracy this way). */
+static XF_ALWAYS_INLINE float xf_log_near1_f32(float w, float u)
+{
+    int32_t k = (xf_bits_f32(w) - 0x3F3504F3) >> 23;          /* 0x3F3504F3: sqrt(1/2) */
+    float f = xf_f32_from_bits(xf_bits_f32(w) - k * (1 << 23));
+    return xf_log1p_reduced_f32(k == 0 ? u : f - 1.0f, (float)k);
+}
+
+/* Generalized JSD over one block of a float row, m = beta p + (1 - beta) q. X is the
+ * distribution of weight 1 - g >= 1/2 in m (q if beta < 1/2, else p), Y the other, lam =
+ * log(Y / X), from the logits (xf_diff3_f32). One exp and one log per entry give both
+ * logs of the mixture without cancellation: for lam <= lim, log(X / m) = -log1p(g
+ * expm1(lam)) and log(Y / m) = that + lam; above lim = 1 - log g, where log(Y / m) nears
+ * log(1 / g) and that sum would lose lam / log(1 / g) of its digits, log(Y / m) = -log(g
+ * + (1 - g) exp(-lam)) and log(X / m) = that - lam (|log(X / m)| >= 1 there). A class
+ * masked in X or Y (lam = +-inf) gets its limit. The terms: for |lam| < 1, the Bregman
+ * terms (1 - g) X phi(log(X/m)) + g Y phi(log(Y/m)) by phi's series; else their sum
+ * without the parts that cancel in it, (1 - g) X log(X/m) + g Y log(Y/m) (no more than
+ * 4x cancellation for |lam| >= 1). Adds to sums: the terms, sum q log(q/m), sum Y
+ * log(Y/m), sum (implied Y - X) (the offset's trace, see xf_jsd_from_sums); grad (if not
+ * NULL; may alias a) gets gg q log(q/m), the first part of the gradient.
+ * Three loops over chunks in L1 rather than one: in one, the chain of ~100 dependent
+ * operations per entry kept too few entries in flight (1.6x slower). */
+static XF_ALWAYS_INLINE void xf_jsd_f32_at(const float *a, const float *b, const float *es,
+                                           const float *et, ptrdiff_t n, float fs, float ft,
+                                           double dl, float g, float lim, float gg,
+                                           float *grad, double *sums, const int x_is_q)
+{
+    const float omg = 1.0f - g;
+    const float *lo = x_is_q ? a : b, *hi = x_is_q ? b : a;     /* lam = hi - lo - sdl */
     const double sdl = x_is_q ? dl : -dl;
+    const float dh = (float)sdl, dt = (float)(sdl - (double)dh);
     float lam_c[XF_F32_CHUNK], e_c[XF_F32_CHUNK], r_c[XF_F32_CHUNK];
     double bs = 0.0;
     float aq = 0.0f, ay = 0.0f, gx = 0.0f;
     for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_F32_CHUNK) {
         const ptrdiff_t len = n - c0 < XF_F32_CHUNK ? n - c0 : XF_F32_CHUNK;
-        const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
+        const float *esc = es + c0, *etc = et + c0;
+        const float *loc = lo + c0, *hic = hi + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++) {
-            /* lam = log(Y / X) = +-(log p/q), from the logits in double */
-            float lam = (float)(sg * ((double)bc[j] - (double)ac[j]) - sdl);
-            float x = fabsf(lam);
-            float pe = 2.4801587e-05f;
-            pe = pe * lam + 1.9841270e-04f;
-            pe = pe * lam + 1.3888889e-03f;
-            pe = pe * lam + 8.3333333e-03f;
-            pe = pe * lam + 4.1666667e-02f;
-            pe = pe * lam + 1.6666667e-01f;
-            pe = pe * lam + 0.5f;
-            pe = (pe * lam + 1.0f) * lam;                     /* expm1(lam), |lam| < 1/2 */
-            float t = xf_expf(x == x ? -x : 0.0f);
-            float far = lam < 0.0f ? t - 1.0f : (1.0f - t) / t;   /* inf for t = 0 */
+            float lam = xf_diff3_f32(hic[j], loc[j], dh, dt);
+            int big = !(lam <= lim);                              /* nan too */
             lam_c[j] = lam;
-            e_c[j] = x < 0.5f ? pe : far;
+            e_c[j] = xf_expm1_or_exp_f32(big ? -lam : lam, big ? 0.0f : 1.0f);
         }
         XF_SIMD
-        for (ptrdiff_t j = 0; j < len; j++)
-            r_c[j] = -xf_log1p_any_f32(g * e_c[j]);              /* log(X / m) */
+        for (ptrdiff_t j = 0; j < len; j++) {
+            int big = !(lam_c[j] <= lim);
+            float u = (big ? omg : g) * e_c[j];
+            r_c[j] = -xf_log_near1_f32((big ? g : 1.0f) + u, u);
+        }
         float *gc = grad ? grad + c0 : lam_c;      /* no gradient: a sink (read first) */
         float bc_sum = 0.0f;
         XF_SIMD_SUM(bc_sum, aq, ay, gx)
         for (ptrdiff_t j = 0; j < len; j++) {
+            float lam = lam_c[j], r = r_c[j];
             float q = esc[j] * fs, p = etc[j] * ft;
-            float rx = r_c[j], ry = rx + lam_c[j];                /* log(X/m), log(Y/m) */
-            float lqm = x_is_q ? rx : ry, lpm = x_is_q ? ry : rx;
             float xv = x_is_q ? q : p, yv = x_is_q ? p : q;
-            float m = beta * p + omb * q;
-            bc_sum += beta * xf_bregman_f32(p, m, lpm) + omb * xf_bregman_f32(q, m, lqm);
-            float ql = q == 0.0f ? 0.0f : q * lqm;
+            int big = !(lam <= lim);
+            float rx = big ? r - lam : r, ry = big ? r : r + lam;
+            float px = xv == 0.0f ? 0.0f : xv * rx, py = yv == 0.0f ? 0.0f : yv * ry;
+            float near = omg * (px * rx * xf_phi_over_l2_f32(rx))
+                         + g * (py * ry * xf_phi_over_l2_f32(ry));
+            float far = omg * px + g * py;
+            float ql = x_is_q ? px : py;
+            bc_sum += fabsf(lam) < 1.0f ? near : far;
             aq += ql;
-            ay += yv == 0.0f ? 0.0f : yv * ry;
-            gx += xv == 0.0f ? yv : xv * e_c[j];
+            ay += py;
+            gx += big ? yv - xv : xv * e_c[j];
             gc[j] = gg * ql;
         }
         bs += (double)bc_sum;
@@ -388,6 +423,21 @@ static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *
     sums[1] += (double)aq;
     sums[2] += (double)ay;
     sums[3] += (double)gx;
+}
+
+/* One copy of the loops for each choice of X. g in double first: 1 - beta from a float
+ * beta would be 1% off at beta = 1 - 1e-6. */
+static inline void xf_jsd_fast_f32(const float *a, const float *b, const float *es,
+                                   const float *et, ptrdiff_t n, float fs, float ft, double dl,
+                                   double beta, float gg, float *grad, double *sums)
+{
+    double g = beta < 0.5 ? beta : 1.0 - beta;
+    float lim = (float)(g > 1e-30 ? 1.0 - log(g) : 70.0);
+    lim = lim < 70.0f ? lim : 70.0f;
+    if (beta < 0.5)
+        xf_jsd_f32_at(a, b, es, et, n, fs, ft, dl, (float)g, lim, gg, grad, sums, 1);
+    else
+        xf_jsd_f32_at(a, b, es, et, n, fs, ft, dl, (float)g, lim, gg, grad, sums, 0);
 }
 
 /* The gradient of reverse KL and JSD in float, after the sweep that wrote grad[j] =

@@ -106,17 +106,10 @@ static inline double xf_exp(double x)
            * 2.409919865102884e-181;                                     /* 2^-600 */
 }
 
-/* log1p(u) for 0 <= u <= 1 (what softplus needs: u = exp(-|x|)), given w = 1 + u and
- * inv_w = 1 / w (softplus's caller needs them for the sigmoid too). w is split as 2^k f
- * with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh(s), s = (f - 1) / (f + 1), |s| < 0.172,
- * and the rounding of 1 + u is added back as (u - (w - 1)) / w, so a tiny u gives
- * log1p(u) = u to full relative accuracy. Within 3 ulp for float and double. */
-static inline float xf_log1p_unit_inv_f32(float u, float w, float inv_w)
+/* log(1 + x) + k log 2 for x in [sqrt(1/2) - 1, sqrt(2) - 1]: Cephes' logf polynomial
+ * (no division), log 2 split so that k log 2's high part is exact. */
+static XF_ALWAYS_INLINE float xf_log1p_reduced_f32(float x, float k)
 {
-    /* float: log f by Cephes' logf polynomial in x = f - 1 (no division). */
-    float c = (u - (w - 1.0f)) * inv_w;
-    int big = w > 1.41421356f;
-    float x = (big ? 0.5f * w : w) - 1.0f;
     float z = x * x;
     float p = 7.0376836292e-2f;
     p = p * x - 1.1514610310e-1f;
@@ -128,8 +121,21 @@ static inline float xf_log1p_unit_inv_f32(float u, float w, float inv_w)
     p = p * x - 2.4999993993e-1f;
     p = p * x + 3.3333331174e-1f;
     float y = p * x * z - 0.5f * z;
-    float k = big ? 1.0f : 0.0f;
-    return ((x + (y + k * -2.12194440e-4f)) + k * 0.693359375f) + c;
+    return (x + (y + k * -2.12194440e-4f)) + k * 0.693359375f;
+}
+
+/* log1p(u) for 0 <= u <= 1 (what softplus needs: u = exp(-|x|)), given w = 1 + u and
+ * inv_w = 1 / w (softplus's caller needs them for the sigmoid too). w is split as 2^k f
+ * with f in [sqrt(1/2), sqrt(2)), log f = 2 atanh(s), s = (f - 1) / (f + 1), |s| < 0.172,
+ * and the rounding of 1 + u is added back as (u - (w - 1)) / w, so a tiny u gives
+ * log1p(u) = u to full relative accuracy. Within 3 ulp for float and double. */
+static inline float xf_log1p_unit_inv_f32(float u, float w, float inv_w)
+{
+    /* float: log f by xf_log1p_reduced_f32, in x = f - 1 */
+    float c = (u - (w - 1.0f)) * inv_w;
+    int big = w > 1.41421356f;
+    float x = (big ? 0.5f * w : w) - 1.0f;
+    return xf_log1p_reduced_f32(x, big ? 1.0f : 0.0f) + c;
 }
 
 static XF_ALWAYS_INLINE double xf_log1p_unit_inv_f64(double u, double w, double inv_w)

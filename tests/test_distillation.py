@@ -105,13 +105,17 @@ def _mp_divergence(s, t, beta):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
-def test_near_agreement_keeps_relative_accuracy(dtype, beta):
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("shift", [0.0, 3.0])
+def test_near_agreement_keeps_relative_accuracy(dtype, beta, shift):
     # A row whose divergence is ~1e-12: the textbook sum p log p - p log q would
     # cancel to ~1e-16 absolute; the Bregman terms keep it to 1e-6 relative (issue 20).
+    # beta 0.1 and 0.9 take the two sides of the float JSD loops; a shift of the
+    # teacher's logits (the same softmax) makes the float log-ratios subtract the
+    # log-sum-exps' difference, not just the logits'.
     rng = np.random.default_rng(3)
     s = (rng.normal(size=200) * 2).astype(dtype)
-    t = (s.astype(np.float64) + 1.4e-6 * rng.normal(size=200)).astype(dtype)
+    t = (s.astype(np.float64) + shift + 1.4e-6 * rng.normal(size=200)).astype(dtype)
     exact = _mp_divergence(s, t, beta)
     assert 1e-14 < exact < 1e-10
     got = float(xf.distillation_loss(s, t, beta=beta))
@@ -192,14 +196,48 @@ def test_irregular_rows_give_nan():
     assert np.isnan(grad[:2]).all() and np.isfinite(grad[2]).all()
 
 
-@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
-def test_thread_counts_bitwise(beta):
-    s, t = _pair((300, 1000), np.float32, seed=5)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(300, 1000), (24, 5000)])
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 0.7, 1.0])
+def test_thread_counts_bitwise(beta, shape, dtype):
+    s, t = _pair(shape, dtype, seed=5)
     results = [xf.distillation_loss_and_grad(s, t, beta=beta, n_threads=k)
                for k in (1, 2, 3, -1)]
     for loss, grad in results[1:]:
         assert loss.tobytes() == results[0][0].tobytes()
         assert grad.tobytes() == results[0][1].tobytes()
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 0.7, 1.0])
+@pytest.mark.parametrize("n", [255, 256, 257, 2047, 2048, 2049, 2303, 2305])
+def test_float32_row_tails(beta, n):
+    # The float sweeps work in chunks of 256 entries (XF_F32_CHUNK) within blocks of
+    # 2048 (XF_BLOCK): rows ending just before, at and after those boundaries.
+    s, t = _pair((3, n), np.float32, seed=n)
+    loss, grad = xf.distillation_loss_and_grad(s, t, beta=beta, reduction="none")
+    rs, rt = s.astype(np.float64), t.astype(np.float64)
+    np.testing.assert_allclose(loss, reference(rs, rt, 1.0, beta), rtol=2e-6, atol=1e-7)
+    q_max = np.exp(rs - np.logaddexp.reduce(rs, axis=-1, keepdims=True)).max()
+    np.testing.assert_allclose(grad, reference_grad(rs, rt, 1.0, beta), rtol=1e-4,
+                               atol=1e-6 * q_max + 1e-7)
+
+
+@pytest.mark.parametrize("beta", BETAS + [1e-6, 1 - 1e-6])
+def test_float32_masked_classes_and_far_logits(beta):
+    # Float rows compute in float (xent_distill.h): a class masked in one row only, and
+    # logits so far apart that the exp of their difference leaves float's range, must
+    # get the float64 path's limits (the float JSD gave NaN and 0 there); and 1 - beta
+    # must not come from a float beta.
+    s = np.array([[0.0, 1.0, -np.inf, 2.0], [0.0, 1.0, -np.inf, 2.0], [1.0, -np.inf, 0.0, 0.5],
+                  [0, -95, 3, 1], [0, 95, 3, 1], [0, 40, 0, 0], [0, -40, 0, 0]])
+    t = np.array([[0.5, -np.inf, -np.inf, 1.0], [0.0, 1.0, 3.0, 2.0], [-np.inf, 0.3, 0.2, 0.1],
+                  [0, 3, -95, 1], [0, 3, 1, 100], [0, 0, 0, 0], [0, 0, 0, 0]])
+    r32, g32 = xf.distillation_loss_and_grad(s.astype(np.float32), t.astype(np.float32),
+                                             beta=beta, reduction="none")
+    r64, g64 = xf.distillation_loss_and_grad(s, t, beta=beta, reduction="none")
+    np.testing.assert_allclose(r32, r64, rtol=1e-6)
+    if 0 < beta < 1:
+        np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize("beta", BETAS)
