@@ -161,6 +161,9 @@ cdef enum:
     BLOCK_ELEMS = 16384
     # Below this many elements a parallel region costs more than it saves.
     SERIAL_BELOW = 65536
+    # An element whose gradient is written costs about three loss-only elements (a
+    # second exp and a store): the unit of SERIAL_BELOW for such calls.
+    GRAD_WORK = 3
 
 
 cdef inline Py_ssize_t rows_per_block(Py_ssize_t n_classes) noexcept nogil:

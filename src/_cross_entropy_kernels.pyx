@@ -40,7 +40,8 @@ from _common cimport (
     floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
     online_sumexp, scale_chunks, small_ce, xf_set_tile_gather, xf_exp, XF_BLOCK,
     XF_MAX_CHUNKS, XF_SHORT, XF_TILE,
-    rows_per_block, effective_threads, array_data, optional_data, float_type, index_type,
+    rows_per_block, effective_threads, GRAD_WORK, SERIAL_BELOW, array_data, optional_data,
+    float_type, index_type,
 )
 
 cnp.import_array()
@@ -570,7 +571,8 @@ cdef object index_rows(
     if n_rows == 0:
         return 0.0, 0.0, 0, -1
     cdef Py_ssize_t rpb = rows_per_block(n), n_blocks = (n_rows + rpb - 1) // rpb, b
-    cdef int nt = effective_threads(n_threads, n_blocks, n_rows * n)
+    cdef int nt = effective_threads(n_threads, n_blocks,
+                                    n_rows * n * (GRAD_WORK if gp != NULL else 1))
     cdef CEOptions o = make_options(n, w, ignore_index, label_smoothing, z_loss, softcap)
     cdef BlockSums total
     cdef BlockSums few_sums[16]         # small calls need no heap allocation
@@ -589,7 +591,7 @@ cdef object index_rows(
     with nogil:
         total.first_bad = -1
         if mean and gp != NULL:
-            if nt == 1:
+            if nt == 1 or n_rows < SERIAL_BELOW:   # a read of the targets alone
                 for b in range(n_blocks):
                     count_index_block(target, w, &o, b * rpb, min(b * rpb + rpb, n_rows), &sums[b])
             else:
@@ -654,7 +656,8 @@ cdef object probs_rows(
     if n_rows == 0:
         return 0.0
     cdef Py_ssize_t rpb = rows_per_block(n), n_blocks = (n_rows + rpb - 1) // rpb, b
-    cdef int nt = effective_threads(n_threads, n_blocks, n_rows * n)
+    cdef int nt = effective_threads(n_threads, n_blocks,
+                                    n_rows * n * (GRAD_WORK if gp != NULL else 1))
     cdef CEOptions o = make_options(n, w, -1, label_smoothing, z_loss, softcap)
     cdef BlockSums total
     cdef BlockSums few_sums[16]         # small calls need no heap allocation
