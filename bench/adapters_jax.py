@@ -72,8 +72,8 @@ def _with_mechanism(mech: str | None):
 
 # Thread policies of the compiled handler (its configure(): parallel_from, helpers,
 # use_openmp), timed with --policies: the default shares the blocks of a call of at
-# least 2**20 elements with XLA's own thread pool.
-POLICIES = {"serial": (1 << 62, -1, False), "openmp": (1 << 20, -1, True)}
+# least 2**16 elements with XLA's own thread pool.
+POLICIES = {"serial": (1 << 62, -1, False), "openmp": (1 << 16, -1, True)}
 
 
 def _with_policy(fn, policy):
@@ -292,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"xent_fast {xent_fast.__version__} ({xent_fast.config()['simd']}), "
         f"jax {jax.__version__}, optax {optax.__version__}, mechanism: {xfj.mechanism()}",
-        "- thread policy of the compiled handler (default): a call of at least 2**20 "
+        "- thread policy of the compiled handler (default): a call of at least 2**16 "
         "elements shares its blocks with XLA's own thread pool, a smaller one runs on "
         "XLA's calling thread"
         + ("; also timed: (serial) every call on the calling thread, (openmp) an OpenMP "

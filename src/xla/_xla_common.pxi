@@ -41,11 +41,13 @@ cdef extern from "xla/xent_xla_ffi.h" nogil:
 
 # --- how calls use threads (configure) -------------------------------------------------
 # Below parallel_from elements a call runs on the thread XLA calls it on: the blocks of a
-# small or medium call take less time than waking other threads, and an OpenMP team
-# would spin against XLA's pool between calls. From there on, the blocks are shared
-# with up to `helpers` tasks on XLA's own pool (-1: one per pool thread beyond the
-# caller's), or with an OpenMP team of helpers + 1 threads if use_openmp.
-cdef int64_t _parallel_from = 1 << 20
+# small call take less time than waking other threads, and an OpenMP team would spin
+# against XLA's pool between calls. From there on, the blocks are shared with up to
+# `helpers` tasks on XLA's own pool (-1: one per pool thread beyond the caller's), or
+# with an OpenMP team of helpers + 1 threads if use_openmp. Measured interleaved with
+# optax (bench/adapters_jax.py): sharing gains nothing at 256x100 and a third of the
+# time at 1024x1000 (1M elements, below the former threshold of 2**20).
+cdef int64_t _parallel_from = 1 << 16
 cdef int64_t _helpers = -1
 cdef bint _use_openmp = False
 
