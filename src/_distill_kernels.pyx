@@ -45,8 +45,8 @@ cdef extern from "xent_distill.h" nogil:
     double xf_kl_reverse_f64(const double* a, const double* b, const double* es, double* et,
                              Py_ssize_t n, double fs, double ft, double dl, double* s)
     double xf_jsd_f64(const double* a, const double* b, const double* es, double* et,
-                      Py_ssize_t n, double fs, double ft, double lse_s, double lse_t,
-                      double beta, double lb, double l1b, double* s)
+                      Py_ssize_t n, double fs, double ft, double dl, double ms, double l1s,
+                      double mt, double l1t, double beta, double lb, double l1b, double* s)
     void xf_distill_grad_f64(const double* es, const double* et, Py_ssize_t n, double fs,
                              double s, double g, double* grad)
     void xf_kl_forward_fast_f32(const float* a, const float* b, const float* es, const float* et,
@@ -160,7 +160,7 @@ cdef double distill_row(
     cdef floating cmax_t[XF_MAX_CHUNKS]
     cdef RowMax mx_s, mx_t
     cdef bint ch_s, ch_t
-    cdef double r_s, r_t, lse_s, lse_t, inv_s, inv_t, fs, ft, loss = 0.0, qs = 0.0
+    cdef double r_s, r_t, l1_s, l1_t, dl, inv_s, inv_t, fs, ft, loss = 0.0, qs = 0.0
     if o.temperature != 1.0:
         if floating is float:
             xf_div_row_f32(s_row, n, <float>o.temperature, scratch + 2 * n)
@@ -176,13 +176,16 @@ cdef double distill_row(
         if grad != NULL:
             fill(grad, n, NAN)
         return NAN
-    lse_s = mx_s.value + log1p(r_s)
-    lse_t = mx_t.value + log1p(r_t)
+    # lse_t - lse_s with the maxima subtracted first: with both rows shifted far from 0
+    # (logits near 2**45), max + log1p(sum) would round off the log1p terms.
+    l1_s = log1p(r_s)
+    l1_t = log1p(r_t)
+    dl = (mx_t.value - mx_s.value) + (l1_t - l1_s)
     inv_s = 1.0 / (1.0 + r_s)
     inv_t = 1.0 / (1.0 + r_t)
     if floating is float:
         return distill_row_f32(a, b, o, g, grad, es, et, cmax_s, cmax_t, ch_s, ch_t,
-                               mx_s.value, mx_t.value, inv_s, inv_t, lse_t - lse_s)
+                               mx_s.value, mx_t.value, inv_s, inv_t, dl)
     else:                       # double rows: the double loops of xent_distill.h
         j0 = 0
         while j0 < n:
@@ -192,13 +195,14 @@ cdef double distill_row(
             ft = block_factor(cmax_t, ch_t, blk, mx_t.value, inv_t)
             if o.beta == 0.0:
                 loss += xf_kl_forward_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
-                                          lse_t - lse_s, g, grad + j0 if grad != NULL else NULL)
+                                          dl, g, grad + j0 if grad != NULL else NULL)
             elif o.beta == 1.0:
                 loss += xf_kl_reverse_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft,
-                                          lse_t - lse_s, &qs)
+                                          dl, &qs)
             else:
-                loss += xf_jsd_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft, lse_s, lse_t,
-                                   o.beta, o.log_beta, o.log_1m_beta, &qs)
+                loss += xf_jsd_f64(a + j0, b + j0, es + j0, et + j0, w, fs, ft, dl,
+                                   mx_s.value, l1_s, mx_t.value, l1_t, o.beta, o.log_beta,
+                                   o.log_1m_beta, &qs)
             j0 += w
         if grad == NULL or o.beta == 0.0:
             return loss

@@ -85,19 +85,21 @@ static inline double xf_kl_forward_##SUF(const T *a, const T *b, const T *es,   
  * p + (1 - beta) q (m = p for reverse KL): returns the sum of its terms, which are       \
  * q phi(log q/p), or beta [p phi(log p/m)] + (1 - beta) [q phi(log q/m)]; stores         \
  * log(q/m) in et (for the gradient sweep) and adds sum q log(q/m) to *s. dl = lse_t -    \
- * lse_s; lb = log(beta), l1b = log(1 - beta). */                                         \
+ * lse_s; lse = m + l1 (max and log1p of the sums) kept apart, so that a logit less its   \
+ * max is exact before l1 is taken off; lb = log(beta), l1b = log(1 - beta). */          \
 static XF_ALWAYS_INLINE double xf_qlog_terms_##SUF(const T *a, const T *b, const T *es,   \
                                                    T *et, ptrdiff_t n, double fs,         \
-                                                   double ft, double dl, double lse_s,    \
-                                                   double lse_t, double beta, double lb,  \
-                                                   double l1b, double *s, const int jsd)  \
+                                                   double ft, double dl, double ms,       \
+                                                   double l1s, double mt, double l1t,     \
+                                                   double beta, double lb, double l1b,    \
+                                                   double *s, const int jsd)              \
 {                                                                                         \
     double acc = 0.0, qs = 0.0;                                                           \
     XF_SIMD_SUM(acc, qs)                                                                  \
     for (ptrdiff_t j = 0; j < n; j++) {                                                   \
         double q = (double)es[j] * fs, p = (double)et[j] * ft, l;                         \
         if (jsd) {                                                                        \
-            double lq = (double)a[j] - lse_s, lp = (double)b[j] - lse_t;                  \
+            double lq = ((double)a[j] - ms) - l1s, lp = ((double)b[j] - mt) - l1t;        \
             double lm = xf_logaddexp(lp + lb, lq + l1b);                                  \
             double m = beta * p + (1.0 - beta) * q;                                       \
             double lpm = lp - lm;                                                         \
@@ -118,17 +120,17 @@ static inline double xf_kl_reverse_##SUF(const T *a, const T *b, const T *es, T 
                                          ptrdiff_t n, double fs, double ft, double dl,    \
                                          double *s)                                       \
 {                                                                                         \
-    return xf_qlog_terms_##SUF(a, b, es, et, n, fs, ft, dl, 0.0, 0.0, 1.0, 0.0, 0.0, s,   \
-                               0);                                                        \
+    return xf_qlog_terms_##SUF(a, b, es, et, n, fs, ft, dl, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, \
+                               0.0, s, 0);                                                \
 }                                                                                         \
                                                                                           \
 static inline double xf_jsd_##SUF(const T *a, const T *b, const T *es, T *et,            \
-                                  ptrdiff_t n, double fs, double ft, double lse_s,        \
-                                  double lse_t, double beta, double lb, double l1b,       \
-                                  double *s)                                              \
+                                  ptrdiff_t n, double fs, double ft, double dl,           \
+                                  double ms, double l1s, double mt, double l1t,           \
+                                  double beta, double lb, double l1b, double *s)          \
 {                                                                                         \
-    return xf_qlog_terms_##SUF(a, b, es, et, n, fs, ft, lse_t - lse_s, lse_s, lse_t,      \
-                               beta, lb, l1b, s, 1);                                      \
+    return xf_qlog_terms_##SUF(a, b, es, et, n, fs, ft, dl, ms, l1s, mt, l1t, beta, lb,   \
+                               l1b, s, 1);                                                \
 }                                                                                         \
                                                                                           \
 /* The gradient of reverse KL and JSD: grad[j] = g q (l_j - s), l_j = log(q_j / m_j)     \

@@ -122,6 +122,21 @@ def test_near_agreement_keeps_relative_accuracy(dtype, beta, shift):
     assert abs(got - exact) <= 1e-6 * exact
 
 
+@pytest.mark.parametrize("beta", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("offset", [2.0**30, 2.0**45, 2.0**52])
+def test_a_common_far_offset_changes_nothing(beta, offset):
+    # Softmaxes do not see a shift of both rows; logits near 2**45 are still exact here
+    # (integers), and the divergence and its gradient must not lose the log-sum-exps'
+    # small parts to the offset's rounding.
+    s = np.array([[0.0, 1.0, 2.0, 3.0], [5.0, -1.0, 0.0, 2.0]])
+    t = np.array([[2.0, 0.0, 1.0, 1.0], [4.0, 0.0, -3.0, 2.5]])
+    loss, grad = xf.distillation_loss_and_grad(s, t, beta=beta, reduction="none")
+    far, far_grad = xf.distillation_loss_and_grad(s + offset, t + offset, beta=beta,
+                                                  reduction="none")
+    np.testing.assert_allclose(far, loss, rtol=1e-12)
+    np.testing.assert_allclose(far_grad, grad, rtol=1e-12, atol=1e-16)
+
+
 @pytest.mark.parametrize("beta", BETAS)
 def test_identical_rows_give_zero(beta):
     s, _ = _pair((3, 50))
