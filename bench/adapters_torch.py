@@ -1,8 +1,8 @@
 """Per-call cost of the PyTorch adapter inside a training loop (issue 18).
 
 Loss + backward, float32, CPU, with PyTorch's calls and ours interleaved as in a
-training step: every round times a block of calls of each contender in turn (the order
-rotates from round to round), and the table gives the minimum and the median over the
+training step: every round times a block of calls of each contender in turn (in a new
+random order each round), and the table gives the minimum and the median over the
 rounds of the time per call. ``F.cross_entropy`` is timed at 1 and at 2 intra-op threads
 and compared at its faster; ``xent_fast.torch`` runs with PyTorch at 2 threads, its
 default (PyTorch and xent_fast share one OpenMP runtime, so ``torch.set_num_threads``
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import random
 import statistics
 import subprocess
 import sys
@@ -78,8 +79,12 @@ def interleaved(contenders: dict[str, tuple[Callable[[], object], int]], rounds:
         for _ in range(max(3, inner // 10)):
             fn()
     times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+    shuffle = random.Random(0)
+    for _ in range(rounds):
+        # A new order each round: a call right after F.cross_entropy finds the caches
+        # and the allocator as that left them, and a rotation would always give the same
+        # contender that place (it made the old adapter look 1.2-1.5x faster at 8192x1000).
+        order = shuffle.sample(names, len(names))
         for name in order:
             fn, threads = contenders[name]
             torch.set_num_threads(threads)
@@ -259,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         + (f" --before {args.before}" if args.before else "") + "`.",
         "",
         f"Interleaved: {rounds} rounds, each timing a block of calls of every contender in "
-        "turn (rotating order); ratio = `F.cross_entropy` (at its faster of 1 and 2 "
+        "turn (a new random order each round); ratio = `F.cross_entropy` (at its faster of 1 and 2 "
         "threads) / `xent_fast.torch`, above 1 when ours is faster.",
         "",
     ]
