@@ -17,7 +17,6 @@
 
 include "_binary_kernels.pyx"
 
-from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int64_t
 
 from _common cimport xf_omp_num_procs
@@ -146,16 +145,3 @@ cdef void* execute(xf_CallFrame* f) noexcept nogil:
     if rc != 0:
         return xf_error(f, XF_ERR_RESOURCE_EXHAUSTED, "out of memory")
     return NULL
-
-
-cdef void* handler(void* frame) noexcept nogil:
-    cdef void* err
-    cdef xf_CallFrame* f = <xf_CallFrame*>frame
-    if xf_begin(f, &err) != 1:
-        return err
-    return execute(f)
-
-
-def handler_capsule():
-    """The handler as a PyCapsule, for jax.ffi.register_ffi_target."""
-    return PyCapsule_New(<void*>handler, NULL, NULL)

@@ -18,7 +18,6 @@
 
 include "_cross_entropy_kernels.pyx"
 
-from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport INT64_MAX, INT64_MIN
 from libc.stdio cimport snprintf
 from libc.string cimport memset
@@ -274,16 +273,3 @@ cdef void* execute(xf_CallFrame* f) noexcept nogil:
         free(j.sums)
     free(masked)
     return err
-
-
-cdef void* handler(void* frame) noexcept nogil:
-    cdef void* err
-    cdef xf_CallFrame* f = <xf_CallFrame*>frame
-    if xf_begin(f, &err) != 1:
-        return err
-    return execute(f)
-
-
-def handler_capsule():
-    """The handler as a PyCapsule, for jax.ffi.register_ffi_target."""
-    return PyCapsule_New(<void*>handler, NULL, NULL)

@@ -17,7 +17,6 @@
 
 include "_distill_kernels.pyx"
 
-from cpython.pycapsule cimport PyCapsule_New
 from libc.math cimport INFINITY
 from libc.stdint cimport INT64_MAX, SIZE_MAX, uint64_t
 
@@ -174,16 +173,3 @@ cdef void* execute(xf_CallFrame* f) noexcept nogil:
     if run_workers(f, &j) != 0:
         return xf_error(f, XF_ERR_RESOURCE_EXHAUSTED, "out of memory")
     return NULL
-
-
-cdef void* handler(void* frame) noexcept nogil:
-    cdef void* err
-    cdef xf_CallFrame* f = <xf_CallFrame*>frame
-    if xf_begin(f, &err) != 1:
-        return err
-    return execute(f)
-
-
-def handler_capsule():
-    """The handler as a PyCapsule, for jax.ffi.register_ffi_target."""
-    return PyCapsule_New(<void*>handler, NULL, NULL)

@@ -1,7 +1,9 @@
 # Shared by the compiled XLA FFI handlers (src/_xla_cross_entropy.pyx, src/_xla_binary.pyx,
 # src/_xla_distill.pyx), included by each: the declarations of src/xla/xent_xla_ffi.h they
-# use, their thread policy, and the error for a call of the wrong form.
+# use, their thread policy, the error for a call of the wrong form, and the handler
+# entry point around each module's own execute().
 
+from cpython.pycapsule cimport PyCapsule_New
 from libc.stdint cimport int64_t
 from libc.stdio cimport snprintf
 
@@ -69,3 +71,18 @@ cdef void* invalid(const xf_CallFrame* f, const char* what) noexcept nogil:
     cdef char msg[512]
     snprintf(msg, sizeof(msg), "TypeError: the xent_fast FFI call got %s", what)
     return xf_error(f, XF_ERR_INVALID_ARGUMENT, msg)
+
+
+# --- the entry point XLA calls (execute: each module's own) -------------------------------
+
+cdef void* handler(void* frame) noexcept nogil:
+    cdef void* err
+    cdef xf_CallFrame* f = <xf_CallFrame*>frame
+    if xf_begin(f, &err) != 1:
+        return err
+    return execute(f)
+
+
+def handler_capsule():
+    """The handler as a PyCapsule, for jax.ffi.register_ffi_target."""
+    return PyCapsule_New(<void*>handler, NULL, NULL)
