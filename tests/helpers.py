@@ -1,5 +1,7 @@
 """Shared tolerances and small helpers for the xent_fast tests (not a reference)."""
 
+import signal
+
 import numpy as np
 
 # float64: ~1e-12 relative / 1e-14 absolute against the float64 reference.
@@ -35,3 +37,11 @@ def assert_scalar(x, dtype):
     """A NumPy scalar (np.generic) of exactly `dtype`."""
     assert isinstance(x, np.generic), f"expected a NumPy scalar, got {type(x)!r}"
     assert x.dtype == np.dtype(dtype), f"expected {np.dtype(dtype)}, got {x.dtype}"
+
+
+def default_signals():
+    """A ``preexec_fn`` giving a child process the default action of the signals that a
+    test sends it: a shell that starts the test run in the background (``cmd &``) or
+    under ``nohup`` passes them on ignored, and Python then installs no handler."""
+    for name in ("SIGINT", "SIGQUIT", "SIGHUP", "SIGTERM", "SIGUSR1", "SIGALRM"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import xent_fast as xf
+from helpers import default_signals
 
 PKG_ROOT = str(Path(xf.__file__).resolve().parent.parent)
 
@@ -37,7 +38,7 @@ def cli(cwd, *args, timeout=120):
 def start(cwd, *args):
     return subprocess.Popen([sys.executable, "-m", "xent_fast", "score", *map(str, args)],
                             cwd=cwd, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
 
 
 def assert_clean_error(res, *fragments):

@@ -715,7 +715,7 @@ print("after:", float(call(s, s)[0][0]))
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS is Linux's")
 @pytest.mark.skipif("asan" in os.environ.get("LD_PRELOAD", ""),
                     reason="AddressSanitizer's allocator aborts where malloc returns NULL")
-def test_jax_handler_out_of_memory_is_an_xla_error():
+def test_jax_handler_out_of_memory_is_an_xla_error(tmp_path):
     # the scratch rows cannot be allocated: the call fails with an XLA error and the
     # process goes on (the same call succeeds once memory is there)
     if _distill_target() is None:
@@ -723,8 +723,10 @@ def test_jax_handler_out_of_memory_is_an_xla_error():
     home = os.path.dirname(os.path.dirname(os.path.abspath(xf.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [home] + [p for p in [os.environ.get("PYTHONPATH")] if p]), JAX_PLATFORMS="cpu")
+    # from an empty directory: "python -c" puts the working directory first on sys.path,
+    # and from a checkout's root that is the unbuilt source tree
     res = subprocess.run([sys.executable, "-c", _OUT_OF_MEMORY], env=env, capture_output=True,
-                         text=True, timeout=300)
+                         text=True, timeout=300, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-2000:]
     assert "RESOURCE_EXHAUSTED: out of memory" in res.stdout, res.stdout + res.stderr[-2000:]
     assert "after: 0.0" in res.stdout

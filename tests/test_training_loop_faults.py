@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import xent_fast as xf
+from helpers import default_signals
 
 
 def _calls(rng_seed):
@@ -166,6 +167,7 @@ def test_ctrl_c_during_a_long_call_leaves_the_process_usable():
             print("interrupted, then usable")
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         preexec_fn=default_signals,
                          timeout=120, cwd=os.path.dirname(os.path.dirname(xf.__file__)))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "interrupted, then usable"
