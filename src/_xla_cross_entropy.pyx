@@ -18,7 +18,7 @@
 
 include "_cross_entropy_kernels.pyx"
 
-from libc.stdint cimport INT64_MAX, INT64_MIN
+from libc.stdint cimport INT64_MIN
 from libc.stdio cimport snprintf
 from libc.string cimport memset
 
@@ -163,11 +163,9 @@ cdef void* execute(xf_CallFrame* f) noexcept nogil:
     if size < 0:
         return invalid(f, "logits of an impossible shape")
     n = xb.dims[xb.rank - 1]
-    n_rows = 1
-    for i in range(xb.rank - 1):
-        if xb.dims[i] != 0 and n_rows > (INT64_MAX // 16) // xb.dims[i]:
-            return invalid(f, "logits of an impossible shape")
-        n_rows *= xb.dims[i]
+    n_rows = batch_rows(xb)
+    if n_rows < 0:
+        return invalid(f, "logits of an impossible shape")
     if n == 0 and n_rows > 0:
         return invalid(f, "logits without classes")
     # labels: indices of the batch shape, or probabilities of the logits' shape and type
@@ -196,18 +194,9 @@ cdef void* execute(xf_CallFrame* f) noexcept nogil:
             or (gb != NULL and not xf_same_dims(gb, xb, xb.rank - 1))):
         return invalid(f, "a row mask or upstream gradient whose shape is not the logits' "
                        "batch shape")
-    for i in range(f.rets.size):
-        a = xf_buffer(&f.rets, i, &why)
-        if a == NULL:
-            return invalid(f, why)
-        if a.dtype != ft:
-            return invalid(f, "a result of a type other than the logits'")
-        if a.rank == xb.rank and db == NULL and xf_same_dims(a, xb, xb.rank):
-            db = a
-        elif a.rank == xb.rank - 1 and lb == NULL and xf_same_dims(a, xb, xb.rank - 1):
-            lb = a
-        else:
-            return invalid(f, "results of shapes other than the losses' and the gradient's")
+    why = row_results(f, xb, &lb, &db)
+    if why != NULL:
+        return invalid(f, why)
     if n_rows == 0:
         return NULL
     if (xb.data == NULL or yb.data == NULL or (rb != NULL and rb.data == NULL)

@@ -18,7 +18,7 @@
 include "_distill_kernels.pyx"
 
 from libc.math cimport INFINITY
-from libc.stdint cimport INT64_MAX, SIZE_MAX, uint64_t
+from libc.stdint cimport SIZE_MAX, uint64_t
 
 from _common cimport xf_omp_num_procs
 
@@ -98,8 +98,7 @@ cdef void* execute(xf_CallFrame* f) noexcept nogil:
     cdef const xf_Buffer* tb
     cdef const xf_Buffer* lb = NULL
     cdef const xf_Buffer* db = NULL
-    cdef const xf_Buffer* a
-    cdef int64_t i, n, n_rows
+    cdef int64_t n, n_rows
     cdef int ft
     cdef size_t item
     cdef double temperature = 0.0, beta = 0.0
@@ -121,25 +120,14 @@ cdef void* execute(xf_CallFrame* f) noexcept nogil:
     if xf_size(sb) < 0:
         return invalid(f, "logits of an impossible shape")
     n = sb.dims[sb.rank - 1]
-    n_rows = 1
-    for i in range(sb.rank - 1):
-        if sb.dims[i] != 0 and n_rows > (INT64_MAX // 16) // sb.dims[i]:
-            return invalid(f, "logits of an impossible shape")
-        n_rows *= sb.dims[i]
+    n_rows = batch_rows(sb)
+    if n_rows < 0:
+        return invalid(f, "logits of an impossible shape")
     if n == 0 and n_rows > 0:
         return invalid(f, "logits without classes")
-    for i in range(f.rets.size):
-        a = xf_buffer(&f.rets, i, &why)
-        if a == NULL:
-            return invalid(f, why)
-        if a.dtype != ft:
-            return invalid(f, "a result of a type other than the logits'")
-        if a.rank == sb.rank and db == NULL and xf_same_dims(a, sb, sb.rank):
-            db = a
-        elif a.rank == sb.rank - 1 and lb == NULL and xf_same_dims(a, sb, sb.rank - 1):
-            lb = a
-        else:
-            return invalid(f, "results of shapes other than the losses' and the gradient's")
+    why = row_results(f, sb, &lb, &db)
+    if why != NULL:
+        return invalid(f, why)
     if (xf_attr_count(f) != 2 or xf_attr_f64(f, "temperature", &temperature) != 1
             or xf_attr_f64(f, "beta", &beta) != 1):
         return invalid(f, "attributes other than temperature and beta, two float64 scalars")

@@ -4,7 +4,7 @@
 # entry point around each module's own execute().
 
 from cpython.pycapsule cimport PyCapsule_New
-from libc.stdint cimport int64_t
+from libc.stdint cimport INT64_MAX, int64_t
 from libc.stdio cimport snprintf
 
 cdef extern from "xla/xent_xla_ffi.h" nogil:
@@ -72,6 +72,40 @@ cdef void* invalid(const xf_CallFrame* f, const char* what) noexcept nogil:
     snprintf(msg, sizeof(msg), "TypeError: the xent_fast FFI call got %s", what)
     return xf_error(f, XF_ERR_INVALID_ARGUMENT, msg)
 
+
+
+# --- checks shared by the row handlers (cross-entropy, distillation) --------------------
+
+cdef int64_t batch_rows(const xf_Buffer* x) noexcept nogil:
+    """The rows of (..., C) logits, or -1 if their count could overflow."""
+    cdef int64_t i, rows = 1
+    for i in range(x.rank - 1):
+        if x.dims[i] != 0 and rows > (INT64_MAX // 16) // x.dims[i]:
+            return -1
+        rows *= x.dims[i]
+    return rows
+
+
+cdef const char* row_results(const xf_CallFrame* f, const xf_Buffer* x,
+                             const xf_Buffer** losses, const xf_Buffer** grad) noexcept nogil:
+    """The results, per-row losses (the batch shape) and/or the gradient (the logits'
+    shape), both of the logits' type, told apart by their rank: NULL, or what is wrong."""
+    cdef const char* why = NULL
+    cdef const xf_Buffer* a
+    cdef int64_t i
+    for i in range(f.rets.size):
+        a = xf_buffer(&f.rets, i, &why)
+        if a == NULL:
+            return why
+        if a.dtype != x.dtype:
+            return "a result of a type other than the logits'"
+        if a.rank == x.rank and grad[0] == NULL and xf_same_dims(a, x, x.rank):
+            grad[0] = a
+        elif a.rank == x.rank - 1 and losses[0] == NULL and xf_same_dims(a, x, x.rank - 1):
+            losses[0] = a
+        else:
+            return "results of shapes other than the losses' and the gradient's"
+    return NULL
 
 # --- the entry point XLA calls (execute: each module's own) -------------------------------
 
