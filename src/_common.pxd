@@ -39,6 +39,10 @@ cdef extern from "xent_simd.h" nogil:
                                 float* m_out, int* has_nan)
     double xf_online_sumexp_f64(const double* x, Py_ssize_t n, double* e, double* cmax,
                                 double* m_out, int* has_nan)
+    void xf_online_sumexp_rows_f32(const float** x, Py_ssize_t n, float** e, float* cmax,
+                                   float* m_out, int* has_nan, double* r_out)
+    void xf_online_sumexp_rows_f64(const double** x, Py_ssize_t n, double** e, double* cmax,
+                                   double* m_out, int* has_nan, double* r_out)
     void xf_scale_chunks_f32(float* e, Py_ssize_t n, const float* cmax, float m, double a)
     void xf_scale_chunks_f64(double* e, Py_ssize_t n, const double* cmax, double m, double a)
     void xf_set_tile_gather(int on)
@@ -53,6 +57,8 @@ cdef extern from "xent_simd.h" nogil:
     enum:
         XF_BLOCK
         XF_MAX_CHUNKS
+        XF_ROWS
+        XF_ROWS_MAX_BYTES
         XF_SHORT
         XF_TILE
 
@@ -114,6 +120,18 @@ cdef inline double online_sumexp(const floating* x, Py_ssize_t n, floating* e,
     mx.value = m
     mx.has_nan = nan
     return r
+
+
+cdef inline void online_sumexp_rows(const floating** x, Py_ssize_t n, floating** e,
+                                    floating* cmax, floating* m, int* has_nan,
+                                    double* r) noexcept nogil:
+    """online_sumexp of XF_ROWS rows x[q] of XF_SHORT to XF_BLOCK entries, their sweeps
+    side by side (e: their rows of e, or NULL); per row the same r, cmax, max and NaN
+    flag, bit for bit."""
+    if floating is float:
+        xf_online_sumexp_rows_f32(x, n, e, cmax, m, has_nan, r)
+    else:
+        xf_online_sumexp_rows_f64(x, n, e, cmax, m, has_nan, r)
 
 
 cdef inline void scale_chunks(floating* e, Py_ssize_t n, const floating* cmax, double m,

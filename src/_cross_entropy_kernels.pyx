@@ -8,9 +8,10 @@
 #   max and the exps, stored in the gradient row; a sweep (in L2) that turns them into
 #   the gradient. Rows of fewer than XF_SHORT classes go XF_TILE at a time with the
 #   vector lanes across rows (short_rows_block); rows of up to XF_BLOCK classes take
-#   their sweeps row by row but their log1p and tails a tile at a time
-#   (medium_rows_block), so that the fixed cost of a row overlaps with its neighbours'. The logits are read from memory once and the gradient written once;
-#   nothing of size n_rows x n_classes is allocated. (Label smoothing needs the max
+#   their log1p and tails a tile at a time, and (up to XF_ROWS_MAX_BYTES) their sweeps
+#   XF_ROWS rows side by side (medium_rows_block), so that the fixed cost of a row
+#   overlaps with its neighbours'. The logits are read from memory once and the
+#   gradient written once; nothing of size n_rows x n_classes is allocated. (Label smoothing needs the max
 #   before the exps, and takes a separate sweep for it.) The gradient may be the logits array itself: every
 #   sweep reads an entry before it writes that same entry.
 # * Both target kinds reduce to one form. With per-class coefficients a_j (for an index
@@ -38,8 +39,8 @@ from libc.stdlib cimport malloc, free
 
 from _common cimport (
     floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    online_sumexp, scale_chunks, small_ce, xf_set_tile_gather, xf_exp, XF_BLOCK,
-    XF_MAX_CHUNKS, XF_SHORT, XF_TILE,
+    online_sumexp, online_sumexp_rows, scale_chunks, small_ce, xf_set_tile_gather, xf_exp,
+    XF_BLOCK, XF_MAX_CHUNKS, XF_ROWS, XF_ROWS_MAX_BYTES, XF_SHORT, XF_TILE,
     rows_per_block, effective_threads, GRAD_WORK, SERIAL_BELOW, array_data, optional_data,
     float_type, index_type,
 )
@@ -359,11 +360,12 @@ cdef void medium_rows_block(
     const CEOptions* o, Py_ssize_t start, Py_ssize_t stop, BlockSums* s,
 ) noexcept nogil:
     # Rows of XF_SHORT to XF_BLOCK classes without smoothing or softcap, XF_TILE at a
-    # time: first every row's sweep (max, exps, sums), then the tile's log1p calls, then
-    # the tails. A row's log1p and tail are a chain of dependent operations that took
-    # about a third of a 100-class row's time when each followed its own sweep; issued
-    # together, the chains of a tile overlap. Same operations on the same values as
-    # ce_index_row, so the results are bitwise those of the row-by-row path.
+    # time: first every row's sweep (max, exps, sums; rows of at most XF_ROWS_MAX_BYTES
+    # XF_ROWS at once), then the tile's log1p calls, then the tails. A row's log1p and
+    # tail are a chain of dependent operations that took about a third of a 100-class
+    # row's time when each followed its own sweep; issued together, the chains of a tile
+    # overlap. Same operations on the same values as ce_index_row, so the results are
+    # bitwise those of the row-by-row path.
     cdef Py_ssize_t i, k, rows, n = o.n_classes
     cdef int64_t t
     cdef RowMax mx
@@ -375,10 +377,21 @@ cdef void medium_rows_block(
     cdef double loss, wt, g
     cdef Py_ssize_t tt[XF_TILE]         # the class, or -1: ignored or invalid
     cdef bint regular[XF_TILE]
+    cdef Py_ssize_t counted[XF_TILE]    # the rows of the tile that count, in order
+    cdef Py_ssize_t n_counted, v, q
+    cdef const floating* xq[XF_ROWS]
+    cdef floating* eq[XF_ROWS]
+    cdef floating** e_rows = &eq[0] if grad != NULL else NULL     # the exps stored, or not
+    cdef bint side_by_side = n * <Py_ssize_t>sizeof(floating) <= XF_ROWS_MAX_BYTES
+    cdef floating cq[XF_ROWS]
+    cdef floating mq[XF_ROWS]
+    cdef int nanq[XF_ROWS]
+    cdef double rq[XF_ROWS]
     cdef floating* grad_i
     i = start
     while i < stop:
         rows = min(<Py_ssize_t>XF_TILE, stop - i)
+        n_counted = 0
         for k in range(rows):
             t = target[i + k]
             tt[k] = -1
@@ -393,9 +406,33 @@ cdef void medium_rows_block(
                 continue
             tt[k] = <Py_ssize_t>t
             xt[k] = logits[(i + k) * n + t]     # before the gradient row overwrites it
+            counted[n_counted] = k
+            n_counted += 1
+        # The sweeps, XF_ROWS rows side by side (their chains of dependent steps overlap),
+        # the rest one by one.
+        v = 0
+        while side_by_side and v + XF_ROWS <= n_counted:
+            for q in range(XF_ROWS):
+                k = counted[v + q]
+                xq[q] = logits + (i + k) * n
+                eq[q] = grad + (i + k) * n if grad != NULL else NULL
+            online_sumexp_rows(xq, n, e_rows, cq, mq, nanq, rq)
+            for q in range(XF_ROWS):
+                k = counted[v + q]
+                cmax[k] = cq[q]
+                m[k] = mq[q]
+                r[k] = rq[q]
+                mx.value = mq[q]
+                mx.has_nan = nanq[q]
+                regular[k] = row_is_regular(mx)
+            v += XF_ROWS
+        while v < n_counted:
+            k = counted[v]
+            grad_i = grad + (i + k) * n if grad != NULL else NULL
             r[k] = online_sumexp(logits + (i + k) * n, n, grad_i, &cmax[k], &mx)
             m[k] = mx.value
             regular[k] = row_is_regular(mx)
+            v += 1
         for k in range(rows):
             log_s[k] = log1p(r[k]) if tt[k] >= 0 and regular[k] else 0.0
         for k in range(rows):

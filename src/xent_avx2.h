@@ -194,6 +194,62 @@ static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, 
     return xf_fold_lanes(r_lane);                                                         \
 }
 
+/* xf_sum_below of XF_ROWS rows of n entries, their steps in turn (xent_rows.h) */
+#define XF_SUM_BELOW_ROWS_AVX2(T, SUF, STEP, VEC, SET1, STOREU)                          \
+static inline void xf_sum_below_rows_##SUF(const T *const *x, ptrdiff_t n, const T *m,    \
+                                           T *const *e, double *r, double *ties_out,      \
+                                           ptrdiff_t ahead)                               \
+{                                                                                         \
+    enum { NV = XF_LANES * sizeof(T) / 32 };    /* registers of lanes per row */          \
+    VEC mv[XF_ROWS];                                                                      \
+    double r_lane[XF_ROWS][XF_LANES];                                                     \
+    int64_t ties[XF_ROWS];                                                                \
+    for (int q = 0; q < XF_ROWS; q++) {                                                   \
+        mv[q] = SET1(m[q]);                                                               \
+        ties[q] = 0;                                                                      \
+        for (int l = 0; l < XF_LANES; l++)                                                \
+            r_lane[q][l] = 0.0;                                                           \
+    }                                                                                     \
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_CHUNK) {                                      \
+        const ptrdiff_t c1 = c0 + XF_CHUNK < n ? c0 + XF_CHUNK : n;                       \
+        VEC acc[XF_ROWS][NV];                                                             \
+        for (int q = 0; q < XF_ROWS; q++)                                                 \
+            for (int v = 0; v < NV; v++)                                                  \
+                acc[q][v] = SET1(0);                                                      \
+        ptrdiff_t k = c0;                                                                 \
+        for (; k + STEP <= c1; k += STEP)                                                 \
+            for (int q = 0; q < XF_ROWS; q++) {                                           \
+                xf_prefetch_at(x[q] + k, STEP * (ptrdiff_t)sizeof(T), ahead);             \
+                if (e)                                                                    \
+                    xf_prefetch_at(e[q] + k, STEP * (ptrdiff_t)sizeof(T), ahead);         \
+                xf_sum_step_##SUF(x[q] + k, e ? e[q] + k : NULL, mv[q], acc[q], &ties[q]); \
+            }                                                                             \
+        if (k < c1)                                                                       \
+            for (int q = 0; q < XF_ROWS; q++) {                                           \
+                T xs[STEP], es[STEP];                                                     \
+                for (ptrdiff_t j = 0; j < STEP; j++)                                      \
+                    xs[j] = k + j < c1 ? x[q][k + j] : (T)-INFINITY;                      \
+                xf_sum_step_##SUF(xs, es, mv[q], acc[q], &ties[q]);                       \
+                if (e)                                                                    \
+                    for (ptrdiff_t j = 0; j < STEP && k + j < c1; j++)                    \
+                        e[q][k + j] = es[j];                                              \
+            }                                                                             \
+        for (int q = 0; q < XF_ROWS; q++) {                                               \
+            T a[XF_LANES];                                                                \
+            for (int v = 0; v < NV; v++)                                                  \
+                STOREU(a + v * (32 / sizeof(T)), acc[q][v]);                              \
+            for (int l = 0; l < XF_LANES; l++)                                            \
+                r_lane[q][l] += (double)a[l];                                             \
+        }                                                                                 \
+    }                                                                                     \
+    for (int q = 0; q < XF_ROWS; q++) {                                                   \
+        ties_out[q] += (double)ties[q];                                                   \
+        r[q] = xf_fold_lanes(r_lane[q]);                                                  \
+    }                                                                                     \
+}
+
 XF_SUM_BELOW_AVX2(float, f32, 32, __m256, _mm256_set1_ps, _mm256_storeu_ps)
 XF_SUM_BELOW_AVX2(double, f64, 16, __m256d, _mm256_set1_pd, _mm256_storeu_pd)
+XF_SUM_BELOW_ROWS_AVX2(float, f32, 32, __m256, _mm256_set1_ps, _mm256_storeu_ps)
+XF_SUM_BELOW_ROWS_AVX2(double, f64, 16, __m256d, _mm256_set1_pd, _mm256_storeu_pd)
 #endif  /* XENT_AVX2_H */

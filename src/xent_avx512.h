@@ -115,6 +115,51 @@ static inline double xf_sum_below_f32(const float *x, ptrdiff_t j0, ptrdiff_t j1
     return xf_lanes_total(r_lo, r_hi, t_lo, t_hi, ties_out);
 }
 
+/* xf_sum_below_f32 of XF_ROWS rows of n entries, their steps in turn (xent_rows.h) */
+static inline void xf_sum_below_rows_f32(const float *const *x, ptrdiff_t n, const float *m,
+                                         float *const *e, double *r, double *ties_out,
+                                         ptrdiff_t ahead)
+{
+    __m512 mv[XF_ROWS];
+    __m512d r_lo[XF_ROWS], r_hi[XF_ROWS], t_lo[XF_ROWS], t_hi[XF_ROWS];
+    for (int q = 0; q < XF_ROWS; q++) {
+        mv[q] = _mm512_set1_ps(m[q]);
+        r_lo[q] = r_hi[q] = t_lo[q] = t_hi[q] = _mm512_setzero_pd();
+    }
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_CHUNK) {
+        const ptrdiff_t c1 = c0 + XF_CHUNK < n ? c0 + XF_CHUNK : n;
+        __m512 acc[XF_ROWS];
+        __m512i ties[XF_ROWS];
+        for (int q = 0; q < XF_ROWS; q++) {
+            acc[q] = _mm512_setzero_ps();
+            ties[q] = _mm512_setzero_si512();
+        }
+        ptrdiff_t k = c0;
+        for (; k + 16 <= c1; k += 16)
+            for (int q = 0; q < XF_ROWS; q++) {
+                xf_prefetch_at(x[q] + k, 64, ahead);
+                if (e)
+                    xf_prefetch_at(e[q] + k, 64, ahead);
+                xf_sum_step_x16(x[q] + k, e ? e[q] + k : NULL, 0xFFFF, 1, mv[q], &acc[q],
+                                &ties[q]);
+            }
+        if (k < c1)
+            for (int q = 0; q < XF_ROWS; q++)
+                xf_sum_step_x16(x[q] + k, e ? e[q] + k : NULL,
+                                (__mmask16)((1u << (c1 - k)) - 1u), 0, mv[q], &acc[q], &ties[q]);
+        for (int q = 0; q < XF_ROWS; q++) {
+            r_lo[q] = _mm512_add_pd(r_lo[q], _mm512_cvtps_pd(_mm512_castps512_ps256(acc[q])));
+            r_hi[q] = _mm512_add_pd(r_hi[q], _mm512_cvtps_pd(_mm256_castpd_ps(
+                                        _mm512_extractf64x4_pd(_mm512_castps_pd(acc[q]), 1))));
+            t_lo[q] = _mm512_add_pd(t_lo[q], _mm512_cvtepi32_pd(_mm512_castsi512_si256(ties[q])));
+            t_hi[q] = _mm512_add_pd(t_hi[q],
+                                    _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(ties[q], 1)));
+        }
+    }
+    for (int q = 0; q < XF_ROWS; q++)
+        r[q] = xf_lanes_total(r_lo[q], r_hi[q], t_lo[q], t_hi[q], &ties_out[q]);
+}
+
 /* 8 entries from k into (acc, ties); entries from c1 on are masked off */
 #define XF_SUM_STEP_F64(k, acc, ties)                                                     \
     {                                                                                     \
@@ -152,5 +197,43 @@ static inline double xf_sum_below_f64(const double *x, ptrdiff_t j0, ptrdiff_t j
         t_hi = _mm512_add_pd(t_hi, ties_hi);
     }
     return xf_lanes_total(r_lo, r_hi, t_lo, t_hi, ties_out);
+}
+/* xf_sum_below_f64 of XF_ROWS rows of n entries, their steps in turn (xent_rows.h) */
+static inline void xf_sum_below_rows_f64(const double *const *xs, ptrdiff_t n,
+                                         const double *m, double *const *es, double *r,
+                                         double *ties_out, ptrdiff_t ahead)
+{
+    const __m512d one = _mm512_set1_pd(1.0), ninf = _mm512_set1_pd(-INFINITY);
+    __m512d mvs[XF_ROWS];
+    __m512d r_lo[XF_ROWS], r_hi[XF_ROWS], t_lo[XF_ROWS], t_hi[XF_ROWS];
+    for (int q = 0; q < XF_ROWS; q++) {
+        mvs[q] = _mm512_set1_pd(m[q]);
+        r_lo[q] = r_hi[q] = t_lo[q] = t_hi[q] = _mm512_setzero_pd();
+    }
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_CHUNK) {
+        const ptrdiff_t c1 = c0 + XF_CHUNK < n ? c0 + XF_CHUNK : n;
+        __m512d acc_lo[XF_ROWS], acc_hi[XF_ROWS], ties_lo[XF_ROWS], ties_hi[XF_ROWS];
+        for (int q = 0; q < XF_ROWS; q++)
+            acc_lo[q] = acc_hi[q] = ties_lo[q] = ties_hi[q] = _mm512_setzero_pd();
+        for (ptrdiff_t k = c0; k < c1; k += 16)
+            for (int q = 0; q < XF_ROWS; q++) {
+                const double *x = xs[q];
+                double *e = es ? es[q] : NULL;
+                const __m512d mv = mvs[q];
+                xf_prefetch_at(x + k, 128, ahead);
+                if (e)
+                    xf_prefetch_at(e + k, 128, ahead);
+                XF_SUM_STEP_F64(k, acc_lo[q], ties_lo[q])
+                XF_SUM_STEP_F64(k + 8, acc_hi[q], ties_hi[q])
+            }
+        for (int q = 0; q < XF_ROWS; q++) {
+            r_lo[q] = _mm512_add_pd(r_lo[q], acc_lo[q]);
+            r_hi[q] = _mm512_add_pd(r_hi[q], acc_hi[q]);
+            t_lo[q] = _mm512_add_pd(t_lo[q], ties_lo[q]);
+            t_hi[q] = _mm512_add_pd(t_hi[q], ties_hi[q]);
+        }
+    }
+    for (int q = 0; q < XF_ROWS; q++)
+        r[q] = xf_lanes_total(r_lo[q], r_hi[q], t_lo[q], t_hi[q], &ties_out[q]);
 }
 #endif  /* XENT_AVX512_H */

@@ -147,6 +147,21 @@ static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, 
     return xf_fold_lanes(r_lane);                                                         \
 }
 
+/* XF_ROWS rows at once. A row's exp-sum is a chain of dependent steps (the max, then
+ * the exps, then the horizontal sums), and a row of a hundred classes has too few
+ * entries for the core to overlap one row's chain with the next's: xf_sum_below_rows
+ * takes the steps of XF_ROWS rows of n entries (their own maxima m[q]) in turn, each
+ * row in its own lanes, so the chains run side by side. Each row's sum, ties and
+ * stored exps are bitwise xf_sum_below's (same steps, lanes and order); on an AVX-512
+ * Xeon a 100-class row's sweep went from 54 to 35 ns. The portable build, with no
+ * hand-written loop, sums the rows one after the other. */
+#define XF_ROWS 4
+/* ...for rows of at most this many bytes: on longer rows the chains overlap by
+ * themselves, and taking four rows' loads and stores at once made loss + gradient of
+ * 16384x512 and 1024x1000 float32 slower */
+#define XF_ROWS_MAX_BYTES 1024
+#define XF_SUM_BELOW_ROWS_SERIAL(T, SUF)                                                  static inline void xf_sum_below_rows_##SUF(const T *const *x, ptrdiff_t n, const T *m,                                               T *const *e, double *r, double *ties,                                                     ptrdiff_t ahead)                               {                                                                                             for (int q = 0; q < XF_ROWS; q++)                                                             r[q] = xf_sum_below_##SUF(x[q], 0, n, m[q], e ? e[q] : NULL, &ties[q], ahead);   }
+
 #if defined(__AVX512F__) && !defined(XF_PORTABLE)
 #include "xent_avx512.h"
 #elif defined(__AVX2__) && defined(__FMA__) && !defined(XF_PORTABLE)
@@ -154,6 +169,8 @@ static inline double xf_sum_below_##SUF(const T *x, ptrdiff_t j0, ptrdiff_t j1, 
 #else
 XF_SUM_BELOW(float, f32, xf_expf, float)
 XF_SUM_BELOW(double, f64, xf_exp, double)
+XF_SUM_BELOW_ROWS_SERIAL(float, f32)
+XF_SUM_BELOW_ROWS_SERIAL(double, f64)
 #endif
 
 /* The max of x[j0:j1] and whether any entry is NaN, in XF_MAX_BYTES of lanes: an omp
@@ -323,6 +340,34 @@ static inline double xf_online_sumexp_##SUF(const T *x, ptrdiff_t n, T *e, T *cm
     if (n >= XF_SHORT && n * (ptrdiff_t)sizeof(T) <= XF_PF_SHORT_ROWS)                    \
         return xf_online_sumexp_near_##SUF(x, n, e, cmax, m_out, has_nan);                \
     return xf_online_sumexp_at_##SUF(x, n, e, cmax, m_out, has_nan, XF_PF_AHEAD);         \
+}                                                                                         \
+                                                                                          \
+/* xf_online_sumexp of XF_ROWS rows of XF_SHORT to XF_BLOCK entries (x[q], with e[q]      \
+ * when e != NULL), by xf_sum_below_rows: the same r_out[q], cmax[q], m_out[q] and     \
+ * has_nan[q], bit for bit. A row whose max is -inf (all masked) sends them all        \
+ * through xf_online_sumexp. */                                                         \
+static inline void xf_online_sumexp_rows_##SUF(const T *const *x, ptrdiff_t n,           \
+                                               T *const *e, T *cmax, T *m_out,            \
+                                               int *has_nan, double *r_out)               \
+{                                                                                         \
+    double ties[XF_ROWS];                                                                 \
+    int masked = 0;                                                                       \
+    for (int q = 0; q < XF_ROWS; q++) {                                                   \
+        m_out[q] = cmax[q] = xf_max_range_##SUF(x[q], 0, n, &has_nan[q]);                 \
+        masked |= m_out[q] == -INFINITY;                                                  \
+        ties[q] = 0.0;                                                                    \
+    }                                                                                     \
+    if (masked) {                                                                         \
+        for (int q = 0; q < XF_ROWS; q++)                                                 \
+            r_out[q] = xf_online_sumexp_##SUF(x[q], n, e ? e[q] : NULL, &cmax[q],         \
+                                              &m_out[q], &has_nan[q]);                    \
+        return;                                                                           \
+    }                                                                                     \
+    xf_sum_below_rows_##SUF(x, n, m_out, e, r_out, ties,                                  \
+                            n * (ptrdiff_t)sizeof(T) <= XF_PF_SHORT_ROWS ? XF_PF_NEAR     \
+                                                                         : XF_PF_AHEAD);  \
+    for (int q = 0; q < XF_ROWS; q++)                                                     \
+        r_out[q] = r_out[q] + (ties[q] - 1.0) + 0.0;    /* as xf_online_sumexp adds */    \
 }                                                                                         \
                                                                                           \
 static inline void xf_scale_chunks_##SUF(T *e, ptrdiff_t n, const T *cmax, T m, double a) \

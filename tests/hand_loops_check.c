@@ -134,6 +134,53 @@ static uint64_t fnv(uint64_t h, const void *p, size_t n)
         printf(#SUF " tile %d %016llx\n", tile, (unsigned long long)h);                    \
     }
 
+/* Groups of XF_ROWS rows of XF_SHORT to XF_BLOCK entries through xf_online_sumexp_rows
+ * (the hand-written loops take the rows' steps in turn; the portable build sums them one
+ * by one), with some rows all -inf, NaN or +inf; with and without stored exps. */
+#define CHECK_ROWS(T, SUF)                                                                \
+    for (int group = 0; group < 1500; group++) {                                          \
+        ptrdiff_t n = group < 1000 ? XF_SHORT + (ptrdiff_t)(uniform() * 300)              \
+                                   : XF_SHORT + (ptrdiff_t)(uniform() * (XF_BLOCK - XF_SHORT + 1)); \
+        T *buf = malloc((size_t)(XF_ROWS * n) * sizeof(T));                               \
+        T *ebuf = malloc((size_t)(XF_ROWS * n) * sizeof(T));                              \
+        const T *x[XF_ROWS];                                                              \
+        T *e[XF_ROWS];                                                                    \
+        for (int q = 0; q < XF_ROWS; q++) {                                               \
+            T *row = buf + q * n;                                                         \
+            FILL(T, row, n);                                                              \
+            double u = uniform();                                                         \
+            if (u < 0.02)                                                                 \
+                for (ptrdiff_t j = 0; j < n; j++)                                         \
+                    row[j] = (T)-INFINITY;                                                \
+            else if (u < 0.05)                                                            \
+                row[(ptrdiff_t)(uniform() * n)] = (T)NAN;                                 \
+            else if (u < 0.08)                                                            \
+                row[(ptrdiff_t)(uniform() * n)] = (T)INFINITY;                            \
+            x[q] = row;                                                                   \
+            e[q] = ebuf + q * n;                                                          \
+        }                                                                                 \
+        T cmax[XF_ROWS], m[XF_ROWS];                                                      \
+        int nan[XF_ROWS];                                                                 \
+        double r[XF_ROWS], r_e[XF_ROWS];                                                  \
+        uint64_t h = 0xCBF29CE484222325ULL;                                               \
+        xf_online_sumexp_rows_##SUF(x, n, NULL, cmax, m, nan, r);                         \
+        xf_online_sumexp_rows_##SUF(x, n, e, cmax, m, nan, r_e);                          \
+        for (int q = 0; q < XF_ROWS; q++) {                                               \
+            int regular = isfinite(m[q]) && !nan[q];   /* the others' sums are discarded */ \
+            h = fnv(h, &m[q], sizeof m[q]);                                               \
+            h = fnv(h, &cmax[q], sizeof cmax[q]);                                         \
+            h = fnv(h, &nan[q], sizeof nan[q]);                                           \
+            if (regular) {                                                                \
+                h = fnv(h, &r[q], sizeof r[q]);                                           \
+                h = fnv(h, &r_e[q], sizeof r_e[q]);                                       \
+                h = fnv(h, e[q], (size_t)n * sizeof(T));                                  \
+            }                                                                             \
+        }                                                                                 \
+        printf(#SUF " rows %d %016llx\n", group, (unsigned long long)h);                  \
+        free(buf);                                                                        \
+        free(ebuf);                                                                       \
+    }
+
 int main(int argc, char **argv)
 {
     /* "gather": full float tiles come in by AVX-512 gathers (a no-op elsewhere) */
@@ -142,5 +189,7 @@ int main(int argc, char **argv)
     CHECK(double, f64)
     CHECK_TILES(float, f32)
     CHECK_TILES(double, f64)
+    CHECK_ROWS(float, f32)
+    CHECK_ROWS(double, f64)
     return 0;
 }
