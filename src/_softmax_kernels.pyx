@@ -7,7 +7,9 @@
 # XF_TILE at a time through a transposed tile instead (xf_small_softmax), as the
 # cross-entropy's do: one row alone would leave most vector lanes idle. Rows (or tiles)
 # are independent, so they are split across threads with a static prange and the result
-# is the same for every thread count. A row whose max is not finite, or that holds a NaN,
+# is the same for every thread count. Rows of up to XF_ROWS_MAX_BYTES take their first
+# sweeps XF_ROWS rows side by side (row_group), as the cross-entropy's do: a short row's
+# chain of dependent steps leaves the core idle, and four rows' chains overlap. A row whose max is not finite, or that holds a NaN,
 # gives NaN (logsumexp returns +-inf where that is the exact answer).
 
 cimport numpy as cnp
@@ -16,8 +18,8 @@ from libc.math cimport log1p, NAN
 
 from _common cimport (
     floating, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    online_sumexp, scale_chunks, small_softmax, xf_set_tile_gather, effective_threads,
-    XF_BLOCK, XF_MAX_CHUNKS,
+    online_sumexp, online_sumexp_rows, scale_chunks, small_softmax, xf_set_tile_gather,
+    effective_threads, XF_BLOCK, XF_MAX_CHUNKS, XF_ROWS, XF_ROWS_MAX_BYTES,
     XF_SHORT, XF_TILE, array_data, float_type,
 )
 
@@ -94,6 +96,54 @@ cdef inline void one_row(Kind kind, const floating* x, floating* out, Py_ssize_t
         out[i] = <floating>logsumexp_row(x + i * n, n)
 
 
+cdef inline void row_group(Kind kind, const floating* x, floating* out, Py_ssize_t i,
+                           Py_ssize_t n) noexcept nogil:
+    # rows i .. i + XF_ROWS of XF_SHORT to XF_ROWS_MAX_BYTES / sizeof entries: their sweeps
+    # side by side, then each row finished as one_row would (bitwise its results)
+    cdef const floating* xq[XF_ROWS]
+    cdef floating* eq[XF_ROWS]
+    cdef floating cq[XF_ROWS]
+    cdef floating mq[XF_ROWS]
+    cdef int nanq[XF_ROWS]
+    cdef double rq[XF_ROWS]
+    cdef RowMax mx
+    cdef Py_ssize_t q, j
+    cdef double log_s
+    cdef const floating* xr
+    cdef floating* outr
+    cdef floating** e_rows = &eq[0] if kind == SOFTMAX else NULL     # exps stored, or not
+    for q in range(XF_ROWS):
+        xq[q] = x + (i + q) * n
+        eq[q] = out + (i + q) * n       # not read unless kind is SOFTMAX
+    online_sumexp_rows(xq, n, e_rows, cq, mq, nanq, rq)
+    for q in range(XF_ROWS):
+        mx.value = mq[q]
+        mx.has_nan = nanq[q]
+        xr = xq[q]
+        if kind == SOFTMAX:
+            outr = eq[q]
+            if row_is_regular(mx):
+                scale_chunks(outr, n, &cq[q], mx.value, 1.0 / (1.0 + rq[q]))
+            else:
+                fill(outr, n, NAN)
+        elif kind == LOG_SOFTMAX:
+            outr = eq[q]
+            log_s = log1p(rq[q])
+            if not row_is_regular(mx):
+                fill(outr, n, NAN)
+            else:
+                for j in range(n):
+                    outr[j] = <floating>((xr[j] - mx.value) - log_s)
+        else:
+            log_s = log1p(rq[q])
+            if mx.has_nan:
+                out[i + q] = NAN
+            elif not row_is_regular(mx):
+                out[i + q] = <floating>mx.value
+            else:
+                out[i + q] = <floating>(mx.value + log_s)
+
+
 cdef inline void one_tile(Kind kind, const floating* x, floating* out, Py_ssize_t b,
                           Py_ssize_t n_rows, Py_ssize_t n) noexcept nogil:
     # rows XF_TILE b .. of n < XF_SHORT entries, at once
@@ -114,11 +164,20 @@ cdef void rows(Kind kind, const floating* x, floating* out, Py_ssize_t n_rows, P
             for i in prange(n_tiles, schedule="static", num_threads=nt):
                 one_tile(kind, x, out, i, n_rows, n)
         return
+    cdef Py_ssize_t n_groups = 0
+    if n * <Py_ssize_t>sizeof(floating) <= XF_ROWS_MAX_BYTES:   # XF_ROWS rows at a time
+        n_groups = n_rows // XF_ROWS
     if nt == 1:                 # no parallel region (small calls, forked children)
-        for i in range(n_rows):
+        for i in range(n_groups):
+            row_group(kind, x, out, i * XF_ROWS, n)
+    else:
+        for i in prange(n_groups, schedule="static", num_threads=nt):
+            row_group(kind, x, out, i * XF_ROWS, n)
+    if nt == 1 or n_rows - n_groups * XF_ROWS < XF_ROWS:     # the rest
+        for i in range(n_groups * XF_ROWS, n_rows):
             one_row(kind, x, out, i, n)
     else:
-        for i in prange(n_rows, schedule="static", num_threads=nt):
+        for i in prange(n_groups * XF_ROWS, n_rows, schedule="static", num_threads=nt):
             one_row(kind, x, out, i, n)
 
 
