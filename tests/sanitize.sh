@@ -47,6 +47,8 @@ XENT_FAST_LDFLAGS="-fsanitize=address,undefined" \
 asan=$(gcc -print-file-name=libasan.so)
 ubsan=$(gcc -print-file-name=libubsan.so)
 # Leak checks would report CPython's own arenas; the memory test in the suite covers leaks.
+# PYTHONPATH: tests that start a child outside the checkout import this in-place build.
+PYTHONPATH="$work${PYTHONPATH:+:$PYTHONPATH}" \
 LD_PRELOAD="$asan $ubsan" \
 ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:symbolize=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
