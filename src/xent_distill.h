@@ -246,13 +246,16 @@ static XF_ALWAYS_INLINE float xf_diff3_f32(float x, float y, float dh, float dt)
     return (s - dh) + (err - dt);
 }
 
-/* Forward KL(p || q) over one block of a float row: adds sum p phi(l) to sums[0] and
- * sum p l to sums[1]; grad[j] = g (q - p) if grad is not NULL (may alias a). l first
- * (xf_diff3_f32), in a loop of its own over chunks in L1 (as xf_jsd_fast_f32: shorter
- * chains). */
-static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const float *es,
-                                          const float *et, ptrdiff_t n, float fs, float ft,
-                                          double dl, float g, float *grad, double *sums)
+/* KL over one block of a float row: forward (reverse = 0), KL(p || q) with l = log p/q,
+ * or reverse (1), KL(q || p) with l = log q/p. Adds sum w phi(l) to sums[0] and sum w l
+ * to sums[1], w being p forward and q reverse. grad (if not NULL; may alias a) gets
+ * g (q - p) forward, and reverse the first part of the gradient, g q l (see
+ * xf_distill_grad_fast_f32). l first (xf_diff3_f32), in a loop of its own over chunks in
+ * L1 (as xf_jsd_fast_f32: shorter chains). */
+static XF_ALWAYS_INLINE void xf_kl_fast_f32(int reverse, const float *a, const float *b,
+                                            const float *es, const float *et, ptrdiff_t n,
+                                            float fs, float ft, double dl, float g,
+                                            float *grad, double *sums)
 {
     const float dh = (float)dl, dt = (float)(dl - (double)dh);
     float l_c[XF_F32_CHUNK];
@@ -263,24 +266,18 @@ static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const 
         const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
         XF_SIMD
         for (ptrdiff_t j = 0; j < len; j++)
-            l_c[j] = xf_diff3_f32(bc[j], ac[j], dh, dt);
+            l_c[j] = reverse ? xf_diff3_f32(ac[j], bc[j], -dh, -dt)
+                             : xf_diff3_f32(bc[j], ac[j], dh, dt);
+        float *gc = grad ? grad + c0 : l_c;        /* no gradient: l_c is a free sink */
         float bc_sum = 0.0f;     /* float lanes over one chunk (16 terms each on AVX-512) */
-        if (grad) {
-            float *gc = grad + c0;
-            XF_SIMD_SUM(bc_sum, as)
-            for (ptrdiff_t j = 0; j < len; j++) {
-                float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
-                bc_sum += xf_bregman_f32(p, q, l);
-                as += p == 0.0f ? 0.0f : p * l;
-                gc[j] = g * (q - p);
-            }
-        } else {
-            XF_SIMD_SUM(bc_sum, as)
-            for (ptrdiff_t j = 0; j < len; j++) {
-                float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
-                bc_sum += xf_bregman_f32(p, q, l);
-                as += p == 0.0f ? 0.0f : p * l;
-            }
+        XF_SIMD_SUM(bc_sum, as)
+        for (ptrdiff_t j = 0; j < len; j++) {
+            float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
+            float w = reverse ? q : p, v = reverse ? p : q;
+            float wl = w == 0.0f ? 0.0f : w * l;
+            bc_sum += xf_bregman_f32(w, v, l);
+            as += wl;
+            gc[j] = reverse ? g * wl : g * (q - p);
         }
         bs += (double)bc_sum;
     }
@@ -288,37 +285,18 @@ static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const 
     sums[1] += (double)as;
 }
 
-/* Reverse KL(q || p) over one block: adds sum q phi(l) and sum q l (l = log q/p) to
- * sums[0], sums[1]; l first, as in the forward KL. grad (if not NULL; may alias a) gets
- * the first part of the gradient, g q l (see xf_distill_grad_fast_f32). */
+static inline void xf_kl_forward_fast_f32(const float *a, const float *b, const float *es,
+                                          const float *et, ptrdiff_t n, float fs, float ft,
+                                          double dl, float g, float *grad, double *sums)
+{
+    xf_kl_fast_f32(0, a, b, es, et, n, fs, ft, dl, g, grad, sums);
+}
+
 static inline void xf_kl_reverse_fast_f32(const float *a, const float *b, const float *es,
                                           const float *et, ptrdiff_t n, float fs, float ft,
                                           double dl, float g, float *grad, double *sums)
 {
-    const float dh = (float)dl, dt = (float)(dl - (double)dh);
-    float l_c[XF_F32_CHUNK];
-    double bs = 0.0;
-    float as = 0.0f;
-    for (ptrdiff_t c0 = 0; c0 < n; c0 += XF_F32_CHUNK) {
-        const ptrdiff_t len = n - c0 < XF_F32_CHUNK ? n - c0 : XF_F32_CHUNK;
-        const float *ac = a + c0, *bc = b + c0, *esc = es + c0, *etc = et + c0;
-        XF_SIMD
-        for (ptrdiff_t j = 0; j < len; j++)
-            l_c[j] = xf_diff3_f32(ac[j], bc[j], -dh, -dt);
-        float *gc = grad ? grad + c0 : l_c;        /* no gradient: l_c is a free sink */
-        float bc_sum = 0.0f;
-        XF_SIMD_SUM(bc_sum, as)
-        for (ptrdiff_t j = 0; j < len; j++) {
-            float q = esc[j] * fs, p = etc[j] * ft, l = l_c[j];
-            float ql = q == 0.0f ? 0.0f : q * l;
-            bc_sum += xf_bregman_f32(q, p, l);
-            as += ql;
-            gc[j] = g * ql;
-        }
-        bs += (double)bc_sum;
-    }
-    sums[0] += bs;
-    sums[1] += (double)as;
+    xf_kl_fast_f32(1, a, b, es, et, n, fs, ft, dl, g, grad, sums);
 }
 
 /* expm1(z) (s = 1) or exp(z) (s = 0) for float z <= 80: 2^n (1 + e) - s, e = expm1(r) by
