@@ -43,6 +43,10 @@ cdef extern from "xent_simd.h" nogil:
                                    float* m_out, int* has_nan, double* r_out)
     void xf_online_sumexp_rows_f64(const double** x, Py_ssize_t n, double** e, double* cmax,
                                    double* m_out, int* has_nan, double* r_out)
+    double xf_soft_sums_f32(const float* x, const float* y, const float* w, Py_ssize_t n,
+                            double m, double keep, double c, double* big_w)
+    double xf_soft_sums_f64(const double* x, const double* y, const double* w,
+                            Py_ssize_t n, double m, double keep, double c, double* big_w)
     void xf_scale_chunks_f32(float* e, Py_ssize_t n, const float* cmax, float m, double a)
     void xf_scale_chunks_f64(double* e, Py_ssize_t n, const double* cmax, double m, double a)
     void xf_set_tile_gather(int on)
@@ -132,6 +136,17 @@ cdef inline void online_sumexp_rows(const floating** x, Py_ssize_t n, floating**
         xf_online_sumexp_rows_f32(x, n, e, cmax, m, has_nan, r)
     else:
         xf_online_sumexp_rows_f64(x, n, e, cmax, m, has_nan, r)
+
+
+cdef inline double soft_sums(const floating* x, const floating* y, const floating* w,
+                             Py_ssize_t n, double m, double keep, double c,
+                             double* big_w) noexcept nogil:
+    """sum_j a_j (m - x_j) over the classes with a_j != 0, and *big_w = sum_j a_j, for
+    a_j = (keep y_j + c) w_j (y or w NULL: 0 or 1); see xent_rows.h."""
+    if floating is float:
+        return xf_soft_sums_f32(x, y, w, n, m, keep, c, big_w)
+    else:
+        return xf_soft_sums_f64(x, y, w, n, m, keep, c, big_w)
 
 
 cdef inline void scale_chunks(floating* e, Py_ssize_t n, const floating* cmax, double m,

@@ -39,7 +39,8 @@ from libc.stdlib cimport malloc, free
 
 from _common cimport (
     floating, index_t, RowMax, row_max, row_is_regular, sum_exp_below_max, scale, fill,
-    online_sumexp, online_sumexp_rows, scale_chunks, small_ce, xf_set_tile_gather, xf_exp,
+    online_sumexp, online_sumexp_rows, scale_chunks, small_ce, soft_sums, xf_set_tile_gather,
+    xf_exp,
     XF_BLOCK, XF_MAX_CHUNKS, XF_ROWS, XF_ROWS_MAX_BYTES, XF_SHORT, XF_TILE,
     rows_per_block, effective_threads, GRAD_WORK, SERIAL_BELOW, array_data, optional_data,
     float_type, index_type,
@@ -91,21 +92,6 @@ cdef inline const floating* capped(const floating* x, floating* scratch, Py_ssiz
     return scratch
 
 
-cdef inline double weighted_gap(const floating* xs, const floating* weight, Py_ssize_t n,
-                                double m) noexcept nogil:
-    # sum_j w_j (m - x_j); a zero weight contributes 0 even against a masked -inf.
-    cdef double acc = 0.0
-    cdef Py_ssize_t j
-    if weight == NULL:
-        for j in range(n):
-            acc += m - xs[j]
-    else:
-        for j in range(n):
-            if weight[j] != 0:
-                acc += weight[j] * (m - xs[j])
-    return acc
-
-
 cdef inline double ce_index_row(
     const floating* x,          # IN  logits row
     Py_ssize_t t,               # IN  valid class index
@@ -121,7 +107,7 @@ cdef inline double ce_index_row(
     cdef floating cmax[XF_MAX_CHUNKS]
     cdef RowMax mx
     cdef double xt = xs[t]      # read before the gradient row overwrites it
-    cdef double r = 0.0, gap = 0.0
+    cdef double r = 0.0, gap = 0.0, big_w
     if o.smoothing == 0 and n <= XF_BLOCK * XF_MAX_CHUNKS:
         # max and exps in one sweep; stored exps are relative to their block's max
         r = online_sumexp(xs, n, grad, cmax, &mx)
@@ -129,7 +115,9 @@ cdef inline double ce_index_row(
         mx = row_max(xs, n)
         if row_is_regular(mx):
             if o.smoothing > 0:
-                gap = weighted_gap(xs, weight, n, mx.value)
+                # sum_j w_j (m - x_j), a zero weight adding 0 even against a -inf
+                gap = soft_sums(xs, <const floating*>NULL, weight, n, mx.value, 0.0, 1.0,
+                                &big_w)
             r = sum_exp_below_max(xs, n, mx.value, grad)
     if not row_is_regular(mx):
         if grad != NULL:
@@ -205,7 +193,7 @@ cdef inline double ce_probs_row(
     cdef Py_ssize_t n = o.n_classes, j
     cdef const floating* xs = capped(x, scratch, n, o.softcap)
     cdef RowMax mx = row_max(xs, n)
-    cdef double m, r, log_s, lse, a, big_w = 0.0, gap = 0.0, keep, eps_c, alpha
+    cdef double m, r, log_s, lse, a, big_w, gap, keep, eps_c, alpha
     if not row_is_regular(mx):
         if grad != NULL:
             fill(grad, n, NAN)
@@ -213,13 +201,8 @@ cdef inline double ce_probs_row(
     m = mx.value
     keep = 1.0 - o.smoothing
     eps_c = o.smoothing / n
-    for j in range(n):
-        a = keep * y[j] + eps_c
-        if weight != NULL:
-            a = a * weight[j]
-        big_w += a
-        if a != 0:              # 0 log 0 = 0: a class with no target mass adds nothing
-            gap += a * (m - xs[j])
+    # 0 log 0 = 0: a class with no target mass adds nothing to the gap
+    gap = soft_sums(xs, y, weight, n, m, keep, eps_c, &big_w)
     r = sum_exp_below_max(xs, n, m, grad)
     log_s = log1p(r)
     lse = m + log_s

@@ -1,6 +1,7 @@
 /* Prefetching, and the row primitives of a stable softmax: the exp-sum of a row below
  * its max (XF_SUM_BELOW, with hand-written AVX2 and AVX-512 variants in xent_avx2.h and
- * xent_avx512.h), the row max, the scaling, and the one-sweep (online) sums.
+ * xent_avx512.h), the row max, the scaling, the one-sweep (online) sums, and the sums of
+ * soft targets.
  *
  * Part of xent_simd.h; included by it after xent_math.h.
  */
@@ -383,5 +384,53 @@ static inline void xf_scale_chunks_##SUF(T *e, ptrdiff_t n, const T *cmax, T m, 
         for (ptrdiff_t j = b0; j < b1; j++)                                               \
             e[j] = e[j] * f;                                                              \
     }                                                                                     \
+}
+/* ---- the sums of soft targets --------------------------------------------------------
+ * With per-class coefficients a_j = (keep y_j + c) w_j (y the target probabilities, w the
+ * class weights; NULL: y_j = 0, w_j = 1), xf_soft_sums returns gap = sum_j a_j (m - x_j)
+ * over the classes with a_j != 0 (0 log 0 = 0: a class without mass adds nothing, even
+ * at a -inf logit) and sets *big_w = sum_j a_j. In XF_LANES double lanes, added in the
+ * same order at every instruction set: as one scalar chain of dependent adds, these sums
+ * took three times the exp-sum's time (label smoothing and probability targets made a
+ * loss 3-4x slower than with class indices). */
+#define XF_SOFT_TERM(T)                                                                   \
+    {                                                                                     \
+        double a_ = has_y ? keep * (double)y[j + l] + c : c;                             \
+        if (has_w)                                                                        \
+            a_ = a_ * (double)w[j + l];                                                   \
+        w_l[l] += a_;                                                                     \
+        gap_l[l] += a_ != 0.0 ? a_ * (m - (double)x[j + l]) : 0.0;                       \
+    }
+#define XF_SOFT_SUMS(T, SUF)                                                              \
+static XF_ALWAYS_INLINE double xf_soft_sums_at_##SUF(const T *x, const T *y, const T *w,   \
+                                                    ptrdiff_t n, double m, double keep,   \
+                                                    double c, int has_y, int has_w,       \
+                                                    double *big_w)                        \
+{                                                                                         \
+    double gap_l[XF_LANES], w_l[XF_LANES];                                                \
+    for (int l = 0; l < XF_LANES; l++)                                                    \
+        gap_l[l] = w_l[l] = 0.0;                                                          \
+    ptrdiff_t j = 0;                                                                      \
+    for (; j + XF_LANES <= n; j += XF_LANES) {                                            \
+        XF_SIMD                                                                           \
+        for (int l = 0; l < XF_LANES; l++)                                                \
+            XF_SOFT_TERM(T)                                                               \
+    }                                                                                     \
+    for (int l = 0; l < n - j; l++)    /* the rest, into the first lanes */               \
+        XF_SOFT_TERM(T)                                                                   \
+    *big_w = xf_fold_lanes(w_l);                                                          \
+    return xf_fold_lanes(gap_l);                                                          \
+}                                                                                         \
+                                                                                          \
+static inline double xf_soft_sums_##SUF(const T *x, const T *y, const T *w, ptrdiff_t n,  \
+                                        double m, double keep, double c, double *big_w)   \
+{                                                                                         \
+    if (y && w)                                                                           \
+        return xf_soft_sums_at_##SUF(x, y, w, n, m, keep, c, 1, 1, big_w);                \
+    if (y)                                                                                \
+        return xf_soft_sums_at_##SUF(x, y, w, n, m, keep, c, 1, 0, big_w);                \
+    if (w)                                                                                \
+        return xf_soft_sums_at_##SUF(x, y, w, n, m, keep, c, 0, 1, big_w);                \
+    return xf_soft_sums_at_##SUF(x, y, w, n, m, keep, c, 0, 0, big_w);                    \
 }
 #endif  /* XENT_ROWS_H */

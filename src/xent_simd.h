@@ -15,7 +15,8 @@
  */
 /* Layout: this header includes, in order,
  *   xent_math.h    portability macros, bit casts, the scalar exp and log1p
- *   xent_rows.h    prefetching, row max, exp-sums below the max, scaling, online sums
+ *   xent_rows.h    prefetching, row max, exp-sums below the max, scaling, online sums,
+ *                  soft-target sums
  *     xent_avx512.h  the exp-sum loop by hand with AVX-512 (AVX-512 builds only)
  *     xent_avx2.h    the exp-sum loop by hand with AVX2 + FMA (AVX2 builds only)
  *   xent_tiles.h   short rows, 16 at a time across the lanes (cross-entropy, softmax)
@@ -37,6 +38,8 @@ XF_ROW_PRIMITIVES(float, f32, xf_expf, float)
 XF_ROW_PRIMITIVES(double, f64, xf_exp, double)
 XF_ONLINE_PRIMITIVES(float, f32, xf_expf, float)
 XF_ONLINE_PRIMITIVES(double, f64, xf_exp, double)
+XF_SOFT_SUMS(float, f32)
+XF_SOFT_SUMS(double, f64)
 XF_SMALL_CE(float, f32, xf_expf)
 XF_SMALL_CE(double, f64, xf_exp)
 XF_SMALL_SOFTMAX(float, f32)

@@ -245,8 +245,13 @@ def test_fma_levels_agree_bitwise(dtype, monkeypatch):
             x = _logits(np.random.default_rng(c), 37 if c < 16 else 6, c, dtype)
             x[3, ::7] = x[3].max() - 100         # exps that underflow or are subnormal
             t = np.random.default_rng(c + 1).integers(0, c, len(x))
+            p = np.random.default_rng(c + 2).dirichlet(np.ones(c), len(x)).astype(dtype)
+            w = np.random.default_rng(c + 3).random(c).astype(dtype)
             out += [xf.softmax(x), xf.logsumexp(x), *xf.cross_entropy_and_grad(x, t),
-                    xf.cross_entropy(x, t, reduction="none")]
+                    xf.cross_entropy(x, t, reduction="none"),
+                    # the soft-target sums run in 16 lanes too (xf_soft_sums)
+                    *xf.cross_entropy_and_grad(x, t, label_smoothing=0.1, weight=w),
+                    *xf.cross_entropy_and_grad(x, p, reduction="none")]
         results.append(out)
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
