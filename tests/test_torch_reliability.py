@@ -291,6 +291,22 @@ def test_second_derivative_is_a_clear_error_never_zeros(i):
         (loss + gx.norm() ** 2).backward()
 
 
+@pytest.mark.parametrize("i", range(6))
+def test_second_derivative_is_a_clear_error_when_compiled_eagerly(i):
+    # torch.compile with the eager backend runs the custom ops' autograd formulas with
+    # create_graph honoured (aot_eager and inductor refuse double backward themselves):
+    # their saved gradient, differentiated again, gave silent zeros
+    name, fn = _losses()[i]
+    compiled = torch.compile(fn, fullgraph=True, backend="eager")
+    x = torch.randn(6, 4, dtype=torch.float64, generator=_gen(16), requires_grad=True)
+    (gx,) = torch.autograd.grad(compiled(x), x, create_graph=True)
+    xr = x.detach().requires_grad_()
+    (want,) = torch.autograd.grad(fn(xr), xr)
+    torch.testing.assert_close(gx.detach(), want)
+    with pytest.raises(RuntimeError, match=f"double backward of xent_fast.torch.{name}"):
+        torch.autograd.grad((gx ** 2).sum(), x)
+
+
 def test_second_derivative_through_a_layer_is_a_clear_error():
     g = _gen(14)
     lin = torch.nn.Linear(3, 5)

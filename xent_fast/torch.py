@@ -22,9 +22,9 @@ They behave as PyTorch's own ops inside PyTorch's machinery:
 - ``torch.autocast("cpu", dtype=torch.bfloat16 or torch.float16)``: a bfloat16/float16
   input gives a float32 loss, as PyTorch's losses do there, and its gradient in the
   input's dtype;
-- ``torch.jit.script``: the functions are left to Python (``torch.jit.ignore``), so a
-  scripted function or module that calls them runs, but cannot be saved; use
-  ``torch.compile`` to compile code that calls them.
+- ``torch.jit.script``: scripting the functions, the modules, or code that calls them
+  raises an error that says to use ``torch.compile`` instead (TorchScript cannot compile
+  a call into these kernels).
 
 Differences from PyTorch, on purpose:
 
@@ -1145,19 +1145,26 @@ def _ce_op_setup(ctx: Any, inputs: Any, output: Any) -> None:
     soft = inputs[9]
     ctx.reduction, ctx.eps, ctx.soft = reduction, eps, soft
     ctx.in_layout = (input.dim(), target.dtype, None if weight is None else weight.dtype)
-    _, grad, lp = output
-    ctx.save_for_backward(grad, lp, target if soft else None, weight if soft else None)
+    loss, grad, lp = output
+    # the loss is the anchor of _NoDoubleBackward (see _FastCrossEntropy)
+    ctx.save_for_backward(grad, lp, target if soft else None, weight if soft else None, loss)
 
 
 def _ce_op_backward(ctx: Any, grad_loss: torch.Tensor, *unused: Any) -> Any:
-    grad, lp, t, w = ctx.saved_tensors
+    grad, lp, t, w, anchor = ctx.saved_tensors
     grad_x = _times(grad, grad_loss) if ctx.needs_input_grad[0] else None
     grad_t = grad_w = None
     if ctx.soft:
         grad_t, grad_w = _soft_grads(lp, t, w, grad_loss, ctx.reduction, ctx.eps,
                                      ctx.in_layout, ctx.needs_input_grad[1],
                                      ctx.needs_input_grad[2])
-    return (grad_x, grad_t, grad_w) + (None,) * 8
+    grads = (grad_x, grad_t, grad_w)
+    if _grad_enabled():
+        # create_graph=True (torch.compile with the eager backend, or the op called
+        # directly): the saved gradient is an output of this node, whose backward ignores
+        # its own gradient, so differentiating it again would silently give zeros
+        grads = _guard("cross_entropy", anchor, grads)
+    return grads + (None,) * 8
 
 
 _ce_op.register_autograd(_ce_op_backward, setup_context=_ce_op_setup)
@@ -1211,15 +1218,20 @@ def _binary_op_fake(input: torch.Tensor, target: torch.Tensor, weight: Optional[
 
 def _binary_op_setup(ctx: Any, inputs: Any, output: Any) -> None:
     ctx.soft = inputs[9]
-    _, grad, tgrad = output
-    ctx.save_for_backward(grad, tgrad)
+    ctx.loss_name = ("binary_cross_entropy_with_logits" if inputs[4] == "bce"
+                     else "sigmoid_focal_loss")
+    loss, grad, tgrad = output
+    ctx.save_for_backward(grad, tgrad, loss)
 
 
 def _binary_op_backward(ctx: Any, grad_loss: torch.Tensor, *unused: Any) -> Any:
-    grad, tgrad = ctx.saved_tensors
+    grad, tgrad, anchor = ctx.saved_tensors
     grad_x = _times(grad, grad_loss) if ctx.needs_input_grad[0] else None
     grad_t = _times(tgrad, grad_loss) if ctx.soft and ctx.needs_input_grad[1] else None
-    return (grad_x, grad_t) + (None,) * 9
+    grads = (grad_x, grad_t)
+    if _grad_enabled():     # create_graph=True: as in _ce_op_backward
+        grads = _guard(ctx.loss_name, anchor, grads)
+    return grads + (None,) * 9
 
 
 _binary_op.register_autograd(_binary_op_backward, setup_context=_binary_op_setup)
