@@ -254,6 +254,22 @@ def test_double_backward_is_an_error():
         torch.autograd.grad(gx.sum(), w)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_double_backward_is_an_error_when_compiled_eagerly(reduction):
+    # the custom op's autograd formula runs with create_graph under the eager backend:
+    # its gradients, differentiated again, gave silent zeros
+    x, w, b, y = _data((9,), 4, 6)
+    w = w.detach().requires_grad_()
+    fn = torch.compile(lambda x, w: xft.linear_cross_entropy(
+        x, w, y, linear_bias=b, reduction=reduction).sum(), fullgraph=True, backend="eager")
+    gw, = torch.autograd.grad(fn(x, w), w, create_graph=True)
+    want, = torch.autograd.grad(
+        xft.linear_cross_entropy(x, w, y, linear_bias=b, reduction=reduction).sum(), w)
+    torch.testing.assert_close(gw.detach(), want)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(gw.pow(2).sum(), w)
+
+
 # --- the module --------------------------------------------------------------------------
 
 def test_module_state_dict_round_trip():

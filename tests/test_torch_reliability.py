@@ -266,10 +266,11 @@ def _losses():
         ("binary_cross_entropy_with_logits",
          lambda z: xft.binary_cross_entropy_with_logits(z, y)),
         ("sigmoid_focal_loss", lambda z: xft.sigmoid_focal_loss(z, y, reduction="sum")),
+        ("distillation_loss", lambda z: xft.distillation_loss(z, y, temperature=2.0)),
     ]
 
 
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range(7))
 def test_second_derivative_is_a_clear_error_never_zeros(i):
     name, fn = _losses()[i]
     x = torch.randn(6, 4, dtype=torch.float64, generator=_gen(13), requires_grad=True)
@@ -291,7 +292,7 @@ def test_second_derivative_is_a_clear_error_never_zeros(i):
         (loss + gx.norm() ** 2).backward()
 
 
-@pytest.mark.parametrize("i", range(6))
+@pytest.mark.parametrize("i", range(7))
 def test_second_derivative_is_a_clear_error_when_compiled_eagerly(i):
     # torch.compile with the eager backend runs the custom ops' autograd formulas with
     # create_graph honoured (aot_eager and inductor refuse double backward themselves):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from . import _distill as _xd
 from . import _validation as _v
+from .torch import _guard
 
 try:
     from torch.compiler import is_compiling as _compiling
@@ -85,12 +86,17 @@ class _Distill(torch.autograd.Function):  # type: ignore[misc]
     @staticmethod
     def setup_context(ctx: Any, inputs: Any, output: Any) -> None:
         ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(output[1])
+        ctx.save_for_backward(output[1], output[0])    # the loss: _guard's anchor
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, *unused: Any) -> Any:
-        (grad,) = ctx.saved_tensors
-        return _times(grad, grad_loss), None, None, None, None
+        grad, anchor = ctx.saved_tensors
+        grads = (_times(grad, grad_loss),)
+        if torch.is_grad_enabled():     # create_graph=True, and torch.func transforms
+            # the saved gradient is a constant to autograd: differentiated again it would
+            # drop the second-order term in silence (a gradient penalty's, say)
+            grads = _guard("distillation_loss", anchor, grads)
+        return grads + (None, None, None, None)
 
     @staticmethod
     def vmap(info: Any, in_dims: Any, student: torch.Tensor, teacher: torch.Tensor,
@@ -154,12 +160,15 @@ def _distill_op_fake(student: torch.Tensor, teacher: torch.Tensor,
 
 
 def _distill_op_setup(ctx: Any, inputs: Any, output: Any) -> None:
-    ctx.save_for_backward(output[1])
+    ctx.save_for_backward(output[1], output[0])
 
 
 def _distill_op_backward(ctx: Any, grad_loss: torch.Tensor, *unused: Any) -> Any:
-    (grad,) = ctx.saved_tensors
-    return (_times(grad, grad_loss),) + (None,) * 8
+    grad, anchor = ctx.saved_tensors
+    grads = (_times(grad, grad_loss),)
+    if torch.is_grad_enabled():     # create_graph=True: as in _Distill.backward
+        grads = _guard("distillation_loss", anchor, grads)
+    return grads + (None,) * 8
 
 
 _distill_op.register_autograd(_distill_op_backward, setup_context=_distill_op_setup)

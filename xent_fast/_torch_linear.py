@@ -620,22 +620,29 @@ def _lce_fake(input: torch.Tensor, linear_weight: torch.Tensor,
 def _lce_setup(ctx: Any, inputs: Any, output: Any) -> None:
     ctx.args = inputs[6:]
     ctx.none = inputs[6] == "none"
+    # the loss last: _guard's anchor
     if ctx.none:
-        ctx.save_for_backward(*inputs[:5])
+        ctx.save_for_backward(*inputs[:5], output[0])
     else:
-        ctx.save_for_backward(*output[1:])
+        ctx.save_for_backward(*output[1:], output[0])
 
 
 def _lce_backward(ctx: Any, grad_loss: torch.Tensor, *unused: Any) -> Any:
     need = list(ctx.args[-1])
+    *saved, anchor = ctx.saved_tensors
     if ctx.none:
-        input, linear_weight, linear_bias, target, weight = ctx.saved_tensors
+        input, linear_weight, linear_bias, target, weight = saved
         _, gh, gw, gb = torch.ops.xent_fast.linear_cross_entropy(
             input, linear_weight, linear_bias, target, weight, grad_loss, *ctx.args)
     else:
-        gh, gw, gb = (_times(g, grad_loss) if n else g for g, n in zip(ctx.saved_tensors, need))
-    return (gh if need[0] else None, gw if need[1] else None,
-            gb if need[2] else None) + (None,) * 13
+        gh, gw, gb = (_times(g, grad_loss) if n else g for g, n in zip(saved, need))
+    grads = (gh if need[0] else None, gw if need[1] else None, gb if need[2] else None)
+    if torch.is_grad_enabled():
+        # create_graph=True (torch.compile with the eager backend): the gradients are
+        # outputs of the op, whose backward ignores their own gradients; differentiated
+        # again they would give silent zeros
+        grads = _guard(_NAME, anchor, grads)
+    return grads + (None,) * 13
 
 
 _lce_op.register_autograd(_lce_backward, setup_context=_lce_setup)
