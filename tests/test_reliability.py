@@ -73,14 +73,17 @@ def test_grad_out_may_be_the_logits_given_as_buffer(wrap):
 
 @pytest.mark.parametrize("soft", [False, True], ids=["indices", "probabilities"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_cross_entropy_axis_matches_torch_class_dimension(soft, reduction):
+@pytest.mark.parametrize("shape", [(4, 5), (4, 5, 3), (2, 5, 3, 2)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_cross_entropy_axis_matches_torch_class_dimension(soft, reduction, shape, dtype):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((4, 5, 3))
-    t = (rng.dirichlet(np.ones(5), (4, 3)).transpose(0, 2, 1).copy() if soft
-         else rng.integers(0, 5, (4, 3)))
-    w = rng.uniform(0.5, 2.0, 5)
+    x = rng.standard_normal(shape).astype(dtype)
+    batch = shape[:1] + shape[2:]
+    t = (np.moveaxis(rng.dirichlet(np.ones(5), batch), -1, 1).astype(dtype) if soft
+         else rng.integers(0, 5, batch))
+    w = rng.uniform(0.5, 2.0, 5).astype(dtype)
     xt = torch.tensor(x, requires_grad=True)
     expected = F.cross_entropy(xt, torch.tensor(t), weight=torch.tensor(w), reduction=reduction,
                                label_smoothing=0.1)
@@ -88,11 +91,13 @@ def test_cross_entropy_axis_matches_torch_class_dimension(soft, reduction):
     g_up = np.ones(expected.shape) if reduction == "none" else 1.0
     loss, grad = xf.cross_entropy_and_grad(x, t, weight=w, reduction=reduction,
                                            label_smoothing=0.1, axis=1, grad_output=g_up)
-    np.testing.assert_allclose(loss, expected.detach().numpy(), rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-12, atol=1e-15)
-    assert grad.flags.c_contiguous
+    tol = (dict(rtol=1e-12, atol=1e-15) if dtype == np.float64
+           else dict(rtol=2e-5, atol=1e-6))
+    np.testing.assert_allclose(loss, expected.detach().numpy(), **tol)
+    np.testing.assert_allclose(grad, xt.grad.numpy(), **tol)
+    assert grad.dtype == dtype and grad.flags.c_contiguous
     assert np.array_equal(xf.cross_entropy(x, t, weight=w, reduction=reduction,
-                                           label_smoothing=0.1, axis=-2), loss)
+                                           label_smoothing=0.1, axis=1 - len(shape)), loss)
     buf = x.copy()
     assert xf.cross_entropy_and_grad(buf, t, weight=w, reduction=reduction, label_smoothing=0.1,
                                      axis=1, grad_output=g_up, grad_out=buf)[1] is buf
@@ -186,6 +191,29 @@ def test_grad_out_overlap_is_refused_on_another_class_axis(wrap):
 def test_softmax_of_a_scalar_is_a_numpy_scalar_as_scipy():
     assert isinstance(xf.softmax(1.0, axis=None), np.float64)
     assert isinstance(xf.log_softmax(np.float32(2.0), axis=None), np.float32)
+
+
+@pytest.mark.parametrize("shape", [(5,), (4, 3), (2, 3, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("base", [None, 2.0])
+def test_info_measures_match_scipy_on_every_axis(shape, dtype, base):
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(9)
+    nd = len(shape)
+    tol = dict(rtol=2e-6, atol=1e-7) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-15)
+    for axis in [*range(nd), *range(-nd, 0)]:
+        p = np.moveaxis(rng.dirichlet(np.ones(shape[axis]), shape[:axis % nd]
+                                      + shape[axis % nd + 1:]), -1, axis).astype(dtype)
+        q = np.moveaxis(rng.dirichlet(np.ones(shape[axis]), shape[:axis % nd]
+                                      + shape[axis % nd + 1:]), -1, axis).astype(dtype)
+        p64, q64 = p.astype(np.float64), q.astype(np.float64)
+        scale = 1.0 if base is None else np.log(base)
+        np.testing.assert_allclose(xf.info.entropy(p, base=base, axis=axis),
+                                   stats.entropy(p64, base=base, axis=axis), **tol)
+        np.testing.assert_allclose(xf.info.kl_divergence(p, q, base=base, axis=axis),
+                                   stats.entropy(p64, q64, base=base, axis=axis), **tol)
+        np.testing.assert_allclose(xf.info.cross_entropy(p, q, base=base, axis=axis),
+                                   -(p64 * np.log(q64)).sum(axis) / scale, **tol)
 
 
 def test_info_measures_broadcast_p_and_q_as_scipy():

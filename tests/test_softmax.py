@@ -177,6 +177,26 @@ def test_axis_matches_scipy(axis, dtype):
         np.testing.assert_array_equal(out, ours)
 
 
+@pytest.mark.parametrize("shape", [(7,), (6, 1), (3, 4, 5), (2, 3, 1, 4)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32, np.bool_])
+def test_every_axis_matches_scipy_over_shapes_and_dtypes(shape, dtype):
+    # every single axis, negative too, a pair of axes and all of them; integer and bool
+    # input computed in float64, as SciPy does
+    x = np.random.default_rng(5).standard_normal(shape) * 4
+    x = x > 0 if dtype == np.bool_ else x.astype(dtype)
+    x64 = x.astype(np.float64)
+    out_dt = dtype if dtype in (np.float32, np.float64) else np.float64
+    tol = dict(rtol=1e-5, atol=1e-6) if out_dt == np.float32 else dict(rtol=1e-13, atol=1e-15)
+    nd = len(shape)
+    axes = [*range(nd), *range(-nd, 0), None] + ([(0, nd - 1)] if nd > 1 else [])
+    for axis in axes:
+        for name in FUNCS:
+            ours = getattr(xf, name)(x, axis=axis)
+            theirs = getattr(scipy_special, name)(x64, axis=axis)
+            assert ours.dtype == out_dt and np.shape(ours) == np.shape(theirs), (name, axis)
+            np.testing.assert_allclose(ours, theirs, **tol, err_msg=f"{name} axis={axis}")
+
+
 def test_integer_and_bool_logits_are_computed_in_float64():
     for x in (np.arange(6).reshape(2, 3), np.array([[True, False, True]]), [1, 2, 3]):
         for name in FUNCS:
