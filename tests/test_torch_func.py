@@ -280,6 +280,13 @@ COMPILED = {
             lambda z, t, p: F.binary_cross_entropy_with_logits(z, p, pos_weight=p[0] + 1)),
     "focal": (lambda z, t, p: xft.sigmoid_focal_loss(z, p, reduction="mean"),
               lambda z, t, p: focal_reference(z, p, reduction="mean")),
+    # the deprecated size_average/reduce (a graph break when torch.nn._reduction read them)
+    "cross_entropy size_average": (
+        lambda z, t, p: xft.cross_entropy(z, t, size_average=False),
+        lambda z, t, p: F.cross_entropy(z, t, reduction="sum")),
+    "bce reduce": (
+        lambda z, t, p: xft.binary_cross_entropy_with_logits(z, p, reduce=False).sum(),
+        lambda z, t, p: F.binary_cross_entropy_with_logits(z, p, reduction="none").sum()),
 }
 
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Any, NoReturn, Optional, cast
 
 try:
@@ -167,10 +168,21 @@ def _option_int(value: Any, name: str) -> int:
 
 
 def _legacy_reduction(size_average: Any, reduce: Any, reduction: str) -> str:
-    if size_average is not None or reduce is not None:
-        legacy: str = torch.nn._reduction.legacy_get_string(size_average, reduce)
-        return legacy
-    return reduction
+    """PyTorch's deprecated ``size_average``/``reduce`` as a ``reduction``, with its
+    deprecation warning. Written out rather than calling ``torch.nn._reduction``, which
+    ``torch.compile(fullgraph=True)`` cannot trace from outside ``torch.nn``."""
+    if size_average is None and reduce is None:
+        return reduction
+    if reduce is not None and not reduce:
+        legacy = "none"
+    elif size_average is None or size_average:
+        legacy = "mean"
+    else:
+        legacy = "sum"
+    if not _compiling():    # dynamo cannot trace warnings.warn here (a graph break)
+        warnings.warn(f"size_average and reduce are deprecated; use reduction='{legacy}'",
+                      UserWarning, stacklevel=3)
+    return legacy
 
 
 def _check_tensor(t: Any, name: str) -> torch.Tensor:
